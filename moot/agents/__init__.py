@@ -1,0 +1,72 @@
+"""Agents: who speaks, in what role, with which traits, on which model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from moot import prompts
+
+KNOWN_ROLES = ("debater", "critic", "aggregator", "judge", "reflector")
+
+
+class Agent(BaseModel):
+    """One participant of a society.
+
+    Agents that name the same model spec (or hold the same model object) share one loaded model.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str = Field(min_length=1)
+    """Unique within a society; shown in turns and in the CLI."""
+    role: str = "debater"
+    """debater, critic, aggregator, judge, reflector, or any custom role."""
+    trait: str | None = None
+    """A preset trait ("easy-going", "overconfident") or a free-text persona, set before the task."""
+    model: BaseChatModel | str = "local"
+    """A model spec for `moot.load_model` ("local", "llama:PATH", "openai:MODEL") or a chat model."""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _role_is_a_word(cls, role: str) -> str:
+        if not role.strip():
+            raise ValueError("role must not be empty")
+        return role.strip()
+
+    def chat_model(self) -> BaseChatModel:
+        """The agent's model, loaded on first use (and shared with agents naming the same spec)."""
+        if isinstance(self.model, str):
+            from moot.models import load_model
+
+            return load_model(self.model)
+        return self.model
+
+    def sampling(self) -> dict[str, Any]:
+        """Sampling settings to pass with each call; unset ones are left to the model."""
+        settings = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
+        return {key: value for key, value in settings.items() if value is not None}
+
+    def system_prompt(self) -> str:
+        """The role's system prompt, followed by the trait if any."""
+        role_prompt = f"system/{self.role}" if prompts.exists(f"system/{self.role}") else None
+        text = (
+            prompts.render(role_prompt, name=self.name)
+            if role_prompt
+            else prompts.render("system/default", name=self.name, role=self.role)
+        )
+        if self.trait:
+            trait_prompt = f"traits/{self.trait}"
+            text += "\n" + (prompts.load(trait_prompt) if prompts.exists(trait_prompt) else self.trait)
+        return text

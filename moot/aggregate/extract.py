@@ -1,0 +1,100 @@
+"""Answer extractors: from a model's reply to a comparable answer string (or None)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Literal
+
+ExtractKind = Literal["number", "boxed", "choice", "text"]
+Extractor = Callable[[str], str | None]
+
+_ANSWER_LINE = re.compile(r"\b(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*(.+)", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def _answer_line(text: str) -> str | None:
+    """What follows the last "Answer:" marker, if the reply has one."""
+    matches = [m for line in text.splitlines() if (m := _ANSWER_LINE.search(line))]
+    return matches[-1].group(1).strip() if matches else None
+
+
+def normalise_number(raw: str) -> str | None:
+    """'1,234.50' -> '1234.5'; '42.0' -> '42'; None when `raw` holds no number."""
+    found = _NUMBER.findall(raw)
+    if not found:
+        return None
+    cleaned = found[-1].replace(",", "")
+    try:
+        value = float(cleaned)
+    except ValueError:
+        return None
+    if value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def extract_number(text: str) -> str | None:
+    """The number on the "Answer:" line, else the last number in the reply."""
+    line = _answer_line(text)
+    if line is not None and (number := normalise_number(line.split("=")[-1])) is not None:
+        return number
+    boxed = extract_boxed(text)
+    if boxed is not None and (number := normalise_number(boxed)) is not None:
+        return number
+    return normalise_number(text)
+
+
+def extract_boxed(text: str) -> str | None:
+    r"""The contents of the last \boxed{...}, braces balanced."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, begin = 0, start + len("\\boxed{")
+    for index in range(begin, len(text)):
+        char = text[index]
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            if depth == 0:
+                return text[begin:index].strip()
+            depth -= 1
+    return None
+
+
+_CHOICE = re.compile(r"(?<![A-Za-z])\(?([A-J])\)?(?![A-Za-z])")
+_MARKED_CHOICE = re.compile(r"\(([A-J])\)|(?<![A-Za-z])([A-J])[).:](?!\w)")
+
+
+def extract_choice(text: str) -> str | None:
+    """A choice letter A-J: from the "Answer:" line, else the last marked letter like "(B)"."""
+    line = _answer_line(text)
+    if line is not None and (match := _CHOICE.search(line)):
+        return match.group(1)
+    matches = _MARKED_CHOICE.findall(text)
+    return next(filter(None, matches[-1])) if matches else None
+
+
+def normalise_text(raw: str) -> str:
+    """Lower case, no surrounding punctuation or markup, single spaces."""
+    cleaned = re.sub(r"[*_`\"']", "", raw).strip().strip(".!?:;,").strip()
+    return re.sub(r"\s+", " ", cleaned).lower()
+
+
+def extract_text(text: str) -> str | None:
+    """The "Answer:" line, else the last non-empty line, normalised."""
+    line = _answer_line(text)
+    if line is None:
+        lines = [line for line in text.splitlines() if line.strip()]
+        line = lines[-1] if lines else None
+    if line is None:
+        return None
+    return normalise_text(line) or None
+
+
+EXTRACTORS: dict[str, Extractor] = {
+    "number": extract_number,
+    "boxed": extract_boxed,
+    "choice": extract_choice,
+    "text": extract_text,
+}

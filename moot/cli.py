@@ -1,0 +1,235 @@
+"""The `moot` command: run debates and inspect models from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from moot.errors import MootError
+from moot.result import Result, Turn
+
+_console = Console()
+_errors = Console(stderr=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (exit status 2), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        _errors.print(f"[bold red]error:[/] {message} (see `{self.prog} --help`)", highlight=False)
+        raise SystemExit(2)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{value}'") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _option(value: str) -> tuple[str, Any]:
+    key, equals, raw = value.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{value}'")
+    try:
+        parsed: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        parsed = raw
+    return key, parsed
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="moot", description="Several LLMs answer a question together.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    debate = commands.add_parser("debate", help="run a multi-agent debate (Du et al.) on a question")
+    debate.add_argument("question", help="the question to debate")
+    debate.add_argument("--agents", type=_positive, default=3, help="number of agents (3)")
+    debate.add_argument("--rounds", type=_positive, default=2, help="rounds, the first included (2)")
+    debate.add_argument("--model", default="local", help="model spec: local, llama:PATH, openai:MODEL")
+    debate.add_argument(
+        "-o",
+        "--model-option",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option for the model backend, e.g. -o n_ctx=8192 -o n_gpu_layers=-1",
+    )
+    debate.add_argument(
+        "--extract",
+        choices=["number", "boxed", "choice", "text"],
+        default="number",
+        help="answer format to ask for and vote on (number)",
+    )
+    debate.add_argument("--temperature", type=float, help="sampling temperature for every agent")
+    debate.add_argument("--max-tokens", type=_positive, help="most tokens per reply")
+    debate.add_argument("--max-concurrency", type=_positive, help="most calls in flight at once")
+    debate.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    commands.add_parser("models", help="list the embedded model and the model backends")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "debate":
+            return _debate(args)
+        return _models()
+    except MootError as error:
+        return _fail(str(error))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return _fail(f"{where}: {first['msg']}")
+    except KeyboardInterrupt:
+        return _fail("interrupted", status=130)
+
+
+def _fail(message: str, status: int = 2) -> int:
+    _errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    return status
+
+
+def _debate(args: argparse.Namespace) -> int:
+    from moot import Agent, Debate, MajorityVote, Society, load_model
+
+    model = load_model(args.model, **dict(args.model_option))
+    agents = [
+        Agent(
+            name=f"agent{index + 1}",
+            model=model,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+        )
+        for index in range(args.agents)
+    ]
+    society = Society(
+        agents=agents,
+        protocol=Debate(rounds=args.rounds),
+        aggregator=MajorityVote(extract=args.extract),
+        max_concurrency=args.max_concurrency,
+    )
+    if args.json:
+        result = society.run(args.question)
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
+    else:
+        result = _show_live(society.stream(args.question), [agent.name for agent in agents])
+    return _status(result)
+
+
+def _status(result: Result) -> int:
+    """1 when no agent produced any reply: nothing was debated."""
+    if result.turns and all(turn.failed for turn in result.turns):
+        return _fail(f"every model call failed; the first error: {result.turns[0].error}", 1)
+    return 0
+
+
+def _turn_panel(turn: Turn | None, agent: str, round: int, streamed: str) -> Panel:
+    if turn is None:
+        return Panel(Text(streamed), title=f"{agent} · round {round}", border_style="yellow")
+    if turn.failed:
+        return Panel(Text(turn.error or "", style="red"), title=f"{agent} · round {round} · failed")
+    subtitle = f"answer: {turn.answer}" if turn.answer is not None else "no answer found"
+    return Panel(
+        Text(turn.text),
+        title=f"{agent} · round {round}",
+        subtitle=f"{subtitle} · {turn.usage.total_tokens} tokens",
+        border_style="green",
+    )
+
+
+def _show_live(events: Iterable[Any], agents: list[str]) -> Result:
+    """Stream a run into panels: the current round live, finished rounds printed above it."""
+    from moot.society import ResultEvent, TokenEvent, TurnEvent
+
+    streamed: dict[tuple[str, int], str] = {}
+    finished: dict[tuple[str, int], Turn] = {}
+    current = 1
+
+    def view() -> Group:
+        return Group(
+            *(
+                _turn_panel(finished.get((agent, current)), agent, current, streamed.get((agent, current), ""))
+                for agent in agents
+            )
+        )
+
+    with Live(view(), console=_console, refresh_per_second=8, transient=True) as live:
+        for event in events:
+            if isinstance(event, TokenEvent):
+                key = (event.agent, event.round)
+                streamed[key] = streamed.get(key, "") + event.text
+                current = event.round
+            elif isinstance(event, TurnEvent):
+                turn = event.turn
+                finished[(turn.agent, turn.round)] = turn
+                current = turn.round
+                if all((agent, current) in finished for agent in agents):
+                    live.console.print(view())
+                    current += 1
+            elif isinstance(event, ResultEvent):
+                result = event.result
+            live.update(view())
+    _print_summary(result)
+    return result
+
+
+def _print_summary(result: Result) -> None:
+    table = Table(title="usage", show_edge=False)
+    for column in ("round", "calls", "input tokens", "output tokens", "total tokens", "failed"):
+        table.add_column(column, justify="right")
+    for round in range(1, result.rounds + 1):
+        turns = result.round_turns(round)
+        calls = sum(turn.usage.calls for turn in turns)
+        inputs = sum(turn.usage.input_tokens for turn in turns)
+        outputs = sum(turn.usage.output_tokens for turn in turns)
+        failed = sum(turn.failed for turn in turns)
+        table.add_row(str(round), str(calls), str(inputs), str(outputs), str(inputs + outputs), str(failed))
+    usage = result.usage
+    table.add_row(
+        "total", str(usage.calls), str(usage.input_tokens), str(usage.output_tokens),
+        str(usage.total_tokens), str(sum(turn.failed for turn in result.turns)), style="bold",
+    )
+    _console.print(table)
+    answer = result.answer if result.answer is not None else "(no answer won the vote)"
+    _console.print(Panel(Text(answer, style="bold"), title="final answer", border_style="cyan"))
+
+
+def _models() -> int:
+    from moot.models import backends
+    from moot.models.embedded import EMBEDDED_FILE, embedded_model_path
+
+    table = Table(title="model specs", show_edge=False)
+    table.add_column("spec")
+    table.add_column("what")
+    try:
+        where = str(embedded_model_path())
+    except MootError as error:
+        where = f"not installed: {error}"
+    table.add_row("local", f"embedded {EMBEDDED_FILE} (offline) at {where}")
+    for prefix, usage in backends().items():
+        spec, _, what = usage.partition("  ")
+        table.add_row(spec or prefix, what.strip())
+    table.add_row("(object)", "any langchain_core BaseChatModel, from Python")
+    _console.print(table)
+    _console.print("Pass backend options with -o KEY=VALUE, e.g. -o n_ctx=8192 -o n_gpu_layers=-1.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Errors that reach users. Each message says what is wrong and how to fix it, in one line."""
+
+
+class MootError(Exception):
+    """Base class: the CLI prints these as `error: MESSAGE` and exits with status 2."""
+
+
+class ModelSpecError(MootError):
+    """A model spec that names no known backend, or whose backend cannot be loaded."""
+
+
+class MissingExtraError(MootError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the package '{package}', which is not installed: "
+            f"run `pip install 'moot[{extra}]'`"
+        )
+
+
+class ContextLengthError(MootError):
+    """A prompt does not fit the model's context window."""
+
+
+class ConfigError(MootError):
+    """A society, protocol or agent is configured in a way that cannot run."""

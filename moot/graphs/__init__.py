@@ -1,0 +1,1 @@
+"""LangGraph builders, one protocol per module; each `build()` returns an uncompiled StateGraph."""

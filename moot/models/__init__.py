@@ -1,0 +1,73 @@
+"""Model specs -> LangChain chat models.
+
+    load_model("local")                   the embedded SmolLM2-135M-Instruct, offline
+    load_model("llama:/path/model.gguf")  any GGUF through llama.cpp
+    load_model("openai:MODEL")            an OpenAI-compatible API (base_url= for any server)
+    load_model(chat_model)                any BaseChatModel, returned as it is
+
+`register_backend(prefix, factory)` adds a prefix; it is the one extension point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from moot.errors import ModelSpecError
+
+BackendFactory = Callable[[str, dict[str, Any]], BaseChatModel]
+"""Takes the text after "prefix:" and the load options; returns a chat model."""
+
+_BACKENDS: dict[str, tuple[BackendFactory, str]] = {}
+
+
+def register_backend(prefix: str, factory: BackendFactory, usage: str) -> None:
+    """Make `load_model("PREFIX:...")` call `factory`; `usage` is shown by `moot models`."""
+    _BACKENDS[prefix] = (factory, usage)
+
+
+def backends() -> dict[str, str]:
+    """Registered prefixes and how to use each."""
+    return {prefix: usage for prefix, (_, usage) in _BACKENDS.items()}
+
+
+def load_model(spec: str | BaseChatModel, **options: Any) -> BaseChatModel:
+    """The chat model for `spec`; options go to the backend (e.g. n_ctx, base_url)."""
+    if isinstance(spec, BaseChatModel):
+        return spec
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError(f"model spec must be a non-empty string, got {spec!r}: {_SPEC_HELP}")
+    spec = spec.strip()
+    if spec == "local":
+        from moot.models.embedded import embedded_model_path
+
+        prefix, rest = "llama", str(embedded_model_path())
+    else:
+        prefix, _, rest = spec.partition(":")
+    if prefix not in _BACKENDS or not rest:
+        raise ModelSpecError(f"unknown model spec '{spec}': {_SPEC_HELP}")
+    factory, _ = _BACKENDS[prefix]
+    return factory(rest, options)
+
+
+def _load_llama(path: str, options: dict[str, Any]) -> BaseChatModel:
+    from moot.models.llama import ChatLlama
+
+    return ChatLlama.from_path(path, **options)
+
+
+def _load_openai(model: str, options: dict[str, Any]) -> BaseChatModel:
+    from moot.models.openai import chat_openai
+
+    return chat_openai(model, **options)
+
+
+register_backend("llama", _load_llama, "llama:/path/to/model.gguf  any GGUF file via llama.cpp")
+register_backend(
+    "openai",
+    _load_openai,
+    "openai:MODEL  OpenAI or any compatible server (OPENAI_API_KEY, OPENAI_BASE_URL or base_url=)",
+)
+_SPEC_HELP = "use 'local', 'llama:/path/to/model.gguf' or 'openai:MODEL' (see `moot models`)"

@@ -1,0 +1,326 @@
+"""llama.cpp as a LangChain chat model.
+
+One `Llama` per GGUF file and load settings, shared by every agent that names it and guarded by
+one lock (a `Llama` must not be called from two threads). Each agent's conversation prefix stays
+in a RAM cache of llama.cpp states, so agents taking turns on one instance do not evict each
+other's prefix and only the new part of each prompt is evaluated.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+from moot.errors import ConfigError, ContextLengthError, MissingExtraError, ModelSpecError
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+_GGUF_MAGIC = b"GGUF"
+_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+_SAMPLING = ("temperature", "max_tokens", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
+
+
+class LoadOptions(BaseModel):
+    """Settings fixed when a GGUF is loaded; one instance is kept per distinct set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_ctx: int = 4096
+    """Context window in tokens."""
+    n_gpu_layers: int = 0
+    """Layers to offload to the GPU (-1: all); needs a GPU build of llama-cpp-python."""
+    n_threads: int | None = None
+    """CPU threads (None: llama.cpp's default)."""
+    n_batch: int = 512
+    chat_format: str | None = None
+    """A llama-cpp-python chat format name; None uses the template stored in the GGUF."""
+    logprobs: bool = False
+    """Keep logits for every token (llama.cpp's logits_all), needed to return logprobs."""
+    prefix_cache: bool = True
+    """Keep each conversation's state in RAM so a continued conversation skips its prefix."""
+    cache_bytes: int = 1 << 30
+
+
+class LlamaStats(BaseModel):
+    """Counters over every call on one loaded model (all agents sharing it)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    """Prompt tokens sent."""
+    prompt_tokens_evaluated: int = 0
+    """Prompt tokens llama.cpp actually evaluated (the rest came from the KV cache)."""
+    output_tokens: int = 0
+
+
+class _SharedLlama:
+    """A loaded model, its lock and its counters."""
+
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        llama_class = _counting_llama_class()
+        try:
+            self.llama: Llama = llama_class(
+                model_path=str(path),
+                n_ctx=options.n_ctx,
+                n_gpu_layers=options.n_gpu_layers,
+                n_threads=options.n_threads,
+                n_batch=options.n_batch,
+                chat_format=options.chat_format,
+                logits_all=options.logprobs,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as error:
+            raise ModelSpecError(f"llama.cpp could not load {path}: {error}") from error
+        if options.prefix_cache:
+            self.llama.set_cache(_compact_ram_cache(options.cache_bytes, options.logprobs))
+        self.lock = threading.Lock()
+        self.stats = LlamaStats()
+
+
+_loaded: dict[tuple[Path, LoadOptions], _SharedLlama] = {}
+_loaded_lock = threading.Lock()
+
+
+def _shared_llama(path: Path, options: LoadOptions) -> _SharedLlama:
+    key = (path, options)
+    with _loaded_lock:
+        if key not in _loaded:
+            _loaded[key] = _SharedLlama(path, options)
+        return _loaded[key]
+
+
+def _counting_llama_class() -> type[Llama]:
+    """A `Llama` that counts prompt tokens evaluated and tokens generated per call."""
+    try:
+        from llama_cpp import Llama
+    except ImportError as error:
+        raise MissingExtraError("llama-cpp-python", "local", "the llama.cpp backend") from error
+
+    class CountingLlama(Llama):
+        prompt_tokens = 0
+        prompt_tokens_evaluated = 0
+        generated_tokens = 0
+        _prompt_pending = False
+
+        def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Iterator[int]:  # type: ignore[override]
+            self.prompt_tokens = len(tokens)
+            self.prompt_tokens_evaluated = 0
+            self.generated_tokens = 0
+            self._prompt_pending = True
+            for token in super().generate(tokens, *args, **kwargs):
+                self.generated_tokens += 1
+                yield token
+
+        def eval(self, tokens: Sequence[int]) -> None:
+            if self._prompt_pending:  # the first eval of a call is the uncached part of the prompt
+                self._prompt_pending = False
+                self.prompt_tokens_evaluated = len(tokens)
+            super().eval(tokens)
+
+    return CountingLlama
+
+
+def _compact_ram_cache(capacity_bytes: int, keep_all_logits: bool) -> Any:
+    """llama-cpp-python's LlamaRAMCache, storing one row of logits per state.
+
+    A saved state copies n_batch x n_vocab logits (about 100 MB for a 49k vocabulary) that are
+    never read again unless the model keeps all logits: after a restore, llama.cpp re-evaluates
+    at least one token before sampling.
+    """
+    from llama_cpp import LlamaRAMCache
+
+    class CompactRAMCache(LlamaRAMCache):
+        def __setitem__(self, key: Sequence[int], value: Any) -> None:
+            if not keep_all_logits:
+                value.scores = value.scores[-1:].copy()
+            super().__setitem__(key, value)
+
+    return CompactRAMCache(capacity_bytes=capacity_bytes)
+
+
+def _check_gguf(path: Path) -> Path:
+    if not path.is_file():
+        raise ModelSpecError(f"GGUF file not found: {path}: check the path after 'llama:'")
+    with path.open("rb") as handle:
+        if handle.read(4) != _GGUF_MAGIC:
+            raise ModelSpecError(f"{path} is not a GGUF file: llama.cpp loads .gguf models only")
+    return path.resolve()
+
+
+class ChatLlama(BaseChatModel):
+    """A GGUF model run in-process by llama.cpp.
+
+    Sampling fields are defaults; any of them can be passed per call. Per call, `logprobs=True`
+    and `top_logprobs=k` return token logprobs in `response_metadata["logprobs"]` (OpenAI's
+    shape) when the model was loaded with `logprobs=True`.
+    """
+
+    model_path: str
+    load: LoadOptions = LoadOptions()
+    temperature: float = 0.7
+    max_tokens: int = 512
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    seed: int | None = None
+
+    _shared: _SharedLlama = PrivateAttr()
+
+    @classmethod
+    def from_path(cls, path: str | Path, **options: Any) -> ChatLlama:
+        """Load (or reuse) the GGUF at `path`; options are LoadOptions or sampling fields."""
+        load_fields = set(LoadOptions.model_fields)
+        unknown = set(options) - load_fields - set(_SAMPLING)
+        if unknown:
+            known = ", ".join([*LoadOptions.model_fields, *_SAMPLING])
+            raise ModelSpecError(
+                f"unknown llama option(s) {', '.join(sorted(unknown))}: known options are {known}"
+            )
+        load = LoadOptions(**{key: value for key, value in options.items() if key in load_fields})
+        sampling = {key: value for key, value in options.items() if key in _SAMPLING}
+        return cls(model_path=str(Path(path).expanduser()), load=load, **sampling)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._shared = _shared_llama(_check_gguf(Path(self.model_path)), self.load)
+
+    @property
+    def _llm_type(self) -> str:
+        return "llama.cpp"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_path": self.model_path, **self.load.model_dump()}
+
+    @property
+    def context_window(self) -> int:
+        return self.load.n_ctx
+
+    @property
+    def stats(self) -> LlamaStats:
+        """Counters shared by every ChatLlama on the same loaded model."""
+        return self._shared.stats
+
+    def get_num_tokens(self, text: str) -> int:
+        return len(self._shared.llama.tokenize(text.encode("utf-8"), add_bos=False))
+
+    def _params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = {name: getattr(self, name) for name in _SAMPLING}
+        params.update({key: value for key, value in kwargs.items() if key in _SAMPLING})
+        if stop:
+            params["stop"] = stop
+        if kwargs.get("logprobs"):
+            if not self.load.logprobs:
+                raise ConfigError(
+                    "logprobs were asked for but the model was loaded without them: "
+                    "load it with logprobs=True"
+                )
+            params["logprobs"] = True
+            params["top_logprobs"] = kwargs.get("top_logprobs", 1)
+        return params
+
+    def _completion(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        """Stream completion chunks under the model's lock, then count what the call used."""
+        shared = self._shared
+        llama = shared.llama
+        params = self._params(stop, kwargs)
+        with shared.lock:
+            try:
+                yield from llama.create_chat_completion(  # type: ignore[misc]
+                    messages=[_to_llama_message(message) for message in messages],
+                    stream=True,
+                    **params,
+                )
+            except ValueError as error:
+                if "exceed context window" in str(error):
+                    raise ContextLengthError(
+                        f"prompt of {llama.prompt_tokens} tokens does not fit the context window "  # type: ignore[attr-defined]
+                        f"of {self.load.n_ctx}: shorten it or load the model with a larger n_ctx"
+                    ) from error
+                raise
+            stats = shared.stats
+            stats.calls += 1
+            stats.prompt_tokens += llama.prompt_tokens  # type: ignore[attr-defined]
+            stats.prompt_tokens_evaluated += llama.prompt_tokens_evaluated  # type: ignore[attr-defined]
+            stats.output_tokens += llama.generated_tokens  # type: ignore[attr-defined]
+            yield {"usage": _usage(llama)}
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for chunk in self._completion(messages, stop, kwargs):
+            if "usage" in chunk:
+                yield ChatGenerationChunk(
+                    message=AIMessageChunk(content="", usage_metadata=chunk["usage"])
+                )
+                continue
+            choice = chunk["choices"][0]
+            text = choice["delta"].get("content") or ""
+            info: dict[str, Any] = {}
+            if choice.get("finish_reason"):
+                info["finish_reason"] = choice["finish_reason"]
+            if choice.get("logprobs"):
+                info["logprobs"] = choice["logprobs"]
+            if text and run_manager:
+                run_manager.on_llm_new_token(text)
+            if text or info:
+                yield ChatGenerationChunk(
+                    message=AIMessageChunk(content=text, response_metadata=info),
+                    generation_info=info or None,
+                )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text: list[str] = []
+        logprobs: list[dict[str, Any]] = []
+        metadata: dict[str, Any] = {"model_name": Path(self.model_path).name}
+        usage: UsageMetadata | None = None
+        for chunk in self._completion(messages, stop, kwargs):
+            if "usage" in chunk:
+                usage = chunk["usage"]
+                continue
+            choice = chunk["choices"][0]
+            text.append(choice["delta"].get("content") or "")
+            if choice.get("logprobs"):
+                logprobs.extend(choice["logprobs"].get("content") or [])
+            if choice.get("finish_reason"):
+                metadata["finish_reason"] = choice["finish_reason"]
+        if logprobs:
+            metadata["logprobs"] = {"content": logprobs}
+        message = AIMessage(content="".join(text), usage_metadata=usage, response_metadata=metadata)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _usage(llama: Any) -> UsageMetadata:
+    return UsageMetadata(
+        input_tokens=llama.prompt_tokens,
+        output_tokens=llama.generated_tokens,
+        total_tokens=llama.prompt_tokens + llama.generated_tokens,
+    )
+
+
+def _to_llama_message(message: BaseMessage) -> dict[str, str]:
+    role = _ROLES.get(message.type)
+    if role is None:
+        raise ConfigError(f"llama.cpp chat models take system, user and assistant messages, not {message.type!r}")
+    return {"role": role, "content": message.text}

@@ -1,0 +1,75 @@
+"""What a run produces: turns, their usage and the final answer."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Usage(BaseModel):
+    """Tokens and model calls, for one turn or summed over a run."""
+
+    input_tokens: int = 0
+    """Prompt tokens sent to the model."""
+    output_tokens: int = 0
+    """Tokens the model generated."""
+    total_tokens: int = 0
+    """input_tokens + output_tokens."""
+    calls: int = 0
+    """Model calls made, failed calls included."""
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            calls=self.calls + other.calls,
+        )
+
+    @classmethod
+    def sum(cls, usages: list[Usage]) -> Usage:
+        total = cls()
+        for usage in usages:
+            total = total + usage
+        return total
+
+
+class Turn(BaseModel):
+    """One agent's contribution in one round."""
+
+    round: int
+    """1-based round number; round 1 is the independent first answer."""
+    agent: str
+    """Name of the agent that spoke."""
+    role: str
+    """The agent's role (debater, critic, ...)."""
+    text: str = ""
+    """Everything the model replied; empty when the call failed."""
+    answer: str | None = None
+    """The answer extracted from `text`, or None when none could be found."""
+    peers: list[str] = Field(default_factory=list)
+    """Agents whose previous answers this turn was shown."""
+    usage: Usage = Field(default_factory=Usage)
+    """What this turn cost."""
+    error: str | None = None
+    """Why the model call failed, or None when it succeeded."""
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+class Result(BaseModel):
+    """The outcome of running a society on one question."""
+
+    question: str
+    answer: str | None
+    """The aggregated final answer, or None when no answer won."""
+    turns: list[Turn]
+    """Every turn in order of round, then agent order."""
+    usage: Usage
+    """Usage summed over all turns."""
+    rounds: int
+    """Rounds actually run."""
+
+    def round_turns(self, round: int) -> list[Turn]:
+        return [turn for turn in self.turns if turn.round == round]

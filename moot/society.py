@@ -1,0 +1,196 @@
+"""A society: agents, the protocol they follow, and how their answers are combined."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+from moot import prompts
+from moot.agents import Agent
+from moot.aggregate.vote import MajorityVote
+from moot.errors import ConfigError, ContextLengthError
+from moot.graphs._runtime import RunContext
+from moot.graphs.debate import Debate
+from moot.result import Result, Turn, Usage
+
+
+class TokenEvent(BaseModel):
+    """A piece of an agent's reply, as the model streams it."""
+
+    kind: Literal["token"] = "token"
+    agent: str
+    round: int
+    text: str
+
+
+class TurnEvent(BaseModel):
+    """An agent finished its turn."""
+
+    kind: Literal["turn"] = "turn"
+    turn: Turn
+
+
+class ResultEvent(BaseModel):
+    """The run is over; always the last event."""
+
+    kind: Literal["result"] = "result"
+    result: Result
+
+
+Event = TokenEvent | TurnEvent | ResultEvent
+_STREAM_MODES = ["messages", "updates", "values"]
+
+
+class Society(BaseModel):
+    """Agents that answer one question together under a protocol."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    agents: list[Agent] = Field(min_length=1)
+    """The participants, in order; order decides vote ties."""
+    protocol: Debate = Field(default_factory=Debate)
+    """How the agents interact, e.g. `Debate(rounds=2)`."""
+    aggregator: MajorityVote = Field(default_factory=MajorityVote)
+    """How the final answer is chosen, and what answer format agents are asked for."""
+    max_concurrency: int | None = Field(default=None, ge=1)
+    """Most model calls in flight at once within a round (None: all agents of the round)."""
+
+    _compiled: CompiledStateGraph | None = PrivateAttr(default=None)
+
+    @field_validator("agents")
+    @classmethod
+    def _names_are_unique(cls, agents: list[Agent]) -> list[Agent]:
+        names = [agent.name for agent in agents]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"agent names must be unique; repeated: {', '.join(duplicates)}")
+        return agents
+
+    def graph(self) -> StateGraph:
+        """The protocol's uncompiled LangGraph graph."""
+        return self.protocol.build()
+
+    def compile(self, **compile_options: Any) -> CompiledStateGraph:
+        """The compiled graph (cached when compiled without options, e.g. a checkpointer)."""
+        if compile_options:
+            return self.graph().compile(**compile_options)
+        if self._compiled is None:
+            self._compiled = self.graph().compile()
+        return self._compiled
+
+    def context(self) -> RunContext:
+        """The runtime context: the agents' loaded models and the aggregator."""
+        return RunContext(
+            agents=self.agents,
+            models=[agent.chat_model() for agent in self.agents],
+            aggregator=self.aggregator,
+        )
+
+    def run(self, question: str, *, config: RunnableConfig | None = None) -> Result:
+        """Run the society on `question` and return the full record."""
+        context = self._checked_context(question)
+        state = self.compile().invoke(
+            {"question": question}, self._config(config), context=context
+        )
+        return self._result(question, state)
+
+    async def arun(self, question: str, *, config: RunnableConfig | None = None) -> Result:
+        """`run` for async code: agents of a round run as tasks."""
+        context = self._checked_context(question)
+        state = await self.compile().ainvoke(
+            {"question": question}, self._config(config), context=context
+        )
+        return self._result(question, state)
+
+    def stream(self, question: str, *, config: RunnableConfig | None = None) -> Iterator[Event]:
+        """Tokens as agents write them, each finished turn, and finally the result."""
+        context = self._checked_context(question)
+        final: dict[str, Any] = {}
+        for mode, chunk in self.compile().stream(
+            {"question": question}, self._config(config), context=context, stream_mode=_STREAM_MODES
+        ):
+            if mode == "values":
+                final = chunk
+            else:
+                yield from _events(mode, chunk)
+        yield ResultEvent(result=self._result(question, final))
+
+    async def astream(
+        self, question: str, *, config: RunnableConfig | None = None
+    ) -> AsyncIterator[Event]:
+        """`stream` for async code."""
+        context = self._checked_context(question)
+        final: dict[str, Any] = {}
+        async for mode, chunk in self.compile().astream(
+            {"question": question}, self._config(config), context=context, stream_mode=_STREAM_MODES
+        ):
+            if mode == "values":
+                final = chunk
+            else:
+                for event in _events(mode, chunk):
+                    yield event
+        yield ResultEvent(result=self._result(question, final))
+
+    def _config(self, config: RunnableConfig | None) -> RunnableConfig:
+        merged: RunnableConfig = {"recursion_limit": self.protocol.recursion_limit()}
+        if self.max_concurrency is not None:
+            merged["max_concurrency"] = self.max_concurrency
+        return {**merged, **(config or {})}
+
+    def _checked_context(self, question: str) -> RunContext:
+        """Refuse what cannot run before any model is called."""
+        if not question.strip():
+            raise ConfigError("the question is empty: give the text of the question to answer")
+        context = self.context()
+        first_prompt = prompts.render(
+            "debate/question", question=question, format=context.format_instruction()
+        )
+        checked: set[int] = set()
+        for agent, model in zip(self.agents, context.models, strict=True):
+            if id(model) not in checked:
+                checked.add(id(model))
+                _check_fits(model, agent.system_prompt() + "\n" + first_prompt)
+        return context
+
+    def _result(self, question: str, state: dict[str, Any]) -> Result:
+        order = {agent.name: index for index, agent in enumerate(self.agents)}
+        turns = sorted(state.get("turns", []), key=lambda turn: (turn.round, order[turn.agent]))
+        return Result(
+            question=question,
+            answer=state.get("answer"),
+            turns=turns,
+            usage=Usage.sum([turn.usage for turn in turns]),
+            rounds=max((turn.round for turn in turns), default=0),
+        )
+
+
+def _check_fits(model: BaseChatModel, prompt: str) -> None:
+    """Raise if the first prompt alone fills a model whose context window is known."""
+    window = getattr(model, "context_window", None)
+    if not isinstance(window, int):
+        return
+    needed = model.get_num_tokens(prompt)
+    if needed >= window:
+        raise ContextLengthError(
+            f"the question needs {needed} prompt tokens but the model's context window is "
+            f"{window}: shorten the question or load the model with a larger n_ctx"
+        )
+
+
+def _events(mode: str, chunk: Any) -> Iterator[Event]:
+    if mode == "messages":
+        message, metadata = chunk
+        if "moot_agent" in metadata and message.text:
+            yield TokenEvent(
+                agent=metadata["moot_agent"], round=metadata["moot_round"], text=message.text
+            )
+    elif mode == "updates":
+        for update in chunk.values():
+            for turn in (update or {}).get("turns", []):
+                yield TurnEvent(turn=turn)
