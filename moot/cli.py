@@ -26,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (exit status 2), not the usage block."""
 
     def error(self, message: str) -> NoReturn:
-        _errors.print(f"[bold red]error:[/] {message} (see `{self.prog} --help`)", highlight=False)
+        _print_error(f"{message} (see `{self.prog} --help`)")
         raise SystemExit(2)
 
 
@@ -100,8 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", status=130)
 
 
+def _print_error(message: str) -> None:
+    """One line on stderr; the message is plain text (not rich markup), never wrapped."""
+    _errors.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+
+
 def _fail(message: str, status: int = 2) -> int:
-    _errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    _print_error(message)
     return status
 
 

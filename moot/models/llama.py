@@ -8,6 +8,7 @@ other's prefix and only the new part of each prompt is evaluated.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -98,6 +99,15 @@ def _shared_llama(path: Path, options: LoadOptions) -> _SharedLlama:
         return _loaded[key]
 
 
+@atexit.register
+def _close_all() -> None:
+    """Free loaded models while the interpreter is intact; Llama.__del__ at teardown prints errors."""
+    with _loaded_lock:
+        for shared in _loaded.values():
+            shared.llama.close()
+        _loaded.clear()
+
+
 def _counting_llama_class() -> type[Llama]:
     """A `Llama` that counts prompt tokens evaluated and tokens generated per call."""
     try:
@@ -162,6 +172,9 @@ class ChatLlama(BaseChatModel):
     Sampling fields are defaults; any of them can be passed per call. Per call, `logprobs=True`
     and `top_logprobs=k` return token logprobs in `response_metadata["logprobs"]` (OpenAI's
     shape) when the model was loaded with `logprobs=True`.
+
+    A call with a `seed` is reproducible: it evaluates its whole prompt instead of reusing a
+    cached prefix, because llama.cpp's logits differ in the last bits between the two.
     """
 
     model_path: str
@@ -203,7 +216,8 @@ class ChatLlama(BaseChatModel):
 
     @property
     def context_window(self) -> int:
-        return self.load.n_ctx
+        """Tokens the loaded context holds (llama.cpp may round n_ctx up)."""
+        return self._shared.llama.n_ctx()
 
     @property
     def stats(self) -> LlamaStats:
@@ -235,20 +249,31 @@ class ChatLlama(BaseChatModel):
         shared = self._shared
         llama = shared.llama
         params = self._params(stop, kwargs)
+        top_logprobs = params.get("top_logprobs")
+        reproducible = params.get("seed") is not None
         with shared.lock:
+            cache = llama.cache
+            if reproducible:
+                llama.reset()
+                llama.cache = None
             try:
-                yield from llama.create_chat_completion(  # type: ignore[misc]
-                    messages=[_to_llama_message(message) for message in messages],
+                for chunk in llama.create_chat_completion(
+                    messages=[_to_llama_message(message) for message in messages],  # type: ignore[misc]
                     stream=True,
                     **params,
-                )
+                ):
+                    if top_logprobs is not None:
+                        _trim_top_logprobs(chunk, top_logprobs)
+                    yield chunk  # type: ignore[misc]
             except ValueError as error:
                 if "exceed context window" in str(error):
                     raise ContextLengthError(
-                        f"prompt of {llama.prompt_tokens} tokens does not fit the context window "  # type: ignore[attr-defined]
-                        f"of {self.load.n_ctx}: shorten it or load the model with a larger n_ctx"
+                        f"the prompt does not fit the context window of {llama.n_ctx()} tokens: "
+                        "shorten it or load the model with a larger n_ctx"
                     ) from error
                 raise
+            finally:
+                llama.cache = cache
             stats = shared.stats
             stats.calls += 1
             stats.prompt_tokens += llama.prompt_tokens  # type: ignore[attr-defined]
@@ -309,6 +334,14 @@ class ChatLlama(BaseChatModel):
             metadata["logprobs"] = {"content": logprobs}
         message = AIMessage(content="".join(text), usage_metadata=usage, response_metadata=metadata)
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _trim_top_logprobs(chunk: dict[str, Any], k: int) -> None:
+    """Keep the k most likely alternatives, as OpenAI does (llama.cpp adds the sampled token)."""
+    logprobs = chunk["choices"][0].get("logprobs") or {}
+    for entry in logprobs.get("content") or []:
+        ranked = sorted(entry.get("top_logprobs") or [], key=lambda alt: -alt["logprob"])
+        entry["top_logprobs"] = ranked[:k]
 
 
 def _usage(llama: Any) -> UsageMetadata:

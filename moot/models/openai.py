@@ -14,6 +14,9 @@ def chat_openai(model: str, **options: Any) -> BaseChatModel:
     """A ChatOpenAI for `model`; `base_url` (or OPENAI_BASE_URL) points it at any compatible server.
 
     A local server needs no key, so one is filled in when a base URL is given without a key.
+    Many compatible servers (llama-cpp-python's among them) send no token usage in streams, so
+    for a custom base URL replies are not streamed unless `stream_usage=True` says the server
+    reports usage in streams (vLLM and llama.cpp's llama-server do): tokens are always counted.
     """
     try:
         from langchain_openai import ChatOpenAI
@@ -27,5 +30,7 @@ def chat_openai(model: str, **options: Any) -> BaseChatModel:
                 "for an OpenAI-compatible server"
             )
         options["api_key"] = "no-key-needed"
+    if base_url and "stream_usage" not in options:
+        options["disable_streaming"] = True
     options.setdefault("stream_usage", True)
     return ChatOpenAI(model=model, **options)

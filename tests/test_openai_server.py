@@ -1,0 +1,111 @@
+"""The `openai:` path against a real OpenAI-compatible server (llama-cpp-python's) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+import moot
+from moot.models.embedded import embedded_model_path
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log = log_path.open("w")  # a file, not a pipe: llama.cpp's load log would fill a pipe
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(embedded_model_path()),
+            "--model_alias", "smollm2",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--n_ctx", "2048",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("llama_cpp.server did not start within 120 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+def test_openai_spec_talks_to_a_compatible_server(server_url, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    model = moot.load_model("openai:smollm2", base_url=server_url, max_tokens=16)
+    reply = model.invoke("What is 2+2?")
+    assert reply.text
+    assert reply.usage_metadata["input_tokens"] > 0
+    assert reply.usage_metadata["output_tokens"] > 0
+
+
+def test_debate_over_the_openai_path_counts_usage(server_url):
+    model = moot.load_model("openai:smollm2", base_url=server_url, max_tokens=32)
+    agents = [moot.Agent(name=f"a{i}", model=model) for i in range(2)]
+    result = moot.Society(agents=agents, protocol=moot.Debate(rounds=2)).run("What is 12+30?")
+    assert len(result.turns) == 2 * 2
+    assert not any(turn.failed for turn in result.turns)
+    assert result.usage.calls == 4
+    assert all(turn.usage.input_tokens > 0 and turn.usage.output_tokens > 0 for turn in result.turns)
+
+
+def test_streamed_debate_over_the_openai_path_keeps_usage(server_url):
+    # This server sends no usage in streams, so replies come whole (one text event per turn).
+    model = moot.load_model("openai:smollm2", base_url=server_url, max_tokens=16)
+    agents = [moot.Agent(name=f"a{i}", model=model) for i in range(2)]
+    events = list(moot.Society(agents=agents, protocol=moot.Debate(rounds=1)).stream("Say hi."))
+    result = events[-1].result
+    texts = {e.agent: e.text for e in events if isinstance(e, moot.TokenEvent)}
+    assert texts == {turn.agent: turn.text for turn in result.turns}
+    assert all(turn.usage.output_tokens > 0 for turn in result.turns)
+
+
+def test_a_server_that_streams_without_usage_loses_the_count_when_asked_to_stream(server_url):
+    # The reason for the default above: streaming from this server yields no usage.
+    model = moot.load_model("openai:smollm2", base_url=server_url, max_tokens=16, stream_usage=True)
+    chunks = list(model.stream("Say hi."))
+    assert len(chunks) > 2
+    assert sum(chunks[1:], chunks[0]).usage_metadata is None
+
+
+def test_an_unreachable_agent_fails_alone(server_url):
+    live = moot.load_model("openai:smollm2", base_url=server_url, max_tokens=16)
+    dead = moot.load_model(
+        "openai:smollm2", base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=0, timeout=5
+    )
+    agents = [moot.Agent(name="live1", model=live), moot.Agent(name="dead", model=dead),
+              moot.Agent(name="live2", model=live)]
+    result = moot.Society(agents=agents, protocol=moot.Debate(rounds=2)).run("What is 1+1?")
+    failed = [turn for turn in result.turns if turn.failed]
+    assert [turn.agent for turn in failed] == ["dead", "dead"]
+    assert "Connection" in failed[0].error
+    assert all(turn.text for turn in result.turns if turn.agent != "dead")
+    assert result.usage.calls == 6
