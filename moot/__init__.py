@@ -5,7 +5,13 @@ The public API is what this module exports; everything else is internal.
 
 from moot.agents import Agent
 from moot.aggregate.vote import MajorityVote
-from moot.errors import ConfigError, ContextLengthError, MissingExtraError, ModelSpecError, MootError
+from moot.errors import (
+    ConfigError,
+    ContextLengthError,
+    MissingExtraError,
+    ModelSpecError,
+    MootError,
+)
 from moot.graphs.debate import Debate
 from moot.models import load_model, register_backend
 from moot.result import Result, Turn, Usage

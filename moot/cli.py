@@ -55,11 +55,17 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="moot", description="Several LLMs answer a question together.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    debate = commands.add_parser("debate", help="run a multi-agent debate (Du et al.) on a question")
+    debate = commands.add_parser(
+        "debate", help="run a multi-agent debate (Du et al.) on a question"
+    )
     debate.add_argument("question", help="the question to debate")
     debate.add_argument("--agents", type=_positive, default=3, help="number of agents (3)")
-    debate.add_argument("--rounds", type=_positive, default=2, help="rounds, the first included (2)")
-    debate.add_argument("--model", default="local", help="model spec: local, llama:PATH, openai:MODEL")
+    debate.add_argument(
+        "--rounds", type=_positive, default=2, help="rounds, the first included (2)"
+    )
+    debate.add_argument(
+        "--model", default="local", help="model spec: local, llama:PATH, openai:MODEL"
+    )
     debate.add_argument(
         "-o",
         "--model-option",
@@ -169,7 +175,12 @@ def _show_live(events: Iterable[Any], agents: list[str]) -> Result:
     def view() -> Group:
         return Group(
             *(
-                _turn_panel(finished.get((agent, current)), agent, current, streamed.get((agent, current), ""))
+                _turn_panel(
+                    finished.get((agent, current)),
+                    agent,
+                    current,
+                    streamed.get((agent, current), ""),
+                )
                 for agent in agents
             )
         )
@@ -204,11 +215,18 @@ def _print_summary(result: Result) -> None:
         inputs = sum(turn.usage.input_tokens for turn in turns)
         outputs = sum(turn.usage.output_tokens for turn in turns)
         failed = sum(turn.failed for turn in turns)
-        table.add_row(str(round), str(calls), str(inputs), str(outputs), str(inputs + outputs), str(failed))
+        table.add_row(
+            str(round), str(calls), str(inputs), str(outputs), str(inputs + outputs), str(failed)
+        )
     usage = result.usage
     table.add_row(
-        "total", str(usage.calls), str(usage.input_tokens), str(usage.output_tokens),
-        str(usage.total_tokens), str(sum(turn.failed for turn in result.turns)), style="bold",
+        "total",
+        str(usage.calls),
+        str(usage.input_tokens),
+        str(usage.output_tokens),
+        str(usage.total_tokens),
+        str(sum(turn.failed for turn in result.turns)),
+        style="bold",
     )
     _console.print(table)
     answer = result.answer if result.answer is not None else "(no answer won the vote)"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StreamMode
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from moot import prompts
@@ -44,7 +45,7 @@ class ResultEvent(BaseModel):
 
 
 Event = TokenEvent | TurnEvent | ResultEvent
-_STREAM_MODES = ["messages", "updates", "values"]
+_STREAM_MODES: list[StreamMode] = ["messages", "updates", "values"]
 
 
 class Society(BaseModel):
@@ -61,7 +62,7 @@ class Society(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1)
     """Most model calls in flight at once within a round (None: all agents of the round)."""
 
-    _compiled: CompiledStateGraph | None = PrivateAttr(default=None)
+    _compiled: CompiledStateGraph[Any, RunContext, Any, Any] | None = PrivateAttr(default=None)
 
     @field_validator("agents")
     @classmethod
@@ -72,11 +73,11 @@ class Society(BaseModel):
             raise ValueError(f"agent names must be unique; repeated: {', '.join(duplicates)}")
         return agents
 
-    def graph(self) -> StateGraph:
+    def graph(self) -> StateGraph[Any, RunContext, Any, Any]:
         """The protocol's uncompiled LangGraph graph."""
         return self.protocol.build()
 
-    def compile(self, **compile_options: Any) -> CompiledStateGraph:
+    def compile(self, **compile_options: Any) -> CompiledStateGraph[Any, RunContext, Any, Any]:
         """The compiled graph (cached when compiled without options, e.g. a checkpointer)."""
         if compile_options:
             return self.graph().compile(**compile_options)
@@ -95,9 +96,7 @@ class Society(BaseModel):
     def run(self, question: str, *, config: RunnableConfig | None = None) -> Result:
         """Run the society on `question` and return the full record."""
         context = self._checked_context(question)
-        state = self.compile().invoke(
-            {"question": question}, self._config(config), context=context
-        )
+        state = self.compile().invoke({"question": question}, self._config(config), context=context)
         return self._result(question, state)
 
     async def arun(self, question: str, *, config: RunnableConfig | None = None) -> Result:
@@ -116,7 +115,7 @@ class Society(BaseModel):
             {"question": question}, self._config(config), context=context, stream_mode=_STREAM_MODES
         ):
             if mode == "values":
-                final = chunk
+                final = cast(dict[str, Any], chunk)
             else:
                 yield from _events(mode, chunk)
         yield ResultEvent(result=self._result(question, final))
@@ -131,7 +130,7 @@ class Society(BaseModel):
             {"question": question}, self._config(config), context=context, stream_mode=_STREAM_MODES
         ):
             if mode == "values":
-                final = chunk
+                final = cast(dict[str, Any], chunk)
             else:
                 for event in _events(mode, chunk):
                     yield event

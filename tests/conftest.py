@@ -20,7 +20,9 @@ def echo_numbers():
 
     def make(*answers: str, delay: float = 0.0) -> list[ScriptedChatModel]:
         return [
-            ScriptedChatModel(respond=lambda messages, a=answer: f"I think so.\nAnswer: {a}", delay=delay)
+            ScriptedChatModel(
+                respond=lambda messages, a=answer: f"I think so.\nAnswer: {a}", delay=delay
+            )
             for answer in answers
         ]
 

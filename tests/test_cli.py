@@ -18,7 +18,9 @@ def moot(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_debate_json_on_the_embedded_model():
-    run = moot("debate", "What is 12+30?", "--agents", "3", "--rounds", "2", "--max-tokens", "64", "--json")
+    run = moot(
+        "debate", "What is 12+30?", "--agents", "3", "--rounds", "2", "--max-tokens", "64", "--json"
+    )
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["rounds"] == 2

@@ -47,7 +47,9 @@ def test_seed_makes_sampling_reproducible(embedded_model):
     embedded_model.invoke("Something else.", max_tokens=4)  # leaves other state in the KV cache
     second = embedded_model.invoke(prompt, temperature=1.0, seed=11, max_tokens=12).text
     assert first == second
-    others = {embedded_model.invoke(prompt, temperature=1.0, seed=s, max_tokens=12).text for s in range(4)}
+    others = {
+        embedded_model.invoke(prompt, temperature=1.0, seed=s, max_tokens=12).text for s in range(4)
+    }
     assert len(others) > 1
 
 
@@ -95,7 +97,9 @@ async def test_async_call_does_not_block_the_event_loop(embedded_model):
 
 def test_logprobs_when_loaded_for_them():
     model = moot.load_model("local", logprobs=True, n_ctx=512)
-    reply = model.invoke("Is the sky blue? Answer yes or no.", logprobs=True, top_logprobs=3, max_tokens=4)
+    reply = model.invoke(
+        "Is the sky blue? Answer yes or no.", logprobs=True, top_logprobs=3, max_tokens=4
+    )
     content = reply.response_metadata["logprobs"]["content"]
     assert len(content) >= 1
     first = content[0]

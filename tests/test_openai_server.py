@@ -29,11 +29,19 @@ def server_url(tmp_path_factory):
     log = log_path.open("w")  # a file, not a pipe: llama.cpp's load log would fill a pipe
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(embedded_model_path()),
-            "--model_alias", "smollm2",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--n_ctx", "2048",
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(embedded_model_path()),
+            "--model_alias",
+            "smollm2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -74,7 +82,9 @@ def test_debate_over_the_openai_path_counts_usage(server_url):
     assert len(result.turns) == 2 * 2
     assert not any(turn.failed for turn in result.turns)
     assert result.usage.calls == 4
-    assert all(turn.usage.input_tokens > 0 and turn.usage.output_tokens > 0 for turn in result.turns)
+    assert all(
+        turn.usage.input_tokens > 0 and turn.usage.output_tokens > 0 for turn in result.turns
+    )
 
 
 def test_streamed_debate_over_the_openai_path_keeps_usage(server_url):
@@ -101,8 +111,11 @@ def test_an_unreachable_agent_fails_alone(server_url):
     dead = moot.load_model(
         "openai:smollm2", base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=0, timeout=5
     )
-    agents = [moot.Agent(name="live1", model=live), moot.Agent(name="dead", model=dead),
-              moot.Agent(name="live2", model=live)]
+    agents = [
+        moot.Agent(name="live1", model=live),
+        moot.Agent(name="dead", model=dead),
+        moot.Agent(name="live2", model=live),
+    ]
     result = moot.Society(agents=agents, protocol=moot.Debate(rounds=2)).run("What is 1+1?")
     failed = [turn for turn in result.turns if turn.failed]
     assert [turn.agent for turn in failed] == ["dead", "dead"]

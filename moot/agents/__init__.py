@@ -25,9 +25,9 @@ class Agent(BaseModel):
     role: str = "debater"
     """debater, critic, aggregator, judge, reflector, or any custom role."""
     trait: str | None = None
-    """A preset trait ("easy-going", "overconfident") or a free-text persona, set before the task."""
+    """A preset trait ("easy-going", "overconfident") or a free-text persona."""
     model: BaseChatModel | str = "local"
-    """A model spec for `moot.load_model` ("local", "llama:PATH", "openai:MODEL") or a chat model."""
+    """A spec for `moot.load_model` ("local", "llama:PATH", "openai:MODEL") or a chat model."""
     temperature: float | None = None
     max_tokens: int | None = None
     top_p: float | None = None
@@ -68,5 +68,7 @@ class Agent(BaseModel):
         )
         if self.trait:
             trait_prompt = f"traits/{self.trait}"
-            text += "\n" + (prompts.load(trait_prompt) if prompts.exists(trait_prompt) else self.trait)
+            text += "\n" + (
+                prompts.load(trait_prompt) if prompts.exists(trait_prompt) else self.trait
+            )
         return text

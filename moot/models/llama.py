@@ -12,7 +12,7 @@ import atexit
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -101,7 +101,7 @@ def _shared_llama(path: Path, options: LoadOptions) -> _SharedLlama:
 
 @atexit.register
 def _close_all() -> None:
-    """Free loaded models while the interpreter is intact; Llama.__del__ at teardown prints errors."""
+    """Free loaded models before interpreter teardown, where Llama.__del__ prints errors."""
     with _loaded_lock:
         for shared in _loaded.values():
             shared.llama.close()
@@ -257,14 +257,16 @@ class ChatLlama(BaseChatModel):
                 llama.reset()
                 llama.cache = None
             try:
-                for chunk in llama.create_chat_completion(
+                stream = llama.create_chat_completion(
                     messages=[_to_llama_message(message) for message in messages],  # type: ignore[misc]
                     stream=True,
                     **params,
-                ):
+                )
+                for raw in stream:
+                    chunk = cast(dict[str, Any], raw)
                     if top_logprobs is not None:
                         _trim_top_logprobs(chunk, top_logprobs)
-                    yield chunk  # type: ignore[misc]
+                    yield chunk
             except ValueError as error:
                 if "exceed context window" in str(error):
                     raise ContextLengthError(
@@ -355,5 +357,7 @@ def _usage(llama: Any) -> UsageMetadata:
 def _to_llama_message(message: BaseMessage) -> dict[str, str]:
     role = _ROLES.get(message.type)
     if role is None:
-        raise ConfigError(f"llama.cpp chat models take system, user and assistant messages, not {message.type!r}")
+        raise ConfigError(
+            f"llama.cpp chat models take system, user and assistant messages, not {message.type!r}"
+        )
     return {"role": role, "content": message.text}
