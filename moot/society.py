@@ -62,7 +62,9 @@ class Society(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1)
     """Most model calls in flight at once within a round (None: all agents of the round)."""
 
-    _compiled: CompiledStateGraph[Any, RunContext, Any, Any] | None = PrivateAttr(default=None)
+    _compiled: dict[bool, CompiledStateGraph[Any, RunContext, Any, Any]] = PrivateAttr(
+        default_factory=dict
+    )
 
     @field_validator("agents")
     @classmethod
@@ -73,17 +75,19 @@ class Society(BaseModel):
             raise ValueError(f"agent names must be unique; repeated: {', '.join(duplicates)}")
         return agents
 
-    def graph(self) -> StateGraph[Any, RunContext, Any, Any]:
-        """The protocol's uncompiled LangGraph graph."""
-        return self.protocol.build()
+    def graph(self, *, asynchronous: bool = False) -> StateGraph[Any, RunContext, Any, Any]:
+        """The protocol's uncompiled LangGraph graph (with async agent nodes if asked)."""
+        return self.protocol.build(asynchronous=asynchronous)
 
-    def compile(self, **compile_options: Any) -> CompiledStateGraph[Any, RunContext, Any, Any]:
+    def compile(
+        self, *, asynchronous: bool = False, **compile_options: Any
+    ) -> CompiledStateGraph[Any, RunContext, Any, Any]:
         """The compiled graph (cached when compiled without options, e.g. a checkpointer)."""
         if compile_options:
-            return self.graph().compile(**compile_options)
-        if self._compiled is None:
-            self._compiled = self.graph().compile()
-        return self._compiled
+            return self.graph(asynchronous=asynchronous).compile(**compile_options)
+        if asynchronous not in self._compiled:
+            self._compiled[asynchronous] = self.graph(asynchronous=asynchronous).compile()
+        return self._compiled[asynchronous]
 
     def context(self) -> RunContext:
         """The runtime context: the agents' loaded models and the aggregator."""
@@ -102,7 +106,7 @@ class Society(BaseModel):
     async def arun(self, question: str, *, config: RunnableConfig | None = None) -> Result:
         """`run` for async code: agents of a round run as tasks."""
         context = self._checked_context(question)
-        state = await self.compile().ainvoke(
+        state = await self.compile(asynchronous=True).ainvoke(
             {"question": question}, self._config(config), context=context
         )
         return self._result(question, state)
@@ -126,7 +130,7 @@ class Society(BaseModel):
         """`stream` for async code."""
         context = self._checked_context(question)
         final: dict[str, Any] = {}
-        async for mode, chunk in self.compile().astream(
+        async for mode, chunk in self.compile(asynchronous=True).astream(
             {"question": question}, self._config(config), context=context, stream_mode=_STREAM_MODES
         ):
             if mode == "values":
@@ -137,9 +141,12 @@ class Society(BaseModel):
         yield ResultEvent(result=self._result(question, final))
 
     def _config(self, config: RunnableConfig | None) -> RunnableConfig:
-        merged: RunnableConfig = {"recursion_limit": self.protocol.recursion_limit()}
-        if self.max_concurrency is not None:
-            merged["max_concurrency"] = self.max_concurrency
+        # max_concurrency also sizes LangGraph's thread pool, whose default (cores + 4) would
+        # split a wide round into waves.
+        merged: RunnableConfig = {
+            "recursion_limit": self.protocol.recursion_limit(),
+            "max_concurrency": self.max_concurrency or len(self.agents),
+        }
         return {**merged, **(config or {})}
 
     def _checked_context(self, question: str) -> RunContext:

@@ -12,9 +12,8 @@ import operator
 from typing import Annotated, TypedDict
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
-from langgraph.runtime import Runtime, get_runtime
+from langgraph.runtime import Runtime
 from langgraph.types import Send
 from pydantic import BaseModel, Field
 
@@ -61,11 +60,17 @@ class Debate(BaseModel):
         # start, then (agent_turn, end_round) per round, then aggregate; with slack.
         return 2 * self.rounds + 10
 
-    def build(self) -> StateGraph[DebateState, RunContext, DebateState, DebateState]:
-        """The uncompiled graph; run it with a `RunContext` as context."""
+    def build(
+        self, *, asynchronous: bool = False
+    ) -> StateGraph[DebateState, RunContext, DebateState, DebateState]:
+        """The uncompiled graph; run it with a `RunContext` as context.
+
+        `asynchronous=True` gives the agent node an async body, so a round's calls run as tasks
+        under `ainvoke`; the default sync body runs them in LangGraph's thread pool.
+        """
         graph = StateGraph(DebateState, context_schema=RunContext)
         graph.add_node("start", _start)
-        graph.add_node("agent_turn", RunnableLambda(_agent_turn, afunc=_aagent_turn))
+        graph.add_node("agent_turn", _aagent_turn if asynchronous else _agent_turn)
         graph.add_node("end_round", _end_round)
         graph.add_node("aggregate", _aggregate)
         graph.add_edge(START, "start")
@@ -120,13 +125,18 @@ def conversation_for(task: AgentTask, context: RunContext) -> tuple[list[BaseMes
             )
         )
     ]
+    by_round: dict[int, list[Turn]] = {}
+    for turn in task["turns"]:
+        by_round.setdefault(turn.round, []).append(turn)
     peers: list[str] = []
     for past_round in range(1, task["round"]):
-        round_turns = [turn for turn in task["turns"] if turn.round == past_round]
-        own = next((turn for turn in round_turns if turn.agent == me), None)
-        if own is not None and not own.failed:
-            conversation.append(AIMessage(content=own.text))
-        others = [turn for turn in round_turns if turn.agent != me and not turn.failed]
+        others: list[Turn] = []
+        for turn in by_round.get(past_round, []):
+            if turn.agent == me:
+                if not turn.failed:
+                    conversation.append(AIMessage(content=turn.text))
+            elif not turn.failed:
+                others.append(turn)
         peers = [turn.agent for turn in others]
         if others:
             shown = "\n\n".join(
@@ -139,19 +149,17 @@ def conversation_for(task: AgentTask, context: RunContext) -> tuple[list[BaseMes
     return conversation, peers
 
 
-# The agent node has a sync and an async body (threads for sync runs, tasks for async ones).
-# RunnableLambda does not inject `runtime`, so both read it with get_runtime().
-
-
-def _agent_turn(task: AgentTask) -> DebateState:
-    context = get_runtime(RunContext).context
-    conversation, peers = conversation_for(task, context)
-    turn = call_agent(context, task["agent"], conversation, round=task["round"], peers=peers)
+def _agent_turn(task: AgentTask, runtime: Runtime[RunContext]) -> DebateState:
+    conversation, peers = conversation_for(task, runtime.context)
+    turn = call_agent(
+        runtime.context, task["agent"], conversation, round=task["round"], peers=peers
+    )
     return {"turns": [turn]}
 
 
-async def _aagent_turn(task: AgentTask) -> DebateState:
-    context = get_runtime(RunContext).context
-    conversation, peers = conversation_for(task, context)
-    turn = await acall_agent(context, task["agent"], conversation, round=task["round"], peers=peers)
+async def _aagent_turn(task: AgentTask, runtime: Runtime[RunContext]) -> DebateState:
+    conversation, peers = conversation_for(task, runtime.context)
+    turn = await acall_agent(
+        runtime.context, task["agent"], conversation, round=task["round"], peers=peers
+    )
     return {"turns": [turn]}

@@ -111,6 +111,7 @@ def _close_all() -> None:
 def _counting_llama_class() -> type[Llama]:
     """A `Llama` that counts prompt tokens evaluated and tokens generated per call."""
     try:
+        import llama_cpp
         from llama_cpp import Llama
     except ImportError as error:
         raise MissingExtraError("llama-cpp-python", "local", "the llama.cpp backend") from error
@@ -127,7 +128,9 @@ def _counting_llama_class() -> type[Llama]:
             self.generated_tokens = 0
             self._prompt_pending = True
             for token in super().generate(tokens, *args, **kwargs):
-                self.generated_tokens += 1
+                # End-of-generation tokens are not part of the reply (llama.cpp's usage agrees).
+                if not llama_cpp.llama_token_is_eog(self._model.vocab, token):
+                    self.generated_tokens += 1
                 yield token
 
         def eval(self, tokens: Sequence[int]) -> None:

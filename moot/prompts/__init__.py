@@ -21,6 +21,7 @@ def load(name: str) -> str:
     return resource.read_text(encoding="utf-8").strip()
 
 
+@cache
 def exists(name: str) -> bool:
     return resources.files(__package__).joinpath(f"{name}.txt").is_file()
 

@@ -1,0 +1,139 @@
+"""Orchestration cost of a moot debate, on scripted models (no real model time).
+
+(a) overhead per agent turn: an instant model, 8 agents x 5 rounds, against a bare hand-written
+    LangGraph fan-out of the same shape calling the same model, measured alternately in one run.
+(b) parallel efficiency: a model that sleeps 200 ms per call, 8 agents x 3 rounds, against the
+    ideal of 3 x 200 ms.
+
+    python benchmarks/orchestration.py [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import operator
+import statistics
+import time
+from typing import Annotated, TypedDict
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
+
+import moot
+from moot.testing import ScriptedChatModel
+
+REPLY = "Let me think.\nAnswer: 42"
+
+
+class InstantModel(BaseChatModel):
+    """Replies at once with a fixed message and fixed usage, whatever the prompt's length, so
+    that both graphs pay exactly the same model cost and only orchestration differs."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "instant"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
+        usage = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
+        message = AIMessage(content=REPLY, usage_metadata=usage)  # type: ignore[arg-type]
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def debate_society(agents: int, rounds: int, delay: float = 0.0) -> moot.Society:
+    model: BaseChatModel = (
+        ScriptedChatModel(respond=lambda messages: REPLY, delay=delay) if delay else InstantModel()
+    )
+    members = [moot.Agent(name=f"a{i}", model=model) for i in range(agents)]
+    return moot.Society(agents=members, protocol=moot.Debate(rounds=rounds))
+
+
+class BareState(TypedDict):
+    round: int
+    replies: Annotated[list[str], operator.add]
+
+
+def bare_graph(agents: int, rounds: int):
+    """The same shape by hand: per round, fan out one model call per agent, then join."""
+    model = InstantModel()
+
+    def fan_out(state: BareState):
+        if state["round"] > rounds:
+            return END
+        return [Send("agent", {"round": state["round"], "agent": i}) for i in range(agents)]
+
+    def agent(task: dict):
+        reply = model.invoke([HumanMessage(content="What is 6*7?")])
+        return {"replies": [reply.text]}
+
+    def join(state: BareState):
+        return {"round": state["round"] + 1}
+
+    graph = StateGraph(BareState)
+    graph.add_node("agent", agent)
+    graph.add_node("join", join)
+    graph.add_conditional_edges(START, fan_out, ["agent", END])
+    graph.add_edge("agent", "join")
+    graph.add_conditional_edges("join", fan_out, ["agent", END])
+    return graph.compile()
+
+
+def overhead(repeats: int) -> None:
+    agents, rounds = 8, 5
+    society = debate_society(agents, rounds)
+    bare = bare_graph(agents, rounds)
+    turns = agents * rounds
+    moot_times, bare_times = [], []
+    society.run("What is 6*7?")  # warm up both
+    bare.invoke({"round": 1, "replies": []}, {"recursion_limit": 100})
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = society.run("What is 6*7?")
+        moot_times.append(time.perf_counter() - started)
+        assert len(result.turns) == turns
+        started = time.perf_counter()
+        out = bare.invoke(
+            {"round": 1, "replies": []}, {"recursion_limit": 100, "max_concurrency": 8}
+        )
+        bare_times.append(time.perf_counter() - started)
+        assert len(out["replies"]) == turns
+    moot_turn = statistics.median(moot_times) / turns * 1e3
+    bare_turn = statistics.median(bare_times) / turns * 1e3
+    print("| (a) overhead per agent turn, 8 agents x 5 rounds, instant model | value |")
+    print("| --- | --- |")
+    print(f"| moot debate, median per turn | {moot_turn:.3f} ms |")
+    print(f"| bare LangGraph fan-out, median per turn | {bare_turn:.3f} ms |")
+    print(f"| ratio moot / bare (target <= 1.3) | {moot_turn / bare_turn:.2f} |")
+
+
+def parallel(repeats: int) -> None:
+    agents, rounds, delay = 8, 3, 0.2
+    society = debate_society(agents, rounds, delay=delay)
+    walls = []
+    for _ in range(max(3, repeats // 10)):
+        started = time.perf_counter()
+        result = society.run("What is 6*7?")
+        walls.append(time.perf_counter() - started)
+        assert result.usage.calls == agents * rounds
+    ideal = rounds * delay
+    wall = statistics.median(walls)
+    print()
+    print("| (b) parallel efficiency, 8 agents x 3 rounds, 200 ms per call | value |")
+    print("| --- | --- |")
+    print(f"| wall time, median of {len(walls)} | {wall:.3f} s |")
+    print(f"| ideal (3 x 200 ms) | {ideal:.3f} s |")
+    print(f"| ratio (target <= 1.15) | {wall / ideal:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    overhead(args.repeats)
+    parallel(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
