@@ -70,7 +70,10 @@ class Debate(BaseModel):
         """
         graph = StateGraph(DebateState, context_schema=RunContext)
         graph.add_node("start", _start)
-        graph.add_node("agent_turn", _aagent_turn if asynchronous else _agent_turn)
+        if asynchronous:
+            graph.add_node("agent_turn", _aagent_turn, input_schema=AgentTask)
+        else:
+            graph.add_node("agent_turn", _agent_turn, input_schema=AgentTask)
         graph.add_node("end_round", _end_round)
         graph.add_node("aggregate", _aggregate)
         graph.add_edge(START, "start")
@@ -149,7 +152,7 @@ def conversation_for(task: AgentTask, context: RunContext) -> tuple[list[BaseMes
     return conversation, peers
 
 
-def _agent_turn(task: AgentTask, runtime: Runtime[RunContext]) -> DebateState:
+def _agent_turn(task: AgentTask, *, runtime: Runtime[RunContext]) -> DebateState:
     conversation, peers = conversation_for(task, runtime.context)
     turn = call_agent(
         runtime.context, task["agent"], conversation, round=task["round"], peers=peers
@@ -157,7 +160,7 @@ def _agent_turn(task: AgentTask, runtime: Runtime[RunContext]) -> DebateState:
     return {"turns": [turn]}
 
 
-async def _aagent_turn(task: AgentTask, runtime: Runtime[RunContext]) -> DebateState:
+async def _aagent_turn(task: AgentTask, *, runtime: Runtime[RunContext]) -> DebateState:
     conversation, peers = conversation_for(task, runtime.context)
     turn = await acall_agent(
         runtime.context, task["agent"], conversation, round=task["round"], peers=peers

@@ -129,7 +129,7 @@ def _counting_llama_class() -> type[Llama]:
             self._prompt_pending = True
             for token in super().generate(tokens, *args, **kwargs):
                 # End-of-generation tokens are not part of the reply (llama.cpp's usage agrees).
-                if not llama_cpp.llama_token_is_eog(self._model.vocab, token):
+                if not llama_cpp.llama_vocab_is_eog(self._model.vocab, token):
                     self.generated_tokens += 1
                 yield token
 
