@@ -152,17 +152,17 @@ def conversation_for(task: AgentTask, context: RunContext) -> tuple[list[BaseMes
     return conversation, peers
 
 
-def _agent_turn(task: AgentTask, *, runtime: Runtime[RunContext]) -> DebateState:
-    conversation, peers = conversation_for(task, runtime.context)
+def _agent_turn(state: AgentTask, *, runtime: Runtime[RunContext]) -> DebateState:
+    conversation, peers = conversation_for(state, runtime.context)
     turn = call_agent(
-        runtime.context, task["agent"], conversation, round=task["round"], peers=peers
+        runtime.context, state["agent"], conversation, round=state["round"], peers=peers
     )
     return {"turns": [turn]}
 
 
-async def _aagent_turn(task: AgentTask, *, runtime: Runtime[RunContext]) -> DebateState:
-    conversation, peers = conversation_for(task, runtime.context)
+async def _aagent_turn(state: AgentTask, *, runtime: Runtime[RunContext]) -> DebateState:
+    conversation, peers = conversation_for(state, runtime.context)
     turn = await acall_agent(
-        runtime.context, task["agent"], conversation, round=task["round"], peers=peers
+        runtime.context, state["agent"], conversation, round=state["round"], peers=peers
     )
     return {"turns": [turn]}
