@@ -3,15 +3,16 @@
 (c) generated tokens/s: the requests of a seeded 3-agent x 2-round debate, run by moot, then the
     same requests replayed straight through llama-cpp-python's create_chat_completion on a
     separately loaded Llama; both produce the same tokens (seeded calls are reproducible).
-(d) prompt tokens llama.cpp evaluates / prompt tokens sent, over a 3-agent x 3-round debate,
+(d) prompt tokens llama.cpp evaluates / prompt tokens sent, over 3-agent x 3-round debates,
     with each agent's prefix kept in the RAM cache against one live KV slot shared by agents.
 
-    python benchmarks/llama_debate.py [--model local] [--max-tokens 96]
+    python benchmarks/llama_debate.py [--model local] [--max-tokens 96] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 from langchain_core.messages import BaseMessage
@@ -30,7 +31,7 @@ class Recorder(ChatLlama):
         return super()._generate(messages, stop, run_manager, **kwargs)
 
 
-def throughput(spec: str, max_tokens: int) -> None:
+def throughput(spec: str, max_tokens: int, repeats: int) -> None:
     from llama_cpp import Llama
 
     base = moot.load_model(spec)
@@ -38,43 +39,58 @@ def throughput(spec: str, max_tokens: int) -> None:
     model = Recorder(model_path=base.model_path, load=base.load, max_tokens=max_tokens)
     agents = [moot.Agent(name=f"a{i}", model=model, seed=100 + i) for i in range(3)]
     society = moot.Society(agents=agents, protocol=moot.Debate(rounds=2))
-    started = time.perf_counter()
-    result = society.run(QUESTION)
-    moot_wall = time.perf_counter() - started
-    moot_tokens = result.usage.output_tokens
-
     raw = Llama(model_path=base.model_path, n_ctx=base.load.n_ctx, verbose=False)
-    requests: list[tuple[list[BaseMessage], dict]] = model.__dict__["requests"]
     roles = {"system": "system", "human": "user", "ai": "assistant"}
-    raw_tokens = 0
-    started = time.perf_counter()
-    for messages, kwargs in requests:
-        raw.reset()  # moot's seeded calls evaluate the whole prompt too
-        reply = raw.create_chat_completion(
-            messages=[{"role": roles[m.type], "content": m.text} for m in messages],
-            temperature=model.temperature,
-            top_p=model.top_p,
-            top_k=model.top_k,
-            min_p=model.min_p,
-            repeat_penalty=model.repeat_penalty,
-            max_tokens=max_tokens,
-            seed=kwargs["seed"],
-        )
-        raw_tokens += reply["usage"]["completion_tokens"]
-    raw_wall = time.perf_counter() - started
+
+    def run_moot() -> tuple[int, float]:
+        model.__dict__["requests"] = []
+        started = time.perf_counter()
+        result = society.run(QUESTION)
+        return result.usage.output_tokens, time.perf_counter() - started
+
+    def run_direct(requests: list[tuple[list[BaseMessage], dict]]) -> tuple[int, float]:
+        tokens = 0
+        started = time.perf_counter()
+        for messages, kwargs in requests:
+            raw.reset()  # moot's seeded calls evaluate the whole prompt too
+            reply = raw.create_chat_completion(
+                messages=[{"role": roles[m.type], "content": m.text} for m in messages],
+                temperature=model.temperature,
+                top_p=model.top_p,
+                top_k=model.top_k,
+                min_p=model.min_p,
+                repeat_penalty=model.repeat_penalty,
+                max_tokens=max_tokens,
+                seed=kwargs["seed"],
+            )
+            tokens += reply["usage"]["completion_tokens"]
+        return tokens, time.perf_counter() - started
+
+    moot_runs, direct_runs = [], []
+    for _ in range(repeats):  # alternate, so both see the same machine load
+        moot_runs.append(run_moot())
+        direct_runs.append(run_direct(model.__dict__["requests"]))
     raw.close()
-    print("| (c) generated tokens/s, 3 agents x 2 rounds, seeded | moot | llama-cpp-python |")
+    moot_tokens, moot_wall = moot_runs[0][0], statistics.median(wall for _, wall in moot_runs)
+    raw_tokens, raw_wall = direct_runs[0][0], statistics.median(wall for _, wall in direct_runs)
+    assert all(tokens == moot_tokens for tokens, _ in moot_runs), "seeded runs should repeat"
+    print(f"| (c) 3 agents x 2 rounds, seeded, median of {repeats} | moot | llama-cpp-python |")
     print("| --- | --- | --- |")
-    print(f"| calls | {result.usage.calls} | {len(requests)} |")
-    print(f"| output tokens | {moot_tokens} | {raw_tokens} |")
-    print(f"| wall time | {moot_wall:.2f} s | {raw_wall:.2f} s |")
-    print(f"| tokens/s | {moot_tokens / moot_wall:.1f} | {raw_tokens / raw_wall:.1f} |")
-    print(f"| moot / direct | {(moot_tokens / moot_wall) / (raw_tokens / raw_wall):.2f} | |")
+    print(f"| calls per run | {len(agents) * 2} | {len(model.__dict__['requests'])} |")
+    print(f"| output tokens per run | {moot_tokens} | {raw_tokens} |")
+    print(f"| wall time per run | {moot_wall:.2f} s | {raw_wall:.2f} s |")
+    moot_rate, raw_rate = moot_tokens / moot_wall, raw_tokens / raw_wall
+    print(f"| generated tokens/s of wall time | {moot_rate:.1f} | {raw_rate:.1f} |")
+    print(f"| moot / direct | {moot_rate / raw_rate:.2f} | |")
 
 
 def prefix_reuse(spec: str, max_tokens: int) -> None:
+    questions = ["What is 12+30?", "What is 7*8?", "What is 45-17?"]
     print()
-    print("| (d) prompt tokens, 3 agents x 3 rounds | sent | evaluated | evaluated / sent |")
+    print(
+        f"| (d) prompt tokens, 3 agents x 3 rounds, {len(questions)} debates "
+        "| sent | evaluated | evaluated / sent |"
+    )
     print("| --- | --- | --- | --- |")
     for label, cached in (
         ("per-agent prefix cache (default)", True),
@@ -84,7 +100,9 @@ def prefix_reuse(spec: str, max_tokens: int) -> None:
         assert isinstance(model, ChatLlama)
         before = model.stats.model_copy()
         agents = [moot.Agent(name=f"a{i}", model=model) for i in range(3)]
-        moot.Society(agents=agents, protocol=moot.Debate(rounds=3)).run(QUESTION)
+        society = moot.Society(agents=agents, protocol=moot.Debate(rounds=3))
+        for question in questions:
+            society.run(question)
         sent = model.stats.prompt_tokens - before.prompt_tokens
         evaluated = model.stats.prompt_tokens_evaluated - before.prompt_tokens_evaluated
         print(f"| {label} | {sent} | {evaluated} | {evaluated / sent:.2f} |")
@@ -94,8 +112,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="local")
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    throughput(args.model, args.max_tokens)
+    throughput(args.model, args.max_tokens, args.repeats)
     prefix_reuse(args.model, args.max_tokens)
 
 

@@ -24,7 +24,7 @@ def test_round_one_is_independent_and_later_rounds_show_the_others(echo_numbers)
         # Round 1: system prompt and the question only.
         assert [type(m) for m in first] == [SystemMessage, HumanMessage]
         assert "What is 1+1?" in first[1].text
-        assert f"named a{index}" in first[0].text
+        assert f"Your name is a{index}." in first[0].text
         # Round 2: own round-1 reply replayed, then the other two agents' round-1 replies.
         assert [type(m) for m in second] == [SystemMessage, HumanMessage, AIMessage, HumanMessage]
         assert second[2].text == f"I think so.\nAnswer: {index + 1}"
