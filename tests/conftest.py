@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 
 import pytest
@@ -27,6 +28,26 @@ def echo_numbers():
         ]
 
     return make
+
+
+async def loop_ticks_while(awaitable, interval: float = 0.005):
+    """Await `awaitable` while a task ticks every `interval`; return (its result, ticks).
+
+    A call that blocks the event loop lets the ticker run (almost) never.
+    """
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(interval)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        return await awaitable, ticks
+    finally:
+        task.cancel()
 
 
 def society_of(models, rounds: int = 2, **options) -> moot.Society:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 import moot
 from moot.models.embedded import embedded_model_path
 from moot.models.llama import ChatLlama
+from tests.conftest import loop_ticks_while
 
 pytestmark = pytest.mark.integration
 
@@ -80,17 +80,8 @@ def test_stream_yields_text_then_usage(embedded_model):
 
 
 async def test_async_call_does_not_block_the_event_loop(embedded_model):
-    ticks = 0
-
-    async def ticker():
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    reply = await embedded_model.ainvoke("Write a short sentence about cats.", max_tokens=48)
-    task.cancel()
+    call = embedded_model.ainvoke("Write a short sentence about cats.", max_tokens=48)
+    reply, ticks = await loop_ticks_while(call)
     assert reply.text
     assert ticks >= 3
 
