@@ -4,7 +4,7 @@ The public API is what this module exports; everything else is internal.
 """
 
 from moot.agents import Agent
-from moot.aggregate.vote import MajorityVote
+from moot.aggregate.vote import Judge, MajorityVote
 from moot.errors import (
     ConfigError,
     ContextLengthError,
@@ -12,28 +12,36 @@ from moot.errors import (
     ModelSpecError,
     MootError,
 )
+from moot.graphs.critic import CriticLoop
 from moot.graphs.debate import Debate
+from moot.graphs.moa import MixtureOfAgents
 from moot.models import load_model, register_backend
-from moot.result import Result, Turn, Usage
+from moot.result import Result, RoundStats, Turn, Usage
 from moot.society import Event, ResultEvent, Society, TokenEvent, TurnEvent
+from moot.society_file import load_society
 
 __all__ = [
     "Agent",
     "ConfigError",
     "ContextLengthError",
+    "CriticLoop",
     "Debate",
     "Event",
+    "Judge",
     "MajorityVote",
     "MissingExtraError",
+    "MixtureOfAgents",
     "ModelSpecError",
     "MootError",
     "Result",
     "ResultEvent",
+    "RoundStats",
     "Society",
     "TokenEvent",
     "Turn",
     "TurnEvent",
     "Usage",
     "load_model",
+    "load_society",
     "register_backend",
 ]

@@ -84,7 +84,18 @@ def _build_parser() -> argparse.ArgumentParser:
     debate.add_argument("--temperature", type=float, help="sampling temperature for every agent")
     debate.add_argument("--max-tokens", type=_positive, help="most tokens per reply")
     debate.add_argument("--max-concurrency", type=_positive, help="most calls in flight at once")
+    debate.add_argument(
+        "--consensus",
+        type=float,
+        help="stop early once this share of agents agree, e.g. 1.0 (all)",
+    )
     debate.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    run = commands.add_parser("run", help="run a society file on a question")
+    run.add_argument("society", help="a society file (YAML), e.g. examples/societies/debate.yaml")
+    run.add_argument("question", help="the question for the society")
+    run.add_argument("--model", help="model spec that replaces every agent's model")
+    run.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
     commands.add_parser("models", help="list the embedded model and the model backends")
     return parser
@@ -95,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "debate":
             return _debate(args)
+        if args.command == "run":
+            return _run_file(args)
         return _models()
     except MootError as error:
         return _fail(str(error))
@@ -131,15 +144,27 @@ def _debate(args: argparse.Namespace) -> int:
     ]
     society = Society(
         agents=agents,
-        protocol=Debate(rounds=args.rounds),
+        protocol=Debate(rounds=args.rounds, consensus=args.consensus),
         aggregator=MajorityVote(extract=args.extract),
         max_concurrency=args.max_concurrency,
     )
-    if args.json:
-        result = society.run(args.question)
+    return _present(society, args.question, args.json)
+
+
+def _run_file(args: argparse.Namespace) -> int:
+    from moot.models import load_model
+    from moot.society_file import load_society
+
+    model = load_model(args.model) if args.model else None
+    return _present(load_society(args.society, model=model), args.question, args.json)
+
+
+def _present(society: Any, question: str, as_json: bool) -> int:
+    if as_json:
+        result = society.run(question)
         print(json.dumps(result.model_dump(mode="json"), indent=2))
     else:
-        result = _show_live(society.stream(args.question), [agent.name for agent in agents])
+        result = _show_live(society.stream(question))
     return _status(result)
 
 
@@ -164,43 +189,36 @@ def _turn_panel(turn: Turn | None, agent: str, round: int, streamed: str) -> Pan
     )
 
 
-def _show_live(events: Iterable[Any], agents: list[str]) -> Result:
-    """Stream a run into panels: the current round live, finished rounds printed above it."""
+def _show_live(events: Iterable[Any]) -> Result:
+    """Stream a run: replies being written stay live at the bottom; each finished turn is
+    printed above them, under a rule for its round."""
     from moot.society import ResultEvent, TokenEvent, TurnEvent
 
-    streamed: dict[tuple[str, int], str] = {}
-    finished: dict[tuple[str, int], Turn] = {}
-    current = 1
+    streaming: dict[tuple[str, int], str] = {}
+    shown_round = 0
+    result: Result | None = None
 
     def view() -> Group:
         return Group(
-            *(
-                _turn_panel(
-                    finished.get((agent, current)),
-                    agent,
-                    current,
-                    streamed.get((agent, current), ""),
-                )
-                for agent in agents
-            )
+            *(_turn_panel(None, agent, round, text) for (agent, round), text in streaming.items())
         )
 
     with Live(view(), console=_console, refresh_per_second=8, transient=True) as live:
         for event in events:
             if isinstance(event, TokenEvent):
                 key = (event.agent, event.round)
-                streamed[key] = streamed.get(key, "") + event.text
-                current = event.round
+                streaming[key] = streaming.get(key, "") + event.text
             elif isinstance(event, TurnEvent):
                 turn = event.turn
-                finished[(turn.agent, turn.round)] = turn
-                current = turn.round
-                if all((agent, current) in finished for agent in agents):
-                    live.console.print(view())
-                    current += 1
+                streaming.pop((turn.agent, turn.round), None)
+                if turn.round != shown_round:
+                    shown_round = turn.round
+                    live.console.rule(f"round {turn.round}")
+                live.console.print(_turn_panel(turn, turn.agent, turn.round, ""))
             elif isinstance(event, ResultEvent):
                 result = event.result
             live.update(view())
+    assert result is not None
     _print_summary(result)
     return result
 
@@ -229,6 +247,20 @@ def _print_summary(result: Result) -> None:
         style="bold",
     )
     _console.print(table)
+    if result.conformity:
+        agreement = Table(title="answers per round", show_edge=False)
+        for column in ("round", "answers", "changed", "agreement"):
+            agreement.add_column(column)
+        for stats in result.conformity:
+            answers = ", ".join(f"{answer} x{count}" for answer, count in stats.answers.items())
+            agreement.add_row(
+                str(stats.round),
+                answers or "-",
+                ", ".join(stats.changed) or "-",
+                f"{stats.agreement:.0%}",
+            )
+        _console.print(agreement)
+    _console.print(f"stopped: {result.stop_reason}")
     answer = result.answer if result.answer is not None else "(no answer won the vote)"
     _console.print(Panel(Text(answer, style="bold"), title="final answer", border_style="cyan"))
 

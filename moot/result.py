@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -58,6 +61,21 @@ class Turn(BaseModel):
         return self.error is not None
 
 
+class RoundStats(BaseModel):
+    """How the participants' answers stood after one round."""
+
+    round: int
+    answers: dict[str, int]
+    """Each distinct answer and how many agents gave it (failed or unreadable turns left out)."""
+    changed: list[str]
+    """Agents whose answer differs from their own answer of the round before."""
+    agreement: float
+    """Share of answering agents that gave the most common answer (0 when none answered)."""
+
+
+StopReason = Literal["rounds", "consensus", "token_budget", "accepted", "moderator"]
+
+
 class Result(BaseModel):
     """The outcome of running a society on one question."""
 
@@ -65,11 +83,44 @@ class Result(BaseModel):
     answer: str | None
     """The aggregated final answer, or None when no answer won."""
     turns: list[Turn]
-    """Every turn in order of round, then agent order."""
+    """Every turn in order of round, then agent order (a judge's turn comes last)."""
     usage: Usage
     """Usage summed over all turns."""
     rounds: int
     """Rounds actually run."""
+    stop_reason: StopReason = "rounds"
+    """Why the run ended: all rounds run, consensus, token budget reached, critics accepted."""
+    conformity: list[RoundStats] = Field(default_factory=list)
+    """Per round: answer distribution, who changed their answer, agreement."""
 
     def round_turns(self, round: int) -> list[Turn]:
         return [turn for turn in self.turns if turn.round == round]
+
+
+def round_stats(turns: list[Turn], participants: list[str]) -> list[RoundStats]:
+    """Conformity per round over the participants' turns (judges and critics are not counted)."""
+    stats: list[RoundStats] = []
+    previous: dict[str, str] = {}
+    for round in sorted({turn.round for turn in turns}):
+        current = {
+            turn.agent: turn.answer
+            for turn in turns
+            if turn.round == round and turn.agent in participants and turn.answer is not None
+        }
+        counts = Counter(current[name] for name in participants if name in current)
+        changed = [
+            name
+            for name in participants
+            if name in current and name in previous and current[name] != previous[name]
+        ]
+        answered = sum(counts.values())
+        stats.append(
+            RoundStats(
+                round=round,
+                answers=dict(counts),
+                changed=changed,
+                agreement=max(counts.values()) / answered if answered else 0.0,
+            )
+        )
+        previous.update(current)
+    return stats

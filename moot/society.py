@@ -10,15 +10,18 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StreamMode
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from moot import prompts
 from moot.agents import Agent
-from moot.aggregate.vote import MajorityVote
+from moot.aggregate.vote import Aggregator, Judge, MajorityVote
 from moot.errors import ConfigError, ContextLengthError
 from moot.graphs._runtime import RunContext
+from moot.graphs.critic import CriticLoop
 from moot.graphs.debate import Debate
-from moot.result import Result, Turn, Usage
+from moot.graphs.moa import MixtureOfAgents
+from moot.result import Result, Turn, Usage, round_stats
+
+Protocol = Debate | MixtureOfAgents | CriticLoop
 
 
 class TokenEvent(BaseModel):
@@ -55,10 +58,10 @@ class Society(BaseModel):
 
     agents: list[Agent] = Field(min_length=1)
     """The participants, in order; order decides vote ties."""
-    protocol: Debate = Field(default_factory=Debate)
-    """How the agents interact, e.g. `Debate(rounds=2)`."""
-    aggregator: MajorityVote = Field(default_factory=MajorityVote)
-    """How the final answer is chosen, and what answer format agents are asked for."""
+    protocol: Protocol = Field(default_factory=Debate)
+    """How the agents interact: `Debate(...)`, `MixtureOfAgents(...)`, `CriticLoop(...)`."""
+    aggregator: Aggregator = Field(default_factory=MajorityVote)
+    """How the final answer is chosen (`MajorityVote` or `Judge`), and the answer format."""
     max_concurrency: int | None = Field(default=None, ge=1)
     """Most model calls in flight at once within a round (None: all agents of the round)."""
 
@@ -74,6 +77,11 @@ class Society(BaseModel):
         if duplicates:
             raise ValueError(f"agent names must be unique; repeated: {', '.join(duplicates)}")
         return agents
+
+    @model_validator(mode="after")
+    def _protocol_fits_agents(self) -> Society:
+        self.protocol.check(self.agents)
+        return self
 
     def graph(self, *, asynchronous: bool = False) -> StateGraph[Any, RunContext, Any, Any]:
         """The protocol's uncompiled LangGraph graph (with async agent nodes if asked)."""
@@ -91,10 +99,12 @@ class Society(BaseModel):
 
     def context(self) -> RunContext:
         """The runtime context: the agents' loaded models and the aggregator."""
+        judge = self.aggregator.agent if isinstance(self.aggregator, Judge) else None
         return RunContext(
             agents=self.agents,
             models=[agent.chat_model() for agent in self.agents],
             aggregator=self.aggregator,
+            judge_model=judge.chat_model() if judge else None,
         )
 
     def run(self, question: str, *, config: RunnableConfig | None = None) -> Result:
@@ -154,9 +164,7 @@ class Society(BaseModel):
         if not question.strip():
             raise ConfigError("the question is empty: give the text of the question to answer")
         context = self.context()
-        first_prompt = prompts.render(
-            "debate/question", question=question, format=context.format_instruction()
-        )
+        first_prompt = self.protocol.first_prompt(question, context)
         checked: set[int] = set()
         for agent, model in zip(self.agents, context.models, strict=True):
             if id(model) not in checked:
@@ -166,13 +174,19 @@ class Society(BaseModel):
 
     def _result(self, question: str, state: dict[str, Any]) -> Result:
         order = {agent.name: index for index, agent in enumerate(self.agents)}
-        turns = sorted(state.get("turns", []), key=lambda turn: (turn.round, order[turn.agent]))
+        last = len(order)  # a judge is not among the agents: its turn goes last
+        turns = sorted(
+            state.get("turns", []), key=lambda turn: (turn.round, order.get(turn.agent, last))
+        )
+        names = [self.agents[index].name for index in self.protocol.participants(self.agents)]
         return Result(
             question=question,
             answer=state.get("answer"),
             turns=turns,
             usage=Usage.sum([turn.usage for turn in turns]),
             rounds=max((turn.round for turn in turns), default=0),
+            stop_reason=state.get("stop_reason") or "rounds",
+            conformity=round_stats(turns, names),
         )
 
 

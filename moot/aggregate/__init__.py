@@ -7,10 +7,13 @@ from moot.aggregate.extract import (
     extract_number,
     extract_text,
 )
-from moot.aggregate.vote import MajorityVote
+from moot.aggregate.vote import Aggregator, AnswerFormat, Judge, MajorityVote
 
 __all__ = [
     "EXTRACTORS",
+    "Aggregator",
+    "AnswerFormat",
+    "Judge",
     "MajorityVote",
     "extract_boxed",
     "extract_choice",

@@ -1,9 +1,10 @@
-"""What every protocol graph shares: the runtime context and one guarded agent call."""
+"""What every protocol graph shares: the runtime context, one guarded agent call, aggregation."""
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -12,8 +13,8 @@ from langgraph.errors import GraphBubbleUp
 
 from moot import prompts
 from moot.agents import Agent
-from moot.aggregate.vote import MajorityVote
-from moot.result import Turn, Usage
+from moot.aggregate.vote import Aggregator, AnswerFormat, Judge
+from moot.result import StopReason, Turn, Usage
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,25 @@ class RunContext:
     agents: list[Agent]
     models: list[BaseChatModel]
     """The agents' chat models, in agent order (agents naming one spec share one object)."""
-    aggregator: MajorityVote
+    aggregator: Aggregator
+    judge_model: BaseChatModel | None = None
+    """The judge's model when the aggregator is a Judge."""
 
     def format_instruction(self) -> str:
         return prompts.load(self.aggregator.format_prompt())
+
+
+class SocietyState(TypedDict, total=False):
+    """State every protocol graph keeps (checkpointed; holds no model objects)."""
+
+    question: str
+    round: int
+    """The round that runs next (1-based)."""
+    turns: Annotated[list[Turn], operator.add]
+    """All turns so far; agents of one round append in parallel."""
+    answer: str | None
+    stop_reason: StopReason | None
+    """Set when the run should end; the graph then aggregates."""
 
 
 def usage_of(message: AIMessage) -> Usage:
@@ -55,28 +71,42 @@ def merge_user_messages(messages: list[BaseMessage]) -> list[BaseMessage]:
     return merged
 
 
+@dataclass(frozen=True)
+class Speaker:
+    """Who is called for a turn: the agent, its model, and how its answer is read."""
+
+    agent: Agent
+    model: BaseChatModel
+    answer_format: AnswerFormat
+
+
+def speaker(context: RunContext, index: int) -> Speaker:
+    return Speaker(context.agents[index], context.models[index], context.aggregator)
+
+
 def _request(
-    context: RunContext, index: int, conversation: list[BaseMessage], round: int
+    who: Speaker, conversation: list[BaseMessage], round: int
 ) -> tuple[list[BaseMessage], RunnableConfig]:
     """The messages (system prompt first) and the run config, tagged so streams split by agent."""
-    agent = context.agents[index]
-    messages = [SystemMessage(content=agent.system_prompt()), *merge_user_messages(conversation)]
+    messages = [
+        SystemMessage(content=who.agent.system_prompt()),
+        *merge_user_messages(conversation),
+    ]
     config: RunnableConfig = {
-        "tags": [f"moot:agent:{agent.name}"],
-        "metadata": {"moot_agent": agent.name, "moot_round": round},
+        "tags": [f"moot:agent:{who.agent.name}"],
+        "metadata": {"moot_agent": who.agent.name, "moot_round": round},
     }
     return messages, config
 
 
 def _turn(
-    context: RunContext,
-    index: int,
+    who: Speaker,
     round: int,
     peers: list[str],
-    reply: AIMessage | None,
+    reply: BaseMessage | None,
     error: Exception | None,
 ) -> Turn:
-    agent = context.agents[index]
+    agent = who.agent
     if reply is None:
         return Turn(
             round=round,
@@ -86,57 +116,92 @@ def _turn(
             usage=Usage(calls=1),
             error=f"{type(error).__name__}: {error}",
         )
+    assert isinstance(reply, AIMessage)
     text = reply.text
     return Turn(
         round=round,
         agent=agent.name,
         role=agent.role,
         text=text,
-        answer=context.aggregator.extractor()(text),
+        answer=who.answer_format.extractor()(text),
         peers=peers,
         usage=usage_of(reply),
     )
 
 
 def call_agent(
-    context: RunContext,
-    index: int,
-    conversation: list[BaseMessage],
-    *,
-    round: int,
-    peers: list[str],
+    who: Speaker, conversation: list[BaseMessage], *, round: int, peers: list[str]
 ) -> Turn:
-    """Call agent `index` on `conversation` (without its system prompt) and record the turn.
+    """Call `who` on `conversation` (without its system prompt) and record the turn.
 
     A failing model call becomes a failed turn: a LangGraph superstep is all-or-nothing, so an
     exception here would throw away the sibling agents' answers of the same round.
     """
-    messages, config = _request(context, index, conversation, round)
-    agent = context.agents[index]
+    messages, config = _request(who, conversation, round)
     try:
-        reply = context.models[index].invoke(messages, config=config, **agent.sampling())
+        reply = who.model.invoke(messages, config=config, **who.agent.sampling())
     except GraphBubbleUp:
         raise
     except Exception as error:  # noqa: BLE001 - any model failure is recorded, not raised
-        return _turn(context, index, round, peers, None, error)
-    return _turn(context, index, round, peers, reply, None)
+        return _turn(who, round, peers, None, error)
+    return _turn(who, round, peers, reply, None)
 
 
 async def acall_agent(
-    context: RunContext,
-    index: int,
-    conversation: list[BaseMessage],
-    *,
-    round: int,
-    peers: list[str],
+    who: Speaker, conversation: list[BaseMessage], *, round: int, peers: list[str]
 ) -> Turn:
     """`call_agent` for async graphs: the model call runs as a task on the event loop."""
-    messages, config = _request(context, index, conversation, round)
-    agent = context.agents[index]
+    messages, config = _request(who, conversation, round)
     try:
-        reply = await context.models[index].ainvoke(messages, config=config, **agent.sampling())
+        reply = await who.model.ainvoke(messages, config=config, **who.agent.sampling())
     except GraphBubbleUp:
         raise
     except Exception as error:  # noqa: BLE001
-        return _turn(context, index, round, peers, None, error)
-    return _turn(context, index, round, peers, reply, None)
+        return _turn(who, round, peers, None, error)
+    return _turn(who, round, peers, reply, None)
+
+
+def latest_turns(turns: list[Turn], names: list[str]) -> list[Turn | None]:
+    """Each named agent's most recent successful turn, in the order of `names`."""
+    latest: dict[str, Turn] = {}
+    for turn in sorted(turns, key=lambda turn: turn.round):
+        if not turn.failed:
+            latest[turn.agent] = turn
+    return [latest.get(name) for name in names]
+
+
+def _judge_request(
+    state: SocietyState, context: RunContext, names: list[str]
+) -> tuple[Speaker, list[BaseMessage], int]:
+    judge = context.aggregator
+    assert isinstance(judge, Judge) and context.judge_model is not None
+    shown = [turn for turn in latest_turns(state.get("turns", []), names) if turn is not None]
+    replies = "\n\n".join(
+        prompts.render("debate/peer", peer=turn.agent, text=turn.text) for turn in shown
+    )
+    message = prompts.render(
+        judge.prompt_name(),
+        question=state["question"],
+        replies=replies,
+        format=context.format_instruction(),
+    )
+    last_round = max((turn.round for turn in shown), default=1)
+    return Speaker(judge.agent, context.judge_model, judge), [HumanMessage(message)], last_round
+
+
+def aggregate(state: SocietyState, context: RunContext, names: list[str]) -> SocietyState:
+    """Vote over, or have the judge read, the named agents' latest answers."""
+    if not isinstance(context.aggregator, Judge):
+        answers = [turn.answer if turn else None for turn in latest_turns(state["turns"], names)]
+        return {"answer": context.aggregator.vote(answers)}
+    who, conversation, round = _judge_request(state, context, names)
+    turn = call_agent(who, conversation, round=round, peers=names)
+    return {"answer": turn.answer, "turns": [turn]}
+
+
+async def aaggregate(state: SocietyState, context: RunContext, names: list[str]) -> SocietyState:
+    if not isinstance(context.aggregator, Judge):
+        return aggregate(state, context, names)
+    who, conversation, round = _judge_request(state, context, names)
+    turn = await acall_agent(who, conversation, round=round, peers=names)
+    return {"answer": turn.answer, "turns": [turn]}

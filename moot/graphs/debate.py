@@ -1,168 +1,153 @@
-"""Multi-agent debate (Du et al. 2023).
+"""Multi-agent debate (Du et al. 2023) and societies of MachineSoM (Zhang et al. 2024).
 
-Round 1: every agent answers the question on its own. Round r > 1: every agent is shown the
-other agents' answers from round r-1 and gives an updated answer, continuing its own
-conversation. The calls of one round are independent, so they fan out in parallel (`Send`) and
-join in `end_round`. The final answer is a vote over each agent's latest answer.
+Round 1: every agent answers the question on its own. In each later round an agent either
+debates (it is shown its neighbours' answers from the round before, by the topology) or
+reflects (it re-examines only its own answer), continuing its own conversation, so each prompt
+extends the agent's previous one. The strategy is written per round, and may differ per agent.
 """
 
 from __future__ import annotations
 
-import operator
-from typing import Annotated, TypedDict
+from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langgraph.graph import END, START, StateGraph
-from langgraph.runtime import Runtime
-from langgraph.types import Send
-from pydantic import BaseModel, Field
+from pydantic import Field, model_validator
 
 from moot import prompts
-from moot.graphs._runtime import RunContext, acall_agent, call_agent
+from moot.agents import Agent
+from moot.graphs._rounds import AgentTask, RoundProtocol
+from moot.graphs._runtime import RunContext
 from moot.result import Turn
 
-
-class DebateState(TypedDict, total=False):
-    """State of a debate graph (checkpointed; holds no model objects)."""
-
-    question: str
-    round: int
-    """The round that runs next (1-based); after the last round it is rounds + 1."""
-    turns: Annotated[list[Turn], operator.add]
-    """All turns so far; agents of one round append in parallel."""
-    answer: str | None
+Move = Literal["debate", "reflect"]
+RoundStrategy = Move | dict[str, Move]
+"""One round's move for every agent, or a move per agent name (unnamed agents debate)."""
+Topology = Literal["all", "ring", "star"] | dict[str, list[str]]
 
 
-class AgentTask(TypedDict):
-    """What one agent's branch of a round receives through `Send`."""
+class Debate(RoundProtocol):
+    """Debate in rounds; `rounds` counts the first, independent answer.
 
-    question: str
-    round: int
-    agent: int
-    turns: list[Turn]
-
-
-def latest_answers(turns: list[Turn], agent_names: list[str]) -> list[str | None]:
-    """Each agent's answer from its most recent successful turn, in agent order."""
-    latest: dict[str, str | None] = {}
-    for turn in sorted(turns, key=lambda turn: turn.round):
-        if not turn.failed:
-            latest[turn.agent] = turn.answer
-    return [latest.get(name) for name in agent_names]
-
-
-class Debate(BaseModel):
-    """Du et al.'s debate: `rounds` counts the first, independent answer."""
-
-    rounds: int = Field(default=2, ge=1)
-
-    def recursion_limit(self) -> int:
-        # start, then (agent_turn, end_round) per round, then aggregate; with slack.
-        return 2 * self.rounds + 10
-
-    def build(
-        self, *, asynchronous: bool = False
-    ) -> StateGraph[DebateState, RunContext, DebateState, DebateState]:
-        """The uncompiled graph; run it with a `RunContext` as context.
-
-        `asynchronous=True` gives the agent node an async body, so a round's calls run as tasks
-        under `ainvoke`; the default sync body runs them in LangGraph's thread pool.
-        """
-        graph = StateGraph(DebateState, context_schema=RunContext)
-        graph.add_node("start", _start)
-        if asynchronous:
-            graph.add_node("agent_turn", _aagent_turn, input_schema=AgentTask)
-        else:
-            graph.add_node("agent_turn", _agent_turn, input_schema=AgentTask)
-        graph.add_node("end_round", _end_round)
-        graph.add_node("aggregate", _aggregate)
-        graph.add_edge(START, "start")
-        graph.add_conditional_edges("start", self._next_round, ["agent_turn", "aggregate"])
-        graph.add_edge("agent_turn", "end_round")
-        graph.add_conditional_edges("end_round", self._next_round, ["agent_turn", "aggregate"])
-        graph.add_edge("aggregate", END)
-        return graph
-
-    def _next_round(self, state: DebateState, runtime: Runtime[RunContext]) -> list[Send] | str:
-        if state["round"] > self.rounds:
-            return "aggregate"
-        return [
-            Send(
-                "agent_turn",
-                AgentTask(
-                    question=state["question"],
-                    round=state["round"],
-                    agent=index,
-                    turns=state.get("turns", []),
-                ),
-            )
-            for index in range(len(runtime.context.agents))
-        ]
-
-
-def _start(state: DebateState) -> DebateState:
-    return {"round": 1, "turns": [], "answer": None}
-
-
-def _end_round(state: DebateState) -> DebateState:
-    return {"round": state["round"] + 1}
-
-
-def _aggregate(state: DebateState, runtime: Runtime[RunContext]) -> DebateState:
-    names = [agent.name for agent in runtime.context.agents]
-    return {"answer": runtime.context.aggregator.vote(latest_answers(state["turns"], names))}
-
-
-def conversation_for(task: AgentTask, context: RunContext) -> tuple[list[BaseMessage], list[str]]:
-    """Agent `task["agent"]`'s conversation for its turn, and the peers it is shown.
-
-    The conversation replays the agent's own earlier replies, each followed by the message that
-    showed it the others' answers, so every prompt extends the agent's previous one.
+    `Debate(rounds=3)` is Du et al.'s debate; `Debate(strategy="debate-reflect-debate")` is a
+    MachineSoM society's collaboration (4 rounds: the first answer, then three moves).
     """
-    me = context.agents[task["agent"]].name
-    answer_format = context.format_instruction()
-    conversation: list[BaseMessage] = [
-        HumanMessage(
-            content=prompts.render(
-                "debate/question", question=task["question"], format=answer_format
+
+    strategy: list[RoundStrategy] | None = None
+    """Moves for rounds 2..rounds (None: debate every round). A string "debate-reflect-debate"
+    is read as a list; with a strategy and no `rounds`, rounds = 1 + len(strategy)."""
+    topology: Topology = "all"
+    """Whom each agent is shown: all others; its two ring neighbours; in a star, the hub is
+    shown everyone and the others only the hub; or a mapping agent -> agents it is shown."""
+    hub: str | None = None
+    """The star's hub (default: the first agent)."""
+    peer_view: Literal["full", "answer", "tail"] = "full"
+    """How others' replies are shown: in full, only their extracted answer, or their last
+    `peer_chars` characters (bounded context for long debates)."""
+    peer_chars: int = Field(default=600, ge=20)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_strategy(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("strategy") is None:
+            return data
+        data = dict(data)
+        strategy = data["strategy"]
+        if isinstance(strategy, str):
+            strategy = [move.strip() for move in strategy.split("-")]
+            data["strategy"] = strategy
+        if "rounds" not in data:
+            data["rounds"] = 1 + len(strategy)
+        return data
+
+    @model_validator(mode="after")
+    def _strategy_fits_rounds(self) -> Debate:
+        if self.strategy is not None and len(self.strategy) != self.rounds - 1:
+            raise ValueError(
+                f"strategy has {len(self.strategy)} moves but rounds={self.rounds} needs "
+                f"{self.rounds - 1} (one per round after the first)"
             )
+        return self
+
+    def check(self, agents: list[Agent]) -> None:
+        names = {agent.name for agent in agents}
+        mentioned: set[str] = set()
+        if isinstance(self.topology, dict):
+            mentioned |= set(self.topology) | {n for seen in self.topology.values() for n in seen}
+        if self.hub is not None:
+            mentioned.add(self.hub)
+        for move in self.strategy or []:
+            if isinstance(move, dict):
+                mentioned |= set(move)
+        unknown = sorted(mentioned - names)
+        if unknown:
+            raise ValueError(f"the debate names unknown agents: {', '.join(unknown)}")
+
+    def move(self, round: int, agent: str) -> Move:
+        """What `agent` does in `round` (>= 2)."""
+        if self.strategy is None:
+            return "debate"
+        move = self.strategy[round - 2]
+        return move if isinstance(move, str) else move.get(agent, "debate")
+
+    def neighbours(self, agents: list[Agent], index: int) -> list[str]:
+        """Names of the agents whose answers agent `index` is shown when it debates."""
+        names = [agent.name for agent in agents]
+        me = names[index]
+        if isinstance(self.topology, dict):
+            return [name for name in names if name in self.topology.get(me, [])]
+        if self.topology == "ring":
+            count = len(names)
+            around = {names[(index - 1) % count], names[(index + 1) % count]} - {me}
+            return [name for name in names if name in around]
+        if self.topology == "star":
+            hub = self.hub or names[0]
+            return [name for name in names if name != me] if me == hub else [hub]
+        return [name for name in names if name != me]
+
+    def first_prompt(self, question: str, context: RunContext) -> str:
+        return prompts.render(
+            "debate/question", question=question, format=context.format_instruction()
         )
-    ]
-    by_round: dict[int, list[Turn]] = {}
-    for turn in task["turns"]:
-        by_round.setdefault(turn.round, []).append(turn)
-    peers: list[str] = []
-    for past_round in range(1, task["round"]):
-        others: list[Turn] = []
-        for turn in by_round.get(past_round, []):
-            if turn.agent == me:
-                if not turn.failed:
-                    conversation.append(AIMessage(content=turn.text))
-            elif not turn.failed:
-                others.append(turn)
-        peers = [turn.agent for turn in others]
-        if others:
-            shown = "\n\n".join(
-                prompts.render("debate/peer", peer=turn.agent, text=turn.text) for turn in others
-            )
-            message = prompts.render("debate/update", peers=shown, format=answer_format)
+
+    def conversation_for(
+        self, task: AgentTask, context: RunContext
+    ) -> tuple[list[BaseMessage], list[str]]:
+        """The agent's whole conversation so far, and the peers shown in its newest message.
+
+        It replays the agent's own replies, each followed by the message of the next round:
+        the neighbours' answers (debate) or a request to re-examine (reflect).
+        """
+        me = context.agents[task["agent"]].name
+        answer_format = context.format_instruction()
+        conversation: list[BaseMessage] = [
+            HumanMessage(content=self.first_prompt(task["question"], context))
+        ]
+        by_round: dict[int, dict[str, Turn]] = {}
+        for turn in task["turns"]:
+            by_round.setdefault(turn.round, {})[turn.agent] = turn
+        neighbours = self.neighbours(context.agents, task["agent"])
+        peers: list[str] = []
+        for past_round in range(1, task["round"]):
+            turns = by_round.get(past_round, {})
+            own = turns.get(me)
+            if own is not None and not own.failed:
+                conversation.append(AIMessage(content=own.text))
+            shown = [turns[name] for name in neighbours if name in turns and not turns[name].failed]
+            if self.move(past_round + 1, me) == "debate" and shown:
+                peers = [turn.agent for turn in shown]
+                replies = "\n\n".join(self._show(turn) for turn in shown)
+                message = prompts.render("debate/update", peers=replies, format=answer_format)
+            else:
+                peers = []
+                message = prompts.render("debate/reflect", format=answer_format)
+            conversation.append(HumanMessage(content=message))
+        return conversation, peers
+
+    def _show(self, turn: Turn) -> str:
+        if self.peer_view == "answer":
+            text = turn.answer if turn.answer is not None else "(no clear answer)"
+        elif self.peer_view == "tail" and len(turn.text) > self.peer_chars:
+            text = "..." + turn.text[-self.peer_chars :]
         else:
-            message = prompts.render("debate/reflect", format=answer_format)
-        conversation.append(HumanMessage(content=message))
-    return conversation, peers
-
-
-def _agent_turn(state: AgentTask, *, runtime: Runtime[RunContext]) -> DebateState:
-    conversation, peers = conversation_for(state, runtime.context)
-    turn = call_agent(
-        runtime.context, state["agent"], conversation, round=state["round"], peers=peers
-    )
-    return {"turns": [turn]}
-
-
-async def _aagent_turn(state: AgentTask, *, runtime: Runtime[RunContext]) -> DebateState:
-    conversation, peers = conversation_for(state, runtime.context)
-    turn = await acall_agent(
-        runtime.context, state["agent"], conversation, round=state["round"], peers=peers
-    )
-    return {"turns": [turn]}
+            text = turn.text
+        return prompts.render("debate/peer", peer=turn.agent, text=text)

@@ -1,0 +1,159 @@
+"""Round-based protocols: every round fans out one call per participant, then joins.
+
+Between rounds the join decides whether to go on: all rounds run, consensus reached, or the
+token budget spent. Subclasses say who takes part and what each one is shown.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, TypedDict
+
+from langchain_core.messages import BaseMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+from pydantic import BaseModel, ConfigDict, Field
+
+from moot.agents import Agent
+from moot.graphs._runtime import (
+    RunContext,
+    SocietyState,
+    aaggregate,
+    acall_agent,
+    aggregate,
+    call_agent,
+    speaker,
+)
+from moot.result import StopReason, Turn
+
+
+class AgentTask(TypedDict):
+    """What one agent's branch of a round receives through `Send`."""
+
+    question: str
+    round: int
+    agent: int
+    turns: list[Turn]
+
+
+class RoundProtocol(BaseModel):
+    """Shared settings and graph of round-based protocols."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rounds: int = Field(default=2, ge=1)
+    """Most rounds to run; round 1 is the first, independent answer."""
+    consensus: float | None = Field(default=None, gt=0, le=1)
+    """Stop after a round in which at least this share of answering agents agree (1.0: all)."""
+    token_budget: int | None = Field(default=None, ge=1)
+    """Stop after the round in which the run's total tokens reach this many."""
+
+    # -- what subclasses define -------------------------------------------------------------
+    def participants(self, agents: list[Agent]) -> list[int]:
+        """Indices of the agents that answer in every round (the rest judge or aggregate)."""
+        return list(range(len(agents)))
+
+    def conversation_for(
+        self, task: AgentTask, context: RunContext
+    ) -> tuple[list[BaseMessage], list[str]]:
+        """The agent's conversation for this turn (no system prompt), and the peers it shows."""
+        raise NotImplementedError
+
+    def first_prompt(self, question: str, context: RunContext) -> str:
+        """The round-1 prompt, for checking that a question fits a model's context."""
+        raise NotImplementedError
+
+    def check(self, agents: list[Agent]) -> None:
+        """Raise ValueError if the protocol cannot run with these agents."""
+
+    # -- the graph --------------------------------------------------------------------------
+    def recursion_limit(self) -> int:
+        # start, then (agent_turn, end_round) per round, then aggregate; with slack.
+        return 2 * self.rounds + 10
+
+    def build(self, *, asynchronous: bool = False) -> StateGraph[Any, RunContext, Any, Any]:
+        """The uncompiled graph; run it with a `RunContext` as context.
+
+        `asynchronous=True` gives the agent node an async body, so a round's calls run as tasks
+        under `ainvoke`; the default sync body runs them in LangGraph's thread pool.
+        """
+        graph = StateGraph(SocietyState, context_schema=RunContext)
+        graph.add_node("start", _start)
+        if asynchronous:
+            graph.add_node("agent_turn", self._aagent_turn, input_schema=AgentTask)
+            graph.add_node("aggregate", self._aaggregate)
+        else:
+            graph.add_node("agent_turn", self._agent_turn, input_schema=AgentTask)
+            graph.add_node("aggregate", self._aggregate)
+        graph.add_node("end_round", self._end_round)
+        graph.add_edge(START, "start")
+        graph.add_conditional_edges("start", self._next_round, ["agent_turn", "aggregate"])
+        graph.add_edge("agent_turn", "end_round")
+        graph.add_conditional_edges("end_round", self._next_round, ["agent_turn", "aggregate"])
+        graph.add_edge("aggregate", END)
+        return graph
+
+    def _next_round(self, state: SocietyState, runtime: Runtime[RunContext]) -> list[Send] | str:
+        if state.get("stop_reason"):
+            return "aggregate"
+        return [
+            Send(
+                "agent_turn",
+                AgentTask(
+                    question=state["question"],
+                    round=state["round"],
+                    agent=index,
+                    turns=state.get("turns", []),
+                ),
+            )
+            for index in self.participants(runtime.context.agents)
+        ]
+
+    def _end_round(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
+        return {"round": state["round"] + 1, "stop_reason": self._stop_reason(state, runtime)}
+
+    def _stop_reason(self, state: SocietyState, runtime: Runtime[RunContext]) -> StopReason | None:
+        round, turns = state["round"], state["turns"]
+        if round >= self.rounds:
+            return "rounds"
+        if self.consensus is not None:
+            names = self._names(runtime)
+            answers = [
+                turn.answer
+                for turn in turns
+                if turn.round == round and turn.agent in names and turn.answer is not None
+            ]
+            counts = Counter(answers)
+            enough = len(answers) >= min(2, len(names))
+            if enough and max(counts.values()) / len(answers) >= self.consensus:
+                return "consensus"
+        spent = sum(turn.usage.total_tokens for turn in turns)
+        if self.token_budget is not None and spent >= self.token_budget:
+            return "token_budget"
+        return None
+
+    def _names(self, runtime: Runtime[RunContext]) -> list[str]:
+        agents = runtime.context.agents
+        return [agents[index].name for index in self.participants(agents)]
+
+    def _agent_turn(self, state: AgentTask, *, runtime: Runtime[RunContext]) -> SocietyState:
+        conversation, peers = self.conversation_for(state, runtime.context)
+        who = speaker(runtime.context, state["agent"])
+        return {"turns": [call_agent(who, conversation, round=state["round"], peers=peers)]}
+
+    async def _aagent_turn(self, state: AgentTask, *, runtime: Runtime[RunContext]) -> SocietyState:
+        conversation, peers = self.conversation_for(state, runtime.context)
+        who = speaker(runtime.context, state["agent"])
+        turn = await acall_agent(who, conversation, round=state["round"], peers=peers)
+        return {"turns": [turn]}
+
+    def _aggregate(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
+        return aggregate(state, runtime.context, self._names(runtime))
+
+    async def _aaggregate(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
+        return await aaggregate(state, runtime.context, self._names(runtime))
+
+
+def _start(state: SocietyState) -> SocietyState:
+    return {"round": 1, "turns": [], "answer": None, "stop_reason": None}

@@ -1,0 +1,65 @@
+"""Mixture-of-agents (Wang et al. 2024).
+
+Layers of proposers: layer 1 answers the question; each proposer of a later layer is shown all
+replies of the layer before (its own included) in a fresh prompt and writes an improved reply.
+An aggregator agent (a `Judge` whose agent has role "aggregator") synthesises the final answer
+from the last layer; a vote over it also works.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import BaseMessage, HumanMessage
+from pydantic import Field, model_validator
+
+from moot import prompts
+from moot.agents import Agent
+from moot.graphs._rounds import AgentTask, RoundProtocol
+from moot.graphs._runtime import RunContext
+
+
+class MixtureOfAgents(RoundProtocol):
+    """Proposer layers; `layers` is the number of rounds."""
+
+    layers: int = Field(default=3, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layers_are_rounds(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if "rounds" in data and "layers" not in data:
+                data["layers"] = data["rounds"]
+            data["rounds"] = data.get("layers", 3)
+        return data
+
+    def participants(self, agents: list[Agent]) -> list[int]:
+        proposers = [index for index, agent in enumerate(agents) if agent.role == "proposer"]
+        return proposers or list(range(len(agents)))
+
+    def first_prompt(self, question: str, context: RunContext) -> str:
+        return prompts.render(
+            "debate/question", question=question, format=context.format_instruction()
+        )
+
+    def conversation_for(
+        self, task: AgentTask, context: RunContext
+    ) -> tuple[list[BaseMessage], list[str]]:
+        if task["round"] == 1:
+            return [HumanMessage(self.first_prompt(task["question"], context))], []
+        previous = [
+            turn for turn in task["turns"] if turn.round == task["round"] - 1 and not turn.failed
+        ]
+        if not previous:
+            return [HumanMessage(self.first_prompt(task["question"], context))], []
+        replies = "\n\n".join(
+            prompts.render("debate/peer", peer=turn.agent, text=turn.text) for turn in previous
+        )
+        message = prompts.render(
+            "moa/layer",
+            question=task["question"],
+            replies=replies,
+            format=context.format_instruction(),
+        )
+        return [HumanMessage(message)], [turn.agent for turn in previous]
