@@ -1,0 +1,1 @@
+"""Benchmarks: tasks, runner, metrics and reports."""

@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 from langchain_core.messages import BaseMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Send
+from langgraph.types import Send, interrupt
 from pydantic import BaseModel, ConfigDict, Field
 
 from moot.agents import Agent
@@ -35,6 +35,7 @@ class AgentTask(TypedDict):
     round: int
     agent: int
     turns: list[Turn]
+    notes: list[dict[str, Any]]
 
 
 class RoundProtocol(BaseModel):
@@ -105,13 +106,23 @@ class RoundProtocol(BaseModel):
                     round=state["round"],
                     agent=index,
                     turns=state.get("turns", []),
+                    notes=state.get("notes", []),
                 ),
             )
             for index in self.participants(runtime.context.agents)
         ]
 
     def _end_round(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
-        return {"round": state["round"] + 1, "stop_reason": self._stop_reason(state, runtime)}
+        reason = self._stop_reason(state, runtime)
+        update: SocietyState = {"round": state["round"] + 1, "stop_reason": reason}
+        if runtime.context.moderated and reason is None:
+            # The node reruns from here on resume; everything above is pure.
+            decision = interrupt({"round": state["round"]})
+            if decision.get("stop"):
+                update["stop_reason"] = "moderator"
+            if decision.get("note"):
+                update["notes"] = [{"round": state["round"], "text": decision["note"]}]
+        return update
 
     def _stop_reason(self, state: SocietyState, runtime: Runtime[RunContext]) -> StopReason | None:
         round, turns = state["round"], state["turns"]
@@ -156,4 +167,4 @@ class RoundProtocol(BaseModel):
 
 
 def _start(state: SocietyState) -> SocietyState:
-    return {"round": 1, "turns": [], "answer": None, "stop_reason": None}
+    return {"round": 1, "turns": [], "notes": [], "answer": None, "stop_reason": None}

@@ -27,6 +27,8 @@ class RunContext:
     aggregator: Aggregator
     judge_model: BaseChatModel | None = None
     """The judge's model when the aggregator is a Judge."""
+    moderated: bool = False
+    """Pause after each round (but the last) for a moderator (a LangGraph interrupt)."""
 
     def format_instruction(self) -> str:
         return prompts.load(self.aggregator.format_prompt())
@@ -43,6 +45,14 @@ class SocietyState(TypedDict, total=False):
     answer: str | None
     stop_reason: StopReason | None
     """Set when the run should end; the graph then aggregates."""
+    notes: Annotated[list[dict[str, Any]], operator.add]
+    """Moderator notes: {"round": r, "text": ...}, shown to the agents after round r."""
+
+
+def note_after(notes: list[dict[str, Any]], round: int) -> str:
+    """The moderator's note given after `round`, as text to append to a prompt ("" if none)."""
+    texts = [note["text"] for note in notes if note["round"] == round]
+    return "".join("\n\n" + prompts.render("debate/moderator", note=text) for text in texts)
 
 
 def usage_of(message: AIMessage) -> Usage:

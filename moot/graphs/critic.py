@@ -164,7 +164,7 @@ class CriticLoop(BaseModel):
             return "finish"
         _, critics, _ = self.roles(runtime.context.agents)
         task = {"question": state["question"], "round": state["round"], "turns": state["turns"]}
-        return [Send("critique", AgentTask(**task, agent=index)) for index in critics]  # type: ignore[typeddict-item]
+        return [Send("critique", AgentTask(**task, agent=index, notes=[])) for index in critics]  # type: ignore[typeddict-item]
 
     def _critique(self, state: AgentTask, *, runtime: Runtime[RunContext]) -> SocietyState:
         who, conversation = self._critic_request(state, runtime.context)

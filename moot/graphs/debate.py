@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from moot import prompts
 from moot.agents import Agent
 from moot.graphs._rounds import AgentTask, RoundProtocol
-from moot.graphs._runtime import RunContext
+from moot.graphs._runtime import RunContext, note_after
 from moot.result import Turn
 
 Move = Literal["debate", "reflect"]
@@ -140,6 +140,7 @@ class Debate(RoundProtocol):
             else:
                 peers = []
                 message = prompts.render("debate/reflect", format=answer_format)
+            message += note_after(task["notes"], past_round)
             conversation.append(HumanMessage(content=message))
         return conversation, peers
 

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from moot import prompts
 from moot.agents import Agent
 from moot.graphs._rounds import AgentTask, RoundProtocol
-from moot.graphs._runtime import RunContext
+from moot.graphs._runtime import RunContext, note_after
 
 
 class MixtureOfAgents(RoundProtocol):
@@ -61,5 +61,5 @@ class MixtureOfAgents(RoundProtocol):
             question=task["question"],
             replies=replies,
             format=context.format_instruction(),
-        )
+        ) + note_after(task["notes"], task["round"] - 1)
         return [HumanMessage(message)], [turn.agent for turn in previous]

@@ -1,0 +1,166 @@
+"""A society inside LangChain: as a Runnable, a chat model, or a tool."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.tools import BaseTool, StructuredTool
+
+from moot.errors import ConfigError
+from moot.result import Result
+
+if TYPE_CHECKING:
+    from moot.society import Society
+
+SocietyInput = str | dict[str, Any] | PromptValue | list[BaseMessage]
+
+
+def question_of(value: SocietyInput) -> str:
+    """The question in what a chain passes on: text, {"question": ...}, a prompt, messages."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if "question" not in value:
+            raise ConfigError(f"a society takes {{'question': ...}}; got keys {sorted(value)}")
+        return str(value["question"])
+    if isinstance(value, PromptValue):
+        value = value.to_messages()
+    humans = [message for message in value if isinstance(message, HumanMessage)]
+    if not humans:
+        raise ConfigError("a society needs a user message holding the question")
+    return humans[-1].text
+
+
+def as_runnable(
+    society: Society, output: Literal["answer", "result"] = "answer"
+) -> Runnable[SocietyInput, Any]:
+    """A Runnable for LCEL: the final answer ("" when none won), or the whole `Result`."""
+
+    def shape(result: Result) -> str | Result:
+        return result if output == "result" else (result.answer or "")
+
+    def run(value: SocietyInput, config: RunnableConfig) -> str | Result:
+        return shape(society.run(question_of(value), config=_inner(config)))
+
+    async def arun(value: SocietyInput, config: RunnableConfig) -> str | Result:
+        return shape(await society.arun(question_of(value), config=_inner(config)))
+
+    return RunnableLambda(run, afunc=arun, name="moot_society")
+
+
+def _inner(config: RunnableConfig) -> RunnableConfig:
+    """The outer run's callbacks and tags reach the agents' model calls (for astream_events)."""
+    inner: RunnableConfig = {}
+    if "callbacks" in config:
+        inner["callbacks"] = config["callbacks"]
+    if "tags" in config:
+        inner["tags"] = config["tags"]
+    if "metadata" in config:
+        inner["metadata"] = config["metadata"]
+    return inner
+
+
+class SocietyChatModel(BaseChatModel):
+    """A chat model whose reply is a society's answer to the last user message.
+
+    `usage_metadata` sums every agent's usage; `response_metadata["moot"]` holds the record
+    (rounds, stop reason, turns). `temperature` and `max_tokens`, when set, apply to every
+    agent. System messages are not passed on: each agent has its own.
+    """
+
+    society: Any
+    """The `moot.Society` that answers."""
+    model_name: str = "moot-society"
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+    @property
+    def _llm_type(self) -> str:
+        return "moot-society"
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="moot",
+            ls_model_name=kwargs.get("model", self.model_name),
+            ls_model_type="chat",
+        )
+        if self.temperature is not None:
+            params["ls_temperature"] = self.temperature
+        if self.max_tokens is not None:
+            params["ls_max_tokens"] = self.max_tokens
+        if stop:
+            params["ls_stop"] = stop
+        return params
+
+    def _tuned(self) -> Society:
+        overrides = {
+            key: value
+            for key, value in (("temperature", self.temperature), ("max_tokens", self.max_tokens))
+            if value is not None
+        }
+        if not overrides:
+            return self.society
+        agents = [agent.model_copy(update=overrides) for agent in self.society.agents]
+        return self.society.model_copy(update={"agents": agents})
+
+    def _reply(self, result: Result) -> ChatResult:
+        usage = result.usage
+        message = AIMessage(
+            content=result.answer or "",
+            usage_metadata=UsageMetadata(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                total_tokens=usage.total_tokens,
+            ),
+            response_metadata={
+                "model_name": self.model_name,
+                "moot": result.model_dump(mode="json", exclude={"question"}),
+            },
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._reply(self._tuned().run(question_of(messages)))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._reply(await self._tuned().arun(question_of(messages)))
+
+
+def as_tool(society: Society, name: str, description: str) -> BaseTool:
+    """A tool an agent can call with a question; it returns the society's answer."""
+
+    def ask(question: str) -> str:
+        return _tool_reply(society.run(question))
+
+    async def aask(question: str) -> str:
+        return _tool_reply(await society.arun(question))
+
+    return StructuredTool.from_function(
+        func=ask, coroutine=aask, name=name, description=description
+    )
+
+
+def _tool_reply(result: Result) -> str:
+    if result.answer is None:
+        return f"The agents reached no answer after {result.rounds} round(s)."
+    return result.answer
