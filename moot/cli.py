@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 from rich.console import Console, Group
@@ -17,6 +19,9 @@ from rich.text import Text
 
 from moot.errors import MootError
 from moot.result import Result, Turn
+
+if TYPE_CHECKING:
+    from moot.checkpoints import Moderation
 
 _console = Console()
 _errors = Console(stderr=True)
@@ -97,17 +102,35 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="model spec that replaces every agent's model")
     run.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
+    for command in (debate, run):
+        _durable_options(command)
+    resume = commands.add_parser("resume", help="finish a checkpointed run that was stopped")
+    resume.add_argument("--checkpoint", required=True, metavar="FILE.sqlite")
+    resume.add_argument("--thread", required=True, metavar="ID")
+    resume.add_argument("--moderate", action="store_true", help="ask a moderator between rounds")
+    resume.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
     commands.add_parser("models", help="list the embedded model and the model backends")
     return parser
+
+
+def _durable_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--checkpoint", metavar="FILE.sqlite", help="save every finished turn (see `moot resume`)"
+    )
+    command.add_argument("--thread", metavar="ID", help="the run's name in the checkpoint file")
+    command.add_argument(
+        "--moderate", action="store_true", help="pause between rounds for a note or a stop"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
-        if args.command == "debate":
-            return _debate(args)
-        if args.command == "run":
-            return _run_file(args)
+        if args.command in ("debate", "run"):
+            return _start(args)
+        if args.command == "resume":
+            return _resume(args)
         return _models()
     except MootError as error:
         return _fail(str(error))
@@ -129,43 +152,119 @@ def _fail(message: str, status: int = 2) -> int:
     return status
 
 
-def _debate(args: argparse.Namespace) -> int:
-    from moot import Agent, Debate, MajorityVote, Society, load_model
+_SOCIETY_KEYS = (
+    "command", "agents", "rounds", "model", "model_option", "extract", "temperature",
+    "max_tokens", "max_concurrency", "consensus", "society",
+)  # fmt: skip
 
-    model = load_model(args.model, **dict(args.model_option))
+
+def _society(spec: dict[str, Any]) -> Any:
+    """The society a `debate` or `run` command describes (also rebuilt by `resume`)."""
+    from moot import Agent, Debate, MajorityVote, Society, load_model
+    from moot.society_file import load_society
+
+    if spec["command"] == "run":
+        model = load_model(spec["model"]) if spec.get("model") else None
+        return load_society(spec["society"], model=model)
+    model = load_model(spec["model"], **dict(spec["model_option"]))
     agents = [
         Agent(
             name=f"agent{index + 1}",
             model=model,
-            temperature=args.temperature,
-            max_tokens=args.max_tokens,
+            temperature=spec["temperature"],
+            max_tokens=spec["max_tokens"],
         )
-        for index in range(args.agents)
+        for index in range(spec["agents"])
     ]
-    society = Society(
+    return Society(
         agents=agents,
-        protocol=Debate(rounds=args.rounds, consensus=args.consensus),
-        aggregator=MajorityVote(extract=args.extract),
-        max_concurrency=args.max_concurrency,
+        protocol=Debate(rounds=spec["rounds"], consensus=spec["consensus"]),
+        aggregator=MajorityVote(extract=spec["extract"]),
+        max_concurrency=spec["max_concurrency"],
     )
-    return _present(society, args.question, args.json)
 
 
-def _run_file(args: argparse.Namespace) -> int:
-    from moot.models import load_model
-    from moot.society_file import load_society
+def _start(args: argparse.Namespace) -> int:
+    """`moot debate` and `moot run`: build the society, remember it for `resume`, run it."""
+    spec = {key: getattr(args, key) for key in _SOCIETY_KEYS if hasattr(args, key)}
+    if args.command == "run":
+        spec["society"] = str(Path(args.society).resolve())
+    society = _society(spec)
+    if args.checkpoint:
+        if not args.thread:
+            return _fail("--checkpoint needs --thread ID to name the run (and to resume it)")
+        _remember(args.checkpoint, args.thread, spec)
+    options = _run_options(args)
+    if args.json:
+        return _status(_print_json(society.run(args.question, **options)))
+    return _status(_show_live(society.stream(args.question, **options)))
 
-    model = load_model(args.model) if args.model else None
-    return _present(load_society(args.society, model=model), args.question, args.json)
 
-
-def _present(society: Any, question: str, as_json: bool) -> int:
-    if as_json:
-        result = society.run(question)
-        print(json.dumps(result.model_dump(mode="json"), indent=2))
-    else:
-        result = _show_live(society.stream(question))
+def _resume(args: argparse.Namespace) -> int:
+    spec = _recall(args.checkpoint, args.thread)
+    result = _society(spec).resume(**_run_options(args))
+    if args.json:
+        return _status(_print_json(result))
+    for turn in result.turns:
+        _console.print(_turn_panel(turn, turn.agent, turn.round, ""))
+    _print_summary(result)
     return _status(result)
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"checkpoint": args.checkpoint, "thread_id": args.thread}
+    if args.moderate:
+        options["moderator"] = _ask_moderator
+    return options
+
+
+def _ask_moderator(round: int, turns: list[Turn]) -> Moderation | None:
+    """Between rounds: Enter goes on, text is passed to the agents, 'stop' ends the debate."""
+    from moot.checkpoints import Moderation
+
+    answers = ", ".join(f"{turn.agent}: {turn.answer}" for turn in turns)
+    _console.print(f"[bold]moderator[/] after round {round} ({answers})")
+    try:
+        said = _console.input("note for the agents (Enter: go on, 'stop': end) > ").strip()
+    except EOFError:
+        return None
+    if said.lower() == "stop":
+        return Moderation(stop=True)
+    return Moderation(note=said) if said else None
+
+
+def _remember(database: str, thread: str, spec: dict[str, Any]) -> None:
+    """Keep how to rebuild the society beside LangGraph's checkpoints, for `moot resume`."""
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS moot_runs (thread TEXT PRIMARY KEY, spec TEXT NOT NULL)"
+        )
+        connection.execute(
+            "INSERT OR REPLACE INTO moot_runs VALUES (?, ?)", (thread, json.dumps(spec))
+        )
+
+
+def _recall(database: str, thread: str) -> dict[str, Any]:
+    if not Path(database).is_file():
+        raise MootError(f"no checkpoint file {database}: give the --checkpoint of the first run")
+    with sqlite3.connect(database) as connection:
+        try:
+            row = connection.execute(
+                "SELECT spec FROM moot_runs WHERE thread = ?", (thread,)
+            ).fetchone()
+        except sqlite3.OperationalError:
+            row = None
+    if row is None:
+        raise MootError(
+            f"{database} holds no run '{thread}' started by `moot debate` or `moot run`"
+        )
+    spec: dict[str, Any] = json.loads(row[0])
+    return spec
+
+
+def _print_json(result: Result) -> Result:
+    print(json.dumps(result.model_dump(mode="json"), indent=2))
+    return result
 
 
 def _status(result: Result) -> int:

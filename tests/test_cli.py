@@ -85,3 +85,32 @@ def test_question_longer_than_the_context_is_refused_before_any_call():
     assert "context window is 1024" in run.stderr
     assert "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_checkpointed_debate_resumes_from_the_cli(tmp_path):
+    database = str(tmp_path / "runs.sqlite")
+    args = ("What is 2+3?", "--agents", "2", "--rounds", "2", "--max-tokens", "24")
+    first = moot("debate", *args, "--checkpoint", database, "--thread", "t1", "--json")
+    assert first.returncode == 0, first.stderr
+    resumed = moot("resume", "--checkpoint", database, "--thread", "t1", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["turns"] == json.loads(first.stdout)["turns"]
+    missing = moot("resume", "--checkpoint", database, "--thread", "t2")
+    assert missing.returncode == 2 and "holds no run 't2'" in missing.stderr
+    no_thread = moot("debate", *args, "--checkpoint", database)
+    assert no_thread.returncode == 2 and "--checkpoint needs --thread" in no_thread.stderr
+
+
+def test_moderator_stops_a_debate_from_stdin():
+    run = subprocess.run(
+        [sys.executable, "-m", "moot.cli", "debate", "What is 2+3?", "--agents", "2",
+         "--rounds", "3", "--max-tokens", "24", "--moderate"],
+        input="stop\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "moderator after round 1" in run.stdout
+    assert "stopped: moderator" in run.stdout
+    assert "round 2" not in run.stdout
