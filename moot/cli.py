@@ -110,6 +110,12 @@ def _build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--moderate", action="store_true", help="ask a moderator between rounds")
     resume.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
+    serve = commands.add_parser("serve", help="serve society files as an OpenAI-compatible API")
+    serve.add_argument("societies", nargs="+", metavar="SOCIETY_FILE", help="named by file stem")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=_positive, default=8000, help="port (8000)")
+    serve.add_argument("--model", help="model spec that replaces every agent's model")
+
     commands.add_parser("models", help="list the embedded model and the model backends")
     return parser
 
@@ -131,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _start(args)
         if args.command == "resume":
             return _resume(args)
+        if args.command == "serve":
+            return _serve(args)
         return _models()
     except MootError as error:
         return _fail(str(error))
@@ -260,6 +268,23 @@ def _recall(database: str, thread: str) -> dict[str, Any]:
         )
     spec: dict[str, Any] = json.loads(row[0])
     return spec
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from moot.integrations.serve import serve
+    from moot.models import load_model
+    from moot.society_file import load_society
+
+    model = load_model(args.model) if args.model else None
+    societies = {}
+    for path in args.societies:
+        name = Path(path).stem
+        if name in societies:
+            return _fail(f"two society files are named '{name}': served names come from file stems")
+        societies[name] = load_society(path, model=model)
+    _console.print(f"serving {', '.join(societies)} on http://{args.host}:{args.port}/v1")
+    serve(societies, args.host, args.port)
+    return 0
 
 
 def _print_json(result: Result) -> Result:
