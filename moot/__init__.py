@@ -5,6 +5,7 @@ The public API is what this module exports; everything else is internal.
 
 from moot.agents import Agent
 from moot.aggregate.vote import Judge, MajorityVote
+from moot.checkpoints import Moderation
 from moot.errors import (
     ConfigError,
     ContextLengthError,
@@ -32,6 +33,7 @@ __all__ = [
     "MissingExtraError",
     "MixtureOfAgents",
     "ModelSpecError",
+    "Moderation",
     "MootError",
     "Result",
     "ResultEvent",

@@ -23,6 +23,7 @@ from moot.graphs._runtime import (
     acall_agent,
     aggregate,
     call_agent,
+    question_prompt,
     speaker,
 )
 from moot.result import StopReason, Turn
@@ -62,8 +63,8 @@ class RoundProtocol(BaseModel):
         raise NotImplementedError
 
     def first_prompt(self, question: str, context: RunContext) -> str:
-        """The round-1 prompt, for checking that a question fits a model's context."""
-        raise NotImplementedError
+        """The round-1 prompt: the question and the answer format."""
+        return question_prompt(question, context)
 
     def check(self, agents: list[Agent]) -> None:
         """Raise ValueError if the protocol cannot run with these agents."""

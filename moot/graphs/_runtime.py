@@ -49,6 +49,11 @@ class SocietyState(TypedDict, total=False):
     """Moderator notes: {"round": r, "text": ...}, shown to the agents after round r."""
 
 
+def question_prompt(question: str, context: RunContext) -> str:
+    """The first prompt of every protocol: the question and the answer format."""
+    return prompts.render("debate/question", question=question, format=context.format_instruction())
+
+
 def note_after(notes: list[dict[str, Any]], round: int) -> str:
     """The moderator's note given after `round`, as text to append to a prompt ("" if none)."""
     texts = [note["text"] for note in notes if note["round"] == round]

@@ -27,6 +27,7 @@ from moot.graphs._runtime import (
     acall_agent,
     call_agent,
     latest_turns,
+    question_prompt,
 )
 from moot.result import StopReason, Turn
 
@@ -74,9 +75,7 @@ class CriticLoop(BaseModel):
         return sorted({generator, reviser})
 
     def first_prompt(self, question: str, context: RunContext) -> str:
-        return prompts.render(
-            "debate/question", question=question, format=context.format_instruction()
-        )
+        return question_prompt(question, context)
 
     def recursion_limit(self) -> int:
         return 3 * self.rounds + 10

@@ -104,11 +104,6 @@ class Debate(RoundProtocol):
             return [name for name in names if name != me] if me == hub else [hub]
         return [name for name in names if name != me]
 
-    def first_prompt(self, question: str, context: RunContext) -> str:
-        return prompts.render(
-            "debate/question", question=question, format=context.format_instruction()
-        )
-
     def conversation_for(
         self, task: AgentTask, context: RunContext
     ) -> tuple[list[BaseMessage], list[str]]:

@@ -38,11 +38,6 @@ class MixtureOfAgents(RoundProtocol):
         proposers = [index for index, agent in enumerate(agents) if agent.role == "proposer"]
         return proposers or list(range(len(agents)))
 
-    def first_prompt(self, question: str, context: RunContext) -> str:
-        return prompts.render(
-            "debate/question", question=question, format=context.format_instruction()
-        )
-
     def conversation_for(
         self, task: AgentTask, context: RunContext
     ) -> tuple[list[BaseMessage], list[str]]:
