@@ -9,7 +9,7 @@ from langchain_core.language_models import BaseChatModel
 
 from moot.agents import Agent
 from moot.aggregate.extract import ExtractKind
-from moot.aggregate.vote import MajorityVote
+from moot.aggregate.vote import Aggregator, MajorityVote
 from moot.graphs.debate import Debate
 from moot.society import Society
 
@@ -56,3 +56,28 @@ def machinesom_grid(
         for overconfident in range(4)
         for strategy in MACHINESOM_STRATEGIES
     }
+
+
+def self_consistency(
+    agent: Agent, samples: int = 5, aggregator: Aggregator | None = None
+) -> Society:
+    """N independent samples from one agent's model, then any aggregator (a vote by default).
+
+    The copies are named NAME1..NAMEn; a seeded agent's copies get seeds seed, seed+1, ...
+    so the samples differ."""
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    copies = [
+        agent.model_copy(
+            update={
+                "name": f"{agent.name}{number + 1}",
+                "seed": None if agent.seed is None else agent.seed + number,
+            }
+        )
+        for number in range(samples)
+    ]
+    return Society(
+        agents=copies,
+        protocol=Debate(rounds=1),
+        aggregator=aggregator or MajorityVote(),
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -53,6 +53,9 @@ class Turn(BaseModel):
     """Agents whose previous answers this turn was shown."""
     usage: Usage = Field(default_factory=Usage)
     """What this turn cost."""
+    confidence: float | None = None
+    """How sure the model was of `answer`, in [0, 1]: from token logprobs when the model gave
+    them, else from a "Confidence:" line in the reply, else None."""
     error: str | None = None
     """Why the model call failed, or None when it succeeded."""
 
@@ -73,7 +76,7 @@ class RoundStats(BaseModel):
     """Share of answering agents that gave the most common answer (0 when none answered)."""
 
 
-StopReason = Literal["rounds", "consensus", "token_budget", "accepted", "moderator"]
+StopReason = Literal["rounds", "consensus", "token_budget", "accepted", "moderator", "confident"]
 
 
 class Result(BaseModel):
@@ -92,6 +95,8 @@ class Result(BaseModel):
     """Why the run ended: all rounds run, consensus, token budget reached, critics accepted."""
     conformity: list[RoundStats] = Field(default_factory=list)
     """Per round: answer distribution, who changed their answer, agreement."""
+    details: dict[str, Any] = Field(default_factory=dict)
+    """What a protocol adds: a router's chosen experts ("route"), a cascade's tiers ("tiers")."""
 
     def round_turns(self, round: int) -> list[Turn]:
         return [turn for turn in self.turns if turn.round == round]

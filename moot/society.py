@@ -19,16 +19,19 @@ from langgraph.types import Command, StreamMode
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from moot.agents import Agent
-from moot.aggregate.vote import Aggregator, Judge, MajorityVote
+from moot.aggregate.vote import Aggregator, Judge, MajorityVote, PairwiseRank
 from moot.checkpoints import Moderation, Moderator, serializer, sqlite_saver
 from moot.errors import ConfigError, ContextLengthError
 from moot.graphs._runtime import RunContext
+from moot.graphs.cascade import Cascade
 from moot.graphs.critic import CriticLoop
 from moot.graphs.debate import Debate
 from moot.graphs.moa import MixtureOfAgents
+from moot.graphs.pipeline import Pipeline
+from moot.graphs.router import Router
 from moot.result import Result, Turn, Usage, round_stats
 
-Protocol = Debate | MixtureOfAgents | CriticLoop
+Protocol = Debate | MixtureOfAgents | CriticLoop | Router | Cascade | Pipeline
 
 
 class TokenEvent(BaseModel):
@@ -69,7 +72,8 @@ class Society(BaseModel):
     agents: list[Agent] = Field(min_length=1)
     """The participants, in order; order decides vote ties."""
     protocol: Protocol = Field(default_factory=Debate)
-    """How the agents interact: `Debate(...)`, `MixtureOfAgents(...)`, `CriticLoop(...)`."""
+    """How the agents interact: `Debate`, `MixtureOfAgents`, `CriticLoop`, `Router`,
+    `Cascade` or `Pipeline`."""
     aggregator: Aggregator = Field(default_factory=MajorityVote)
     """How the final answer is chosen (`MajorityVote` or `Judge`), and the answer format."""
     max_concurrency: int | None = Field(default=None, ge=1)
@@ -91,6 +95,8 @@ class Society(BaseModel):
     @model_validator(mode="after")
     def _protocol_fits_agents(self) -> Society:
         self.protocol.check(self.agents)
+        if isinstance(self.protocol, Cascade) and not hasattr(self.aggregator, "choose"):
+            raise ValueError("a cascade needs a vote (MajorityVote, WeightedVote, ConfidenceVote)")
         return self
 
     def graph(self, *, asynchronous: bool = False) -> StateGraph[Any, RunContext, Any, Any]:
@@ -109,12 +115,12 @@ class Society(BaseModel):
 
     def context(self, moderated: bool = False) -> RunContext:
         """The runtime context: the agents' loaded models and the aggregator."""
-        judge = self.aggregator.agent if isinstance(self.aggregator, Judge) else None
+        own = self.aggregator.agents() if isinstance(self.aggregator, (Judge, PairwiseRank)) else []
         return RunContext(
             agents=self.agents,
             models=[agent.chat_model() for agent in self.agents],
             aggregator=self.aggregator,
-            judge_model=judge.chat_model() if judge else None,
+            aggregator_models={agent.name: agent.chat_model() for agent in own},
             moderated=moderated,
         )
 
@@ -351,6 +357,7 @@ class Society(BaseModel):
             rounds=max((turn.round for turn in turns), default=0),
             stop_reason=state.get("stop_reason") or "rounds",
             conformity=round_stats(turns, names),
+            details={key: state[key] for key in ("route", "tiers") if state.get(key)},
         )
 
 

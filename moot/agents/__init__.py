@@ -28,10 +28,15 @@ class Agent(BaseModel):
     """A preset trait ("easy-going", "overconfident") or a free-text persona."""
     model: BaseChatModel | str = "local"
     """A spec for `moot.load_model` ("local", "llama:PATH", "openai:MODEL") or a chat model."""
+    description: str | None = None
+    """What the agent is good at; routers match questions against it."""
     temperature: float | None = None
     max_tokens: int | None = None
     top_p: float | None = None
     seed: int | None = None
+    logprobs: bool = False
+    """Ask the model for token logprobs (for confidence); llama models must be loaded with
+    logprobs=True, OpenAI-compatible servers must support them."""
 
     @field_validator("role")
     @classmethod
@@ -55,6 +60,7 @@ class Agent(BaseModel):
             "max_tokens": self.max_tokens,
             "top_p": self.top_p,
             "seed": self.seed,
+            "logprobs": self.logprobs or None,
         }
         return {key: value for key, value in settings.items() if value is not None}
 

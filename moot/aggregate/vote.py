@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from moot.agents import Agent
 from moot.aggregate.extract import EXTRACTORS, ExtractKind, Extractor
 from moot.errors import ConfigError
+from moot.result import Turn
 
 
 class AnswerFormat(BaseModel):
@@ -33,6 +33,20 @@ class AnswerFormat(BaseModel):
         return f"formats/{self.extract}" if isinstance(self.extract, str) else "formats/text"
 
 
+def _weighted_winner(weighted: Sequence[tuple[str | None, float]], least: float) -> str | None:
+    """The answer with the largest total weight (ties: the one given first), if >= least."""
+    totals: dict[str, float] = {}
+    for answer, weight in weighted:
+        if answer is not None:
+            totals[answer] = totals.get(answer, 0.0) + weight
+    if not totals:
+        return None
+    top = max(totals.values())
+    if top < least:
+        return None
+    return next(answer for answer, total in totals.items() if total == top)
+
+
 class MajorityVote(AnswerFormat):
     """The most common answer wins; a tie goes to the answer given first in agent order.
 
@@ -45,14 +59,36 @@ class MajorityVote(AnswerFormat):
 
     def vote(self, answers: Sequence[str | None]) -> str | None:
         """The winning answer among `answers` (in agent order; None = no answer)."""
-        counts = Counter(answer for answer in answers if answer is not None)
-        if not counts:
-            return None
-        top = max(counts.values())
-        if top < self.min_votes:
-            return None
-        # Counter keeps first-seen order, so the first tied answer is the one given earliest.
-        return next(answer for answer, count in counts.items() if count == top)
+        return _weighted_winner([(answer, 1.0) for answer in answers], self.min_votes)
+
+    def choose(self, turns: Sequence[Turn | None]) -> str | None:
+        """The final answer from each agent's latest turn (in agent order)."""
+        return self.vote([turn.answer if turn else None for turn in turns])
+
+
+class WeightedVote(AnswerFormat):
+    """Each agent's answer counts with its weight (unnamed agents weigh 1)."""
+
+    weights: dict[str, float] = Field(default_factory=dict)
+
+    def choose(self, turns: Sequence[Turn | None]) -> str | None:
+        weighted = [(t.answer, self.weights.get(t.agent, 1.0)) for t in turns if t is not None]
+        return _weighted_winner(weighted, 0.0)
+
+
+class ConfidenceVote(AnswerFormat):
+    """Each answer counts with the confidence of the turn that gave it: from token logprobs
+    (agents with `logprobs=True`) or a stated "Confidence:" line; `default` when neither."""
+
+    default: float = Field(default=0.5, ge=0, le=1)
+
+    def choose(self, turns: Sequence[Turn | None]) -> str | None:
+        weighted = [
+            (t.answer, t.confidence if t.confidence is not None else self.default)
+            for t in turns
+            if t is not None
+        ]
+        return _weighted_winner(weighted, 0.0)
 
 
 class Judge(AnswerFormat):
@@ -69,5 +105,21 @@ class Judge(AnswerFormat):
     def prompt_name(self) -> str:
         return "aggregate/synthesise" if self.agent.role == "aggregator" else "aggregate/judge"
 
+    def agents(self) -> list[Agent]:
+        return [self.agent]
 
-Aggregator = MajorityVote | Judge
+
+class PairwiseRank(AnswerFormat):
+    """LLM-Blender: a judge compares every pair of candidates in both orders (cancelling
+    position bias), candidates are ranked by wins, and a fuser writes one answer from the top
+    `top_k` (without a fuser, the top candidate's answer wins)."""
+
+    judge: Agent
+    fuser: Agent | None = None
+    top_k: int = Field(default=2, ge=1)
+
+    def agents(self) -> list[Agent]:
+        return [self.judge, *([self.fuser] if self.fuser else [])]
+
+
+Aggregator = MajorityVote | WeightedVote | ConfidenceVote | Judge | PairwiseRank

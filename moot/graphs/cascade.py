@@ -1,0 +1,189 @@
+"""Cascade (FrugalGPT, RouteLLM): ask the cheapest tier first, escalate while unsure.
+
+Each tier is one or more agents that answer in parallel; the tier's answer is the aggregator's
+choice and its confidence is the agents' agreement (several samples) or the confidence they
+report (token logprobs or a stated "Confidence:"). Below `threshold` the next tier is asked; the
+last tier asked gives the answer. `result.details["tiers"]` holds each tier's answer, confidence
+and cost. `calibrate` picks the threshold from a labelled set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from langchain_core.messages import BaseMessage, HumanMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+from pydantic import BaseModel, ConfigDict, Field
+
+from moot.agents import Agent
+from moot.graphs._rounds import AgentTask
+from moot.graphs._runtime import (
+    RunContext,
+    SocietyState,
+    acall_agent,
+    call_agent,
+    question_prompt,
+    speaker,
+)
+from moot.result import Turn, Usage
+
+Confidence = Literal["agreement", "reported"]
+
+
+def tier_confidence(turns: Sequence[Turn], answer: str | None, source: Confidence) -> float:
+    """How sure a tier is of `answer`: the share of its agents that gave it, or their mean
+    reported confidence (0 for a turn that reports none)."""
+    if answer is None or not turns:
+        return 0.0
+    agreeing = [turn for turn in turns if turn.answer == answer]
+    if source == "agreement":
+        return len(agreeing) / len(turns)
+    return sum(turn.confidence or 0.0 for turn in agreeing) / len(agreeing)
+
+
+class Cascade(BaseModel):
+    """Tiers of agents, cheapest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tiers: list[list[str]] | None = None
+    """Agent names per tier (None: each agent is a tier of its own, in agent order)."""
+    threshold: float = Field(default=0.7, ge=0, le=1)
+    """Escalate while the tier's confidence is below this."""
+    confidence: Confidence = "agreement"
+
+    def tier_names(self, agents: list[Agent]) -> list[list[str]]:
+        return self.tiers or [[agent.name] for agent in agents]
+
+    def participants(self, agents: list[Agent]) -> list[int]:
+        return list(range(len(agents)))
+
+    def check(self, agents: list[Agent]) -> None:
+        names = {agent.name for agent in agents}
+        unknown = sorted({n for tier in self.tier_names(agents) for n in tier} - names)
+        if unknown:
+            raise ValueError(f"the cascade names unknown agents: {', '.join(unknown)}")
+        if any(not tier for tier in self.tier_names(agents)):
+            raise ValueError("every cascade tier needs at least one agent")
+
+    def first_prompt(self, question: str, context: RunContext) -> str:
+        return question_prompt(question, context)
+
+    def recursion_limit(self) -> int:
+        return 3 * len(self.tiers or [[]] * 16) + 10
+
+    def build(self, *, asynchronous: bool = False) -> StateGraph[Any, RunContext, Any, Any]:
+        graph = StateGraph(SocietyState, context_schema=RunContext)
+        graph.add_node("start", lambda state: {"round": 1, "turns": [], "tiers": []})
+        if asynchronous:
+            graph.add_node("agent_turn", self._aagent_turn, input_schema=AgentTask)
+        else:
+            graph.add_node("agent_turn", self._agent_turn, input_schema=AgentTask)
+        graph.add_node("weigh", self._weigh)
+        graph.add_edge(START, "start")
+        graph.add_conditional_edges("start", self._ask_tier, ["agent_turn"])
+        graph.add_edge("agent_turn", "weigh")
+        graph.add_conditional_edges("weigh", self._next, ["agent_turn", END])
+        return graph
+
+    def _ask_tier(self, state: SocietyState, runtime: Runtime[RunContext]) -> list[Send]:
+        agents = runtime.context.agents
+        index = {agent.name: i for i, agent in enumerate(agents)}
+        tier = self.tier_names(agents)[state["round"] - 1]
+        task = {"question": state["question"], "round": state["round"], "turns": [], "notes": []}
+        return [Send("agent_turn", AgentTask(**task, agent=index[name])) for name in tier]  # type: ignore[typeddict-item]
+
+    def _agent_turn(self, state: AgentTask, *, runtime: Runtime[RunContext]) -> SocietyState:
+        who = speaker(runtime.context, state["agent"])
+        turn = call_agent(who, self._ask(state, runtime.context), round=state["round"], peers=[])
+        return {"turns": [turn]}
+
+    async def _aagent_turn(self, state: AgentTask, *, runtime: Runtime[RunContext]) -> SocietyState:
+        who = speaker(runtime.context, state["agent"])
+        conversation = self._ask(state, runtime.context)
+        return {"turns": [await acall_agent(who, conversation, round=state["round"], peers=[])]}
+
+    def _ask(self, state: AgentTask, context: RunContext) -> list[BaseMessage]:
+        return [HumanMessage(self.first_prompt(state["question"], context))]
+
+    def _weigh(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
+        """The tier's answer and confidence; stop when sure enough or at the last tier."""
+        context = runtime.context
+        round = state["round"]
+        tiers = self.tier_names(context.agents)
+        turns = [turn for turn in state["turns"] if turn.round == round]
+        answer = context.aggregator.choose(turns)  # type: ignore[union-attr]
+        confidence = tier_confidence(turns, answer, self.confidence)
+        record = {
+            "tier": round,
+            "agents": tiers[round - 1],
+            "answer": answer,
+            "confidence": confidence,
+            "usage": Usage.sum([turn.usage for turn in turns]).model_dump(),
+        }
+        update: SocietyState = {"round": round + 1, "tiers": [record], "answer": answer}
+        if confidence >= self.threshold and round < len(tiers):
+            update["stop_reason"] = "confident"
+        elif round >= len(tiers):
+            update["stop_reason"] = "rounds"
+        return update
+
+    def _next(self, state: SocietyState, runtime: Runtime[RunContext]) -> Any:
+        return END if state.get("stop_reason") else self._ask_tier(state, runtime)
+
+
+class TierOutcome(BaseModel):
+    """One tier's answer to one labelled question."""
+
+    correct: bool
+    confidence: float
+    tokens: int
+
+
+class Calibration(BaseModel):
+    """The threshold a labelled set recommends, and what it gave on that set."""
+
+    threshold: float
+    accuracy: float
+    tokens_per_question: float
+    escalated: float
+    """Share of questions sent past the first tier."""
+    strongest_accuracy: float
+
+
+def simulate(profiles: list[list[TierOutcome]], threshold: float) -> tuple[float, float, float]:
+    """(accuracy, tokens per question, share escalated) of a cascade at `threshold`."""
+    correct = tokens = escalated = 0.0
+    for tiers in profiles:
+        for position, outcome in enumerate(tiers):
+            tokens += outcome.tokens
+            if outcome.confidence >= threshold or position == len(tiers) - 1:
+                correct += outcome.correct
+                escalated += position > 0
+                break
+    count = len(profiles)
+    return correct / count, tokens / count, escalated / count
+
+
+def calibrate(profiles: list[list[TierOutcome]], margin: float = 0.02) -> Calibration:
+    """The cheapest threshold whose accuracy stays within `margin` of the strongest tier's."""
+    if not profiles:
+        raise ValueError("calibration needs at least one labelled question")
+    strongest = sum(tiers[-1].correct for tiers in profiles) / len(profiles)
+    candidates = sorted({o.confidence for tiers in profiles for o in tiers} | {0.0, 1.0 + 1e-9})
+    best: Calibration | None = None
+    for threshold in candidates:
+        accuracy, tokens, escalated = simulate(profiles, threshold)
+        if accuracy >= strongest - margin and (best is None or tokens < best.tokens_per_question):
+            best = Calibration(
+                threshold=min(threshold, 1.0),
+                accuracy=accuracy,
+                tokens_per_question=tokens,
+                escalated=escalated,
+                strongest_accuracy=strongest,
+            )
+    assert best is not None  # the highest threshold always escalates to the strongest tier
+    return best
