@@ -130,7 +130,8 @@ def test_self_consistency_samples_one_model_n_times():
 
 
 def experts(**models) -> list[moot.Agent]:
-    described = {"maths": "arithmetic and numbers", "history": "dates and wars", "chem": "molecules"}
+    described = {"maths": "arithmetic and numbers", "history": "dates and wars"}
+    described["chem"] = "molecules"
     return [
         moot.Agent(name=name, description=text, model=models.get(name, says(str(number))))
         for number, (name, text) in enumerate(described.items(), start=1)
