@@ -22,13 +22,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moot.agents import Agent
 from moot.aggregate.extract import ExtractKind
-from moot.aggregate.vote import Judge, MajorityVote
+from moot.aggregate.vote import (
+    Aggregator,
+    ConfidenceVote,
+    Judge,
+    MajorityVote,
+    PairwiseRank,
+    WeightedVote,
+)
 from moot.errors import ConfigError
+from moot.graphs.cascade import Cascade
 from moot.graphs.critic import CriticLoop
 from moot.graphs.debate import Debate
 from moot.graphs.moa import MixtureOfAgents
+from moot.graphs.pipeline import Pipeline
+from moot.graphs.router import Router
 from moot.models import backends, load_model
-from moot.society import Society
+from moot.society import Protocol, Society
 
 
 class ModelEntry(BaseModel):
@@ -47,12 +57,14 @@ class AgentEntry(BaseModel):
     """Make this many agents, named NAME1, NAME2, ... (just NAME when 1)."""
     role: str = "debater"
     trait: str | None = None
+    description: str | None = None
     model: str = "local"
     """A name from `models`, or a model spec."""
     temperature: float | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     top_p: float | None = None
     seed: int | None = None
+    logprobs: bool = False
 
 
 class DebateEntry(Debate):
@@ -67,9 +79,41 @@ class CriticEntry(CriticLoop):
     kind: Literal["critic"]
 
 
+class RouterEntry(Router):
+    kind: Literal["router"]
+
+
+class CascadeEntry(Cascade):
+    kind: Literal["cascade"]
+
+
+class PipelineEntry(Pipeline):
+    kind: Literal["pipeline"]
+
+
 class VoteEntry(MajorityVote):
     kind: Literal["vote"]
     extract: ExtractKind = "number"
+
+
+class WeightedEntry(WeightedVote):
+    kind: Literal["weighted"]
+    extract: ExtractKind = "number"
+
+
+class ConfidenceEntry(ConfidenceVote):
+    kind: Literal["confidence"]
+    extract: ExtractKind = "number"
+
+
+class RankEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["rank"]
+    extract: ExtractKind = "number"
+    judge: AgentEntry
+    fuser: AgentEntry | None = None
+    top_k: int = Field(default=2, ge=1)
 
 
 class JudgeEntry(BaseModel):
@@ -86,12 +130,14 @@ class SocietyFile(BaseModel):
     description: str = ""
     models: dict[str, str | ModelEntry] = Field(default_factory=dict)
     agents: list[AgentEntry] = Field(min_length=1)
-    protocol: Annotated[DebateEntry | MixtureEntry | CriticEntry, Field(discriminator="kind")] = (
-        Field(default_factory=lambda: DebateEntry(kind="debate"))
-    )
-    aggregator: Annotated[VoteEntry | JudgeEntry, Field(discriminator="kind")] = Field(
-        default_factory=lambda: VoteEntry(kind="vote")
-    )
+    protocol: Annotated[
+        DebateEntry | MixtureEntry | CriticEntry | RouterEntry | CascadeEntry | PipelineEntry,
+        Field(discriminator="kind"),
+    ] = Field(default_factory=lambda: DebateEntry(kind="debate"))
+    aggregator: Annotated[
+        VoteEntry | WeightedEntry | ConfidenceEntry | JudgeEntry | RankEntry,
+        Field(discriminator="kind"),
+    ] = Field(default_factory=lambda: VoteEntry(kind="vote"))
     max_concurrency: int | None = Field(default=None, ge=1)
 
 
@@ -163,16 +209,30 @@ def _build(
         for index, entry in enumerate(spec.agents)
         for agent in agents_of(entry, ("agents", index))
     ]
-    aggregator: MajorityVote | Judge
-    if isinstance(spec.aggregator, JudgeEntry):
-        judge = agents_of(spec.aggregator.agent, ("aggregator", "agent"))[0]
-        aggregator = Judge(agent=judge, extract=spec.aggregator.extract)
-    else:
-        aggregator = MajorityVote(
-            extract=spec.aggregator.extract, min_votes=spec.aggregator.min_votes
+    entry = spec.aggregator
+    aggregator: Aggregator
+    if isinstance(entry, JudgeEntry):
+        judge = agents_of(entry.agent, ("aggregator", "agent"))[0]
+        aggregator = Judge(agent=judge, extract=entry.extract)
+    elif isinstance(entry, RankEntry):
+        aggregator = PairwiseRank(
+            judge=agents_of(entry.judge, ("aggregator", "judge"))[0],
+            fuser=agents_of(entry.fuser, ("aggregator", "fuser"))[0] if entry.fuser else None,
+            top_k=entry.top_k,
+            extract=entry.extract,
         )
+    else:
+        voting = {"vote": MajorityVote, "weighted": WeightedVote, "confidence": ConfidenceVote}
+        aggregator = voting[entry.kind](**entry.model_dump(exclude={"kind"}))
     protocol = spec.protocol.model_dump(exclude={"kind"})
-    protocol_class = {"debate": Debate, "mixture": MixtureOfAgents, "critic": CriticLoop}
+    protocol_class: dict[str, type[Protocol]] = {
+        "debate": Debate,
+        "mixture": MixtureOfAgents,
+        "critic": CriticLoop,
+        "router": Router,
+        "cascade": Cascade,
+        "pipeline": Pipeline,
+    }
     try:
         return Society(
             agents=agents,
@@ -212,7 +272,9 @@ def _line_of(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
     return lines.get(found, 1)
 
 
-_KINDS = {"debate", "mixture", "critic", "vote", "judge"}
+_KINDS = {"debate", "mixture", "critic", "router", "cascade", "pipeline"} | {
+    "vote", "weighted", "confidence", "judge", "rank",
+}  # fmt: skip
 
 
 def _describe(error: ValidationError, lines: dict[tuple[Any, ...], int], path: Path) -> str:

@@ -122,3 +122,25 @@ def test_an_unreachable_agent_fails_alone(server_url):
     assert "Connection" in failed[0].error
     assert all(turn.text for turn in result.turns if turn.agent != "dead")
     assert result.usage.calls == 6
+
+
+def test_a_society_file_mixes_a_local_gguf_and_a_served_model(server_url, tmp_path):
+    path = tmp_path / "mixed.yaml"
+    path.write_text(
+        "models:\n"
+        "  here: {spec: local, n_ctx: 2048}\n"
+        f"  there: {{spec: 'openai:smollm2', base_url: '{server_url}', max_tokens: 32}}\n"
+        "agents:\n"
+        "  - {name: quick, copies: 2, model: here, max_tokens: 32}\n"
+        "  - {name: remote, model: there}\n"
+        "protocol: {kind: cascade, tiers: [[quick1, quick2], [remote]], threshold: 1.0,\n"
+        "           confidence: reported}\n"
+    )
+    society = moot.load_society(path)
+    models = society.context().models
+    assert type(models[0]).__name__ == "ChatLlama" and type(models[2]).__name__ == "ChatOpenAI"
+    result = society.run("What is 2+2?")
+    first, second = result.details["tiers"]  # no reported confidence: always escalates
+    assert first["agents"] == ["quick1", "quick2"] and second["agents"] == ["remote"]
+    assert first["usage"]["calls"] == 2 and second["usage"]["calls"] == 1
+    assert all(t.usage.output_tokens > 0 and not t.failed for t in result.turns)
