@@ -16,12 +16,11 @@ from langgraph.types import Send, interrupt
 from pydantic import BaseModel, ConfigDict, Field
 
 from moot.agents import Agent
+from moot.graphs._aggregation import aaggregate, aggregate
 from moot.graphs._runtime import (
     RunContext,
     SocietyState,
-    aaggregate,
     acall_agent,
-    aggregate,
     call_agent,
     question_prompt,
     speaker,

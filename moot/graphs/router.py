@@ -22,14 +22,13 @@ from moot import prompts
 from moot.agents import Agent
 from moot.aggregate.extract import normalise_text
 from moot.aggregate.vote import AnswerFormat
+from moot.graphs._aggregation import aaggregate, aggregate
 from moot.graphs._rounds import AgentTask
 from moot.graphs._runtime import (
     RunContext,
     SocietyState,
     Speaker,
-    aaggregate,
     acall_agent,
-    aggregate,
     call_agent,
     question_prompt,
     speaker,
