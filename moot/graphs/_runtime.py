@@ -10,6 +10,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphBubbleUp
+from langgraph.runtime import Runtime
 
 from moot import prompts
 from moot.agents import Agent
@@ -190,3 +191,28 @@ def latest_turns(turns: list[Turn], names: list[str]) -> list[Turn | None]:
         if not turn.failed:
             latest[turn.agent] = turn
     return [latest.get(name) for name in names]
+
+
+class SoloTask(TypedDict):
+    """One agent answering the question on its own (a router's expert, a cascade tier's agent)."""
+
+    question: str
+    round: int
+    agent: int
+
+
+def answer_alone(state: SoloTask, *, runtime: Runtime[RunContext]) -> SocietyState:
+    """Node: agent `state["agent"]` answers the question alone."""
+    conversation: list[BaseMessage] = [
+        HumanMessage(question_prompt(state["question"], runtime.context))
+    ]
+    who = speaker(runtime.context, state["agent"])
+    return {"turns": [call_agent(who, conversation, round=state["round"], peers=[])]}
+
+
+async def aanswer_alone(state: SoloTask, *, runtime: Runtime[RunContext]) -> SocietyState:
+    conversation: list[BaseMessage] = [
+        HumanMessage(question_prompt(state["question"], runtime.context))
+    ]
+    who = speaker(runtime.context, state["agent"])
+    return {"turns": [await acall_agent(who, conversation, round=state["round"], peers=[])]}

@@ -12,21 +12,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 from pydantic import BaseModel, ConfigDict, Field
 
 from moot.agents import Agent
-from moot.graphs._rounds import AgentTask
 from moot.graphs._runtime import (
     RunContext,
     SocietyState,
-    acall_agent,
-    call_agent,
+    SoloTask,
+    aanswer_alone,
+    answer_alone,
     question_prompt,
-    speaker,
 )
 from moot.result import Turn, Usage
 
@@ -79,9 +77,9 @@ class Cascade(BaseModel):
         graph = StateGraph(SocietyState, context_schema=RunContext)
         graph.add_node("start", lambda state: {"round": 1, "turns": [], "tiers": []})
         if asynchronous:
-            graph.add_node("agent_turn", self._aagent_turn, input_schema=AgentTask)
+            graph.add_node("agent_turn", aanswer_alone, input_schema=SoloTask)
         else:
-            graph.add_node("agent_turn", self._agent_turn, input_schema=AgentTask)
+            graph.add_node("agent_turn", answer_alone, input_schema=SoloTask)
         graph.add_node("weigh", self._weigh)
         graph.add_edge(START, "start")
         graph.add_conditional_edges("start", self._ask_tier, ["agent_turn"])
@@ -93,21 +91,13 @@ class Cascade(BaseModel):
         agents = runtime.context.agents
         index = {agent.name: i for i, agent in enumerate(agents)}
         tier = self.tier_names(agents)[state["round"] - 1]
-        task = {"question": state["question"], "round": state["round"], "turns": [], "notes": []}
-        return [Send("agent_turn", AgentTask(**task, agent=index[name])) for name in tier]  # type: ignore[typeddict-item]
-
-    def _agent_turn(self, state: AgentTask, *, runtime: Runtime[RunContext]) -> SocietyState:
-        who = speaker(runtime.context, state["agent"])
-        turn = call_agent(who, self._ask(state, runtime.context), round=state["round"], peers=[])
-        return {"turns": [turn]}
-
-    async def _aagent_turn(self, state: AgentTask, *, runtime: Runtime[RunContext]) -> SocietyState:
-        who = speaker(runtime.context, state["agent"])
-        conversation = self._ask(state, runtime.context)
-        return {"turns": [await acall_agent(who, conversation, round=state["round"], peers=[])]}
-
-    def _ask(self, state: AgentTask, context: RunContext) -> list[BaseMessage]:
-        return [HumanMessage(self.first_prompt(state["question"], context))]
+        return [
+            Send(
+                "agent_turn",
+                SoloTask(question=state["question"], round=state["round"], agent=index[name]),
+            )
+            for name in tier
+        ]
 
     def _weigh(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
         """The tier's answer and confidence; stop when sure enough or at the last tier."""

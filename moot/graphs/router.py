@@ -12,7 +12,7 @@ import re
 from typing import Any, Literal
 
 from langchain_core.embeddings import Embeddings
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
@@ -23,15 +23,15 @@ from moot.agents import Agent
 from moot.aggregate.extract import normalise_text
 from moot.aggregate.vote import AnswerFormat
 from moot.graphs._aggregation import aaggregate, aggregate
-from moot.graphs._rounds import AgentTask
 from moot.graphs._runtime import (
     RunContext,
     SocietyState,
+    SoloTask,
     Speaker,
-    acall_agent,
+    aanswer_alone,
+    answer_alone,
     call_agent,
     question_prompt,
-    speaker,
 )
 
 
@@ -78,10 +78,10 @@ class Router(BaseModel):
         graph = StateGraph(SocietyState, context_schema=RunContext)
         graph.add_node("route", self._route)
         if asynchronous:
-            graph.add_node("expert", self._aexpert, input_schema=AgentTask)
+            graph.add_node("expert", aanswer_alone, input_schema=SoloTask)
             graph.add_node("aggregate", self._aaggregate)
         else:
-            graph.add_node("expert", self._expert, input_schema=AgentTask)
+            graph.add_node("expert", answer_alone, input_schema=SoloTask)
             graph.add_node("aggregate", self._aggregate)
         graph.add_edge(START, "route")
         graph.add_conditional_edges("route", self._fan_out, ["expert"])
@@ -160,29 +160,10 @@ class Router(BaseModel):
         return [
             Send(
                 "expert",
-                AgentTask(
-                    question=state["question"],
-                    round=1,
-                    agent=index[name],
-                    turns=[],
-                    notes=[],
-                ),
+                SoloTask(question=state["question"], round=1, agent=index[name]),
             )
             for name in state["route"]
         ]
-
-    def _expert(self, state: AgentTask, *, runtime: Runtime[RunContext]) -> SocietyState:
-        who = speaker(runtime.context, state["agent"])
-        turn = call_agent(who, self._ask(state, runtime.context), round=1, peers=[])
-        return {"turns": [turn]}
-
-    async def _aexpert(self, state: AgentTask, *, runtime: Runtime[RunContext]) -> SocietyState:
-        who = speaker(runtime.context, state["agent"])
-        turn = await acall_agent(who, self._ask(state, runtime.context), round=1, peers=[])
-        return {"turns": [turn]}
-
-    def _ask(self, state: AgentTask, context: RunContext) -> list[BaseMessage]:
-        return [HumanMessage(self.first_prompt(state["question"], context))]
 
     def _aggregate(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
         return aggregate(state, runtime.context, state["route"])
