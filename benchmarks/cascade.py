@@ -8,7 +8,7 @@ and compares it with routing the same share of questions to the strong model at 
 first half of the questions, which is then scored on the second half.
 
     STRONG=llama:$(../shared/models/bench-model.sh qwen0.5b)
-    python benchmarks/cascade.py --strong $STRONG --questions 60 --out bench-out/cascade.jsonl
+    python benchmarks/cascade.py --strong $STRONG --low 1 --high 20 --out bench-out/cascade.jsonl
     python benchmarks/cascade.py --report bench-out/cascade.jsonl
 """
 
@@ -24,11 +24,11 @@ import moot
 from moot.graphs.cascade import TierOutcome, calibrate, simulate, tier_confidence
 
 
-def sums(count: int, seed: int) -> list[tuple[str, str]]:
+def sums(count: int, seed: int, low: int, high: int) -> list[tuple[str, str]]:
     rng = random.Random(seed)
     questions = []
     for _ in range(count):
-        a, b = rng.randint(10, 999), rng.randint(10, 999)
+        a, b = rng.randint(low, high), rng.randint(low, high)
         questions.append((f"What is {a}+{b}?", str(a + b)))
     return questions
 
@@ -44,7 +44,8 @@ def profile(args: argparse.Namespace) -> None:
     tier2 = moot.Society(
         agents=[moot.Agent(name="strong", model=strong)], protocol=moot.Debate(rounds=1)
     )
-    for number, (question, answer) in enumerate(sums(args.questions, args.seed)):
+    questions = sums(args.questions, args.seed, args.low, args.high)
+    for number, (question, answer) in enumerate(questions):
         if number < done:
             continue
         tiers = []
@@ -124,6 +125,8 @@ def main() -> None:
     parser.add_argument("--strong")
     parser.add_argument("--questions", type=int, default=60)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--low", type=int, default=1, help="smallest operand")
+    parser.add_argument("--high", type=int, default=20, help="largest operand")
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--out", default="bench-out/cascade.jsonl")
     parser.add_argument("--report", type=Path)

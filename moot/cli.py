@@ -202,15 +202,16 @@ def _start(args: argparse.Namespace) -> int:
         if not args.thread:
             return _fail("--checkpoint needs --thread ID to name the run (and to resume it)")
         _remember(args.checkpoint, args.thread, spec)
-    options = _run_options(args)
+    live = Live(console=_console, refresh_per_second=8, transient=True)
+    options = _run_options(args, live)
     if args.json:
         return _status(_print_json(society.run(args.question, **options)))
-    return _status(_show_live(society.stream(args.question, **options)))
+    return _status(_show_live(society.stream(args.question, **options), live))
 
 
 def _resume(args: argparse.Namespace) -> int:
     spec = _recall(args.checkpoint, args.thread)
-    result = _society(spec).resume(**_run_options(args))
+    result = _society(spec).resume(**_run_options(args, None))
     if args.json:
         return _status(_print_json(result))
     for turn in result.turns:
@@ -219,23 +220,28 @@ def _resume(args: argparse.Namespace) -> int:
     return _status(result)
 
 
-def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+def _run_options(args: argparse.Namespace, live: Live | None) -> dict[str, Any]:
     options: dict[str, Any] = {"checkpoint": args.checkpoint, "thread_id": args.thread}
     if args.moderate:
-        options["moderator"] = _ask_moderator
+        options["moderator"] = lambda round, turns: _ask_moderator(round, turns, live)
     return options
 
 
-def _ask_moderator(round: int, turns: list[Turn]) -> Moderation | None:
-    """Between rounds: Enter goes on, text is passed to the agents, 'stop' ends the debate."""
+def _ask_moderator(round: int, turns: list[Turn], live: Live | None) -> Moderation | None:
+    """Between rounds: Enter goes on, text is passed to the agents, 'stop' ends the debate.
+    The live view is paused meanwhile, so it does not draw over the prompt."""
     from moot.checkpoints import Moderation
 
+    if live is not None:
+        live.stop()
     answers = ", ".join(f"{turn.agent}: {turn.answer}" for turn in turns)
     _console.print(f"[bold]moderator[/] after round {round} ({answers})")
     try:
         said = _console.input("note for the agents (Enter: go on, 'stop': end) > ").strip()
     except EOFError:
-        return None
+        said = ""
+    if live is not None:
+        live.start()
     if said.lower() == "stop":
         return Moderation(stop=True)
     return Moderation(note=said) if said else None
@@ -313,7 +319,7 @@ def _turn_panel(turn: Turn | None, agent: str, round: int, streamed: str) -> Pan
     )
 
 
-def _show_live(events: Iterable[Any]) -> Result:
+def _show_live(events: Iterable[Any], live: Live) -> Result:
     """Stream a run: replies being written stay live at the bottom; each finished turn is
     printed above them, under a rule for its round."""
     from moot.society import ResultEvent, TokenEvent, TurnEvent
@@ -327,7 +333,8 @@ def _show_live(events: Iterable[Any]) -> Result:
             *(_turn_panel(None, agent, round, text) for (agent, round), text in streaming.items())
         )
 
-    with Live(view(), console=_console, refresh_per_second=8, transient=True) as live:
+    live.update(view())
+    with live:
         for event in events:
             if isinstance(event, TokenEvent):
                 key = (event.agent, event.round)
