@@ -227,7 +227,7 @@ class Society(BaseModel):
                     inputs,
                     run_config,
                     context=context,
-                    stream_mode=[*modes, "updates"] if "updates" not in modes else modes,
+                    stream_mode=_modes(modes, moderated),
                     **_durability(graph),
                 ):
                     if mode == "updates" and "__interrupt__" in chunk:
@@ -359,6 +359,11 @@ class Society(BaseModel):
             conformity=round_stats(turns, names),
             details={key: state[key] for key in ("route", "tiers") if state.get(key)},
         )
+
+
+def _modes(modes: list[StreamMode], moderated: bool) -> list[StreamMode]:
+    """The stream modes to ask for: moderator pauses arrive in "updates"."""
+    return [*modes, "updates"] if moderated and "updates" not in modes else modes
 
 
 def _durability(graph: CompiledStateGraph[Any, RunContext, Any, Any]) -> dict[str, Any]:
