@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
         {json.loads(line)["id"] for line in out.read_text().splitlines()} if out.exists() else set()
     )
     members = society(args.method, args.model, args.max_tokens)
-    questions = arithmetic(args.questions, seed=args.seed, low=args.low, high=args.high)
+    questions = arithmetic(args.questions, seed=args.seed, low=args.low, high=args.high).questions
     for number, question in enumerate(questions, start=1):
         if question.id in done:
             continue

@@ -6,6 +6,7 @@ import argparse
 import json
 import sqlite3
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -82,7 +83,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     debate.add_argument(
         "--extract",
-        choices=["number", "boxed", "choice", "text"],
+        choices=["number", "boxed", "choice", "square", "text"],
         default="number",
         help="answer format to ask for and vote on (number)",
     )
@@ -116,8 +117,49 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_positive, default=8000, help="port (8000)")
     serve.add_argument("--model", help="model spec that replaces every agent's model")
 
+    _bench_options(commands.add_parser("bench", help="compare methods on a dataset"))
     commands.add_parser("models", help="list the embedded model and the model backends")
     return parser
+
+
+def _bench_options(bench: argparse.ArgumentParser) -> None:
+    data = bench.add_argument_group("data")
+    data.add_argument("--data", help="a JSONL file, or 'arithmetic' (Du et al., from a seed)")
+    data.add_argument("--limit", type=_positive, help="first N questions (arithmetic: 50)")
+    data.add_argument("--range", default="0-30", help="arithmetic: integer range LOW-HIGH (0-30)")
+    data.add_argument("--data-seed", type=int, default=0, help="arithmetic: generator seed (0)")
+    data.add_argument("--question-field", default="question", help="JSONL field of the question")
+    data.add_argument("--answer-field", default="answer", help="JSONL field of the answer")
+    data.add_argument(
+        "--extract", help="number, boxed, choice, square, text, or MODULE:FUNCTION(reply)"
+    )
+    data.add_argument("--check", help="MODULE:FUNCTION(answer, question) -> bool")
+    methods = bench.add_argument_group("methods")
+    methods.add_argument(
+        "--methods",
+        default="single,vote-3,debate-3x2",
+        help="comma-separated: single, vote-N, debate-NxR, machinesom-STRATEGY, moa-NxL, "
+        "cascade-N, FILE.yaml (single,vote-3,debate-3x2)",
+    )
+    methods.add_argument("--model", help="model spec for every agent (local)")
+    methods.add_argument("--strong-model", help="the cascade's last tier (--model)")
+    methods.add_argument(
+        "-o", "--model-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+        help="option for the model backend, e.g. -o n_ctx=8192",
+    )  # fmt: skip
+    methods.add_argument("--temperature", type=float, default=0.7, help="sampling (0.7)")
+    methods.add_argument("--max-tokens", type=_positive, default=384, help="per reply (384)")
+    methods.add_argument("--trials", type=_positive, default=1, help="repeats over seeds (1)")
+    methods.add_argument("--seed", type=int, default=0, help="base seed of the agents (0)")
+    runs = bench.add_argument_group("running")
+    runs.add_argument("--out", default="bench-out", help="results and report folder (bench-out)")
+    runs.add_argument("--concurrency", type=_positive, default=2, help="questions in flight (2)")
+    runs.add_argument("--backend", choices=["local", "ray"], default="local")
+    runs.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+    runs.add_argument("--workers", type=_positive, default=2, help="Ray worker actors (2)")
+    runs.add_argument(
+        "--report-only", action="store_true", help="write the report from OUT's results only"
+    )
 
 
 def _durable_options(command: argparse.ArgumentParser) -> None:
@@ -139,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _resume(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "bench":
+            return _bench(args)
         return _models()
     except MootError as error:
         return _fail(str(error))
@@ -148,6 +192,101 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{where}: {first['msg']}")
     except KeyboardInterrupt:
         return _fail("interrupted", status=130)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """`moot bench`: run what is not done yet, then write the report and plots."""
+    from moot.bench import (
+        BenchPlan,
+        MethodSettings,
+        ResultStore,
+        run_bench,
+        summarise,
+        write_report,
+    )
+    from moot.bench.tasks import arithmetic, load_jsonl
+
+    out = Path(args.out)
+    methods = [method.strip() for method in args.methods.split(",") if method.strip()]
+    if args.report_only:
+        records = ResultStore(out).records()
+        if not records:
+            raise MootError(f"no results in {out / 'results.jsonl'}: run `moot bench` first")
+    else:
+        if not args.data:
+            raise MootError("say what to run on: --data FILE.jsonl or --data arithmetic")
+        if args.data == "arithmetic":
+            low, _, high = args.range.partition("-")
+            if not (low.isdigit() and high.isdigit() and int(low) <= int(high)):
+                raise MootError(f"--range must be LOW-HIGH like 0-30, got '{args.range}'")
+            task = arithmetic(args.limit or 50, args.data_seed, int(low), int(high))
+        else:
+            task = load_jsonl(
+                args.data,
+                question_field=args.question_field,
+                answer_field=args.answer_field,
+                extract=_extractor(args.extract),
+                check=_callable(args.check, "--check") if args.check else None,
+            ).head(args.limit)
+        settings = MethodSettings(
+            model=args.model or "local",
+            strong_model=args.strong_model,
+            override=args.model is not None,
+            model_options=dict(args.model_option),
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+        )
+        plan = BenchPlan(task=task, methods=methods, settings=settings, trials=args.trials)
+        started = time.perf_counter()
+        records = run_bench(
+            plan,
+            out,
+            concurrency=args.concurrency,
+            backend=args.backend,
+            address=args.address,
+            workers=args.workers,
+            console=_errors,
+        )
+        _console.print(f"wall time {time.perf_counter() - started:.1f} s ({args.backend} backend)")
+    report = write_report(records, out, None if args.report_only else methods)
+    for task in dict.fromkeys(summary.task for summary in summarise(records)):
+        table = Table("method", "questions", "accuracy [95% CI]", "tokens/q", "calls/q", "s/q")
+        table.title = task
+        for summary in sorted(summarise(records), key=lambda s: s.tokens):
+            if summary.task == task:
+                table.add_row(
+                    summary.method,
+                    f"{summary.questions} x {summary.trials}",
+                    str(summary.accuracy),
+                    f"{summary.tokens:,.0f}",
+                    f"{summary.calls:.1f}",
+                    f"{summary.seconds:.1f}",
+                )
+        _console.print(table)
+    _console.print(f"report: {report}", soft_wrap=True)
+    return 0
+
+
+def _extractor(spec: str | None) -> Any:
+    if spec is None or spec in ("number", "boxed", "choice", "square", "text"):
+        return spec
+    return _callable(spec, "--extract")
+
+
+def _callable(spec: str, option: str) -> Any:
+    """MODULE:FUNCTION, imported."""
+    import pkgutil
+
+    try:
+        found = pkgutil.resolve_name(spec)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise MootError(
+            f"{option} {spec}: cannot import it ({error}); use MODULE:FUNCTION"
+        ) from None
+    if not callable(found):
+        raise MootError(f"{option} {spec}: not a function")
+    return found
 
 
 def _print_error(message: str) -> None:

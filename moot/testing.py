@@ -35,6 +35,14 @@ class ScriptedChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "moot-scripted"
 
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickles as its script (so Ray workers get a fresh copy); the calls stay here."""
+        return {**super().__getstate__(), "__pydantic_private__": {}}
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        object.__setattr__(self, "__pydantic_private__", {"_calls": [], "_lock": threading.Lock()})
+
     @property
     def calls(self) -> list[list[BaseMessage]]:
         """The messages of every call made so far, in call order."""

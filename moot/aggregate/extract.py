@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Literal
 
-ExtractKind = Literal["number", "boxed", "choice", "text"]
+ExtractKind = Literal["number", "boxed", "choice", "square", "text"]
 Extractor = Callable[[str], str | None]
 
 _ANSWER_LINE = re.compile(r"\b(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*(.+)", re.IGNORECASE)
@@ -75,6 +75,17 @@ def extract_choice(text: str) -> str | None:
     return next(filter(None, matches[-1])) if matches else None
 
 
+_SQUARE = re.compile(r"(?<![A-Za-z0-9])([a-hA-H][1-8])(?![A-Za-z0-9])")
+
+
+def extract_square(text: str) -> str | None:
+    """A chess square like "e4": from the "Answer:" line, else the last square in the reply."""
+    line = _answer_line(text)
+    found = _SQUARE.findall(line) if line is not None else []
+    found = found or _SQUARE.findall(text)
+    return found[-1].lower() if found else None
+
+
 def normalise_text(raw: str) -> str:
     """Lower case, no surrounding punctuation or markup, single spaces."""
     cleaned = re.sub(r"[*_`\"']", "", raw).strip().strip(".!?:;,").strip()
@@ -96,5 +107,6 @@ EXTRACTORS: dict[str, Extractor] = {
     "number": extract_number,
     "boxed": extract_boxed,
     "choice": extract_choice,
+    "square": extract_square,
     "text": extract_text,
 }

@@ -18,7 +18,8 @@ class AnswerFormat(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     extract: ExtractKind | Extractor = "number"
-    """How to read an answer from a reply: "number", "boxed", "choice", "text", or a callable."""
+    """How to read an answer from a reply: "number", "boxed", "choice", "square", "text", or a
+    callable."""
 
     def extractor(self) -> Extractor:
         if callable(self.extract):

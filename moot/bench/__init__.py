@@ -1,1 +1,22 @@
-"""Benchmarks: tasks, runner, metrics and reports."""
+"""Benchmarks: tasks, methods, the runner (local threads or Ray), metrics, reports and plots."""
+
+from moot.bench.methods import MethodSettings, build_method
+from moot.bench.report import compare, summarise, write_report
+from moot.bench.runner import BenchPlan, BenchRecord, ResultStore, run_bench
+from moot.bench.tasks import Question, Task, arithmetic, load_jsonl
+
+__all__ = [
+    "BenchPlan",
+    "BenchRecord",
+    "MethodSettings",
+    "Question",
+    "ResultStore",
+    "Task",
+    "arithmetic",
+    "build_method",
+    "compare",
+    "load_jsonl",
+    "run_bench",
+    "summarise",
+    "write_report",
+]

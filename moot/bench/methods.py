@@ -1,0 +1,200 @@
+"""Benchmark methods: a short name (or a society file) that builds the society to run.
+
+    single                    one agent, one answer
+    vote-N, self-consistency-N  N samples of one model, majority vote
+    debate-NxR                N agents, R rounds (Du et al.), majority vote over the last round
+    machinesom-STRATEGY       MachineSoM, 3 easy-going agents, e.g. machinesom-debate-reflect-debate
+    machinesom-ocK-STRATEGY   the same with K of the 3 agents overconfident
+    moa-NxL                   mixture-of-agents: N proposers, L layers, one aggregator
+    cascade-N                 N samples; when fewer than 2/3 agree, one answer from the strong model
+    PATH.yaml                 any society file
+
+Every method answers in the task's format: the task decides how answers are read.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel, ConfigDict, Field
+
+from moot.agents import Agent
+from moot.aggregate.extract import ExtractKind, Extractor
+from moot.aggregate.vote import Judge, PairwiseRank
+from moot.errors import ConfigError
+from moot.graphs.cascade import Cascade
+from moot.graphs.debate import Debate
+from moot.graphs.moa import MixtureOfAgents
+from moot.models import load_model
+from moot.presets import MACHINESOM_STRATEGIES, machinesom
+from moot.society import Society
+from moot.society_file import load_society
+
+METHOD_FORMS = (
+    "single, vote-N, self-consistency-N, debate-NxR, machinesom-STRATEGY, "
+    "machinesom-ocK-STRATEGY, moa-NxL, cascade-N, or a society file (.yaml)"
+)
+_SEED_STRIDE = 1000
+"""Trial t seeds agent i with seed + t * 1000 + i, so trials differ and agents differ."""
+
+
+class MethodSettings(BaseModel):
+    """What the built-in methods are built from (society files keep their own settings)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: str | BaseChatModel = "local"
+    """Model of every agent of a built-in method (and of a society file when `override`)."""
+    model_options: dict[str, Any] = Field(default_factory=dict)
+    """Options for `load_model` with the model specs, e.g. {"n_ctx": 8192}."""
+    strong_model: str | BaseChatModel | None = None
+    """The cascade's last tier (None: `model`)."""
+    override: bool = False
+    """Replace a society file's models with `model`."""
+    temperature: float | None = 0.7
+    max_tokens: int | None = None
+    seed: int = 0
+    """Base seed; trials and agents get distinct seeds derived from it."""
+
+    def loaded(self, strong: bool = False) -> BaseChatModel:
+        """The (strong) model, loaded once per process and shared by the agents naming it."""
+        spec = self.strong_model if strong and self.strong_model is not None else self.model
+        return load_model(spec, **self.model_options)
+
+
+def check_method(spec: str) -> None:
+    """Raise ConfigError naming the accepted forms when `spec` is not a method."""
+    if _is_file(spec):
+        if not Path(spec).is_file():
+            raise ConfigError(f"no society file {spec}")
+        return
+    if _parse(spec) is None:
+        raise ConfigError(f"unknown method '{spec}': use {METHOD_FORMS}")
+
+
+def build_method(
+    spec: str,
+    extract: ExtractKind | Extractor,
+    settings: MethodSettings,
+    trial: int = 0,
+) -> Society:
+    """The society `spec` names, answering in the `extract` format, seeded for `trial`."""
+    if _is_file(spec):
+        society = load_society(spec, model=settings.loaded() if settings.override else None)
+    else:
+        parsed = _parse(spec)
+        if parsed is None:
+            raise ConfigError(f"unknown method '{spec}': use {METHOD_FORMS}")
+        society = _builtin(*parsed, settings)
+    return _for_trial(society, extract, settings.seed + trial * _SEED_STRIDE)
+
+
+def _is_file(spec: str) -> bool:
+    return spec.endswith((".yaml", ".yml"))
+
+
+_FORMS = [
+    (re.compile(r"single"), "single"),
+    (re.compile(r"(?:vote|self-consistency)-(\d+)"), "vote"),
+    (re.compile(r"debate-(\d+)x(\d+)"), "debate"),
+    (
+        re.compile(r"machinesom-(?:oc([0-3])-)?((?:debate|reflect)(?:-(?:debate|reflect)){2})"),
+        "som",
+    ),
+    (re.compile(r"moa-(\d+)x(\d+)"), "moa"),
+    (re.compile(r"cascade-(\d+)"), "cascade"),
+]
+
+
+def _parse(spec: str) -> tuple[str, tuple[str | None, ...]] | None:
+    for pattern, kind in _FORMS:
+        match = pattern.fullmatch(spec)
+        if match:
+            numbers = [group for group in match.groups() if group and group.isdigit()]
+            if any(int(number) < 1 for number in numbers if kind != "som"):
+                return None
+            return kind, match.groups()
+    return None
+
+
+def _builtin(kind: str, groups: tuple[str | None, ...], settings: MethodSettings) -> Society:
+    model = settings.loaded()
+
+    def agents(count: int, prefix: str = "agent", **fields: object) -> list[Agent]:
+        return [
+            Agent(
+                name=f"{prefix}{index + 1}",
+                model=model,
+                temperature=settings.temperature,
+                max_tokens=settings.max_tokens,
+                **fields,  # type: ignore[arg-type]
+            )
+            for index in range(count)
+        ]
+
+    if kind == "single":
+        return Society(agents=agents(1), protocol=Debate(rounds=1))
+    if kind == "vote":
+        return Society(agents=agents(int(groups[0] or 1)), protocol=Debate(rounds=1))
+    if kind == "debate":
+        count, rounds = int(groups[0] or 1), int(groups[1] or 1)
+        return Society(agents=agents(count), protocol=Debate(rounds=rounds))
+    if kind == "som":
+        assert groups[1] in MACHINESOM_STRATEGIES
+        return machinesom(
+            int(groups[0] or 0),
+            groups[1],
+            model=model,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+        )
+    if kind == "moa":
+        count, layers = int(groups[0] or 1), int(groups[1] or 1)
+        aggregator = Agent(
+            name="aggregator",
+            role="aggregator",
+            model=model,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+        )
+        return Society(
+            agents=agents(count, "proposer", role="proposer"),
+            protocol=MixtureOfAgents(layers=layers),
+            aggregator=Judge(agent=aggregator),
+        )
+    count = int(groups[0] or 1)
+    strong = Agent(
+        name="strong",
+        model=settings.loaded(strong=True),
+        temperature=settings.temperature,
+        max_tokens=settings.max_tokens,
+    )
+    cheap = agents(count, "cheap")
+    return Society(
+        agents=[*cheap, strong],
+        protocol=Cascade(tiers=[[agent.name for agent in cheap], ["strong"]], threshold=0.67),
+    )
+
+
+def _for_trial(society: Society, extract: ExtractKind | Extractor, seed: int) -> Society:
+    """The society answering in `extract`, each agent (and judge) seeded unless already seeded."""
+
+    def seeded(agent: Agent, index: int) -> Agent:
+        return agent if agent.seed is not None else agent.model_copy(update={"seed": seed + index})
+
+    aggregator = society.aggregator.model_copy(update={"extract": extract})
+    if isinstance(aggregator, Judge):
+        aggregator.agent = seeded(aggregator.agent, len(society.agents))
+    elif isinstance(aggregator, PairwiseRank):
+        aggregator.judge = seeded(aggregator.judge, len(society.agents))
+        if aggregator.fuser:
+            aggregator.fuser = seeded(aggregator.fuser, len(society.agents) + 1)
+    return society.model_copy(
+        update={
+            "agents": [seeded(agent, index) for index, agent in enumerate(society.agents)],
+            "aggregator": aggregator,
+        }
+    )

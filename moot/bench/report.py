@@ -1,0 +1,313 @@
+"""Metrics over benchmark records, and the Markdown report with its plots.
+
+Accuracy comes with a 95% Wilson interval; rounds are read off each record's per-round votes
+(a run that stopped early keeps its last answer in later rounds); a paired comparison counts the
+questions only one method got right and tests them with McNemar's exact test.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from moot.bench.runner import BenchRecord
+
+
+class Interval(BaseModel):
+    """A proportion with its 95% Wilson score interval."""
+
+    value: float
+    low: float
+    high: float
+
+    @classmethod
+    def wilson(cls, successes: int, total: int, z: float = 1.96) -> Interval:
+        if total == 0:
+            return cls(value=0.0, low=0.0, high=0.0)
+        p = successes / total
+        denominator = 1 + z * z / total
+        centre = (p + z * z / (2 * total)) / denominator
+        half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+        return cls(value=p, low=max(0.0, centre - half), high=min(1.0, centre + half))
+
+    def __str__(self) -> str:
+        return f"{100 * self.value:.1f}% [{100 * self.low:.1f}, {100 * self.high:.1f}]"
+
+
+class RoundSummary(BaseModel):
+    round: int
+    accuracy: float
+    """Share of questions whose round vote was right."""
+    agreement: float
+    """Mean share of agents giving the round's most common answer."""
+    right_to_wrong: int
+    """Agent answers right the round before and wrong in this one."""
+    wrong_to_right: int
+
+
+class MethodSummary(BaseModel):
+    """One method on one task, model and settings, over all its questions and trials."""
+
+    task: str
+    model: str
+    settings: str
+    method: str
+    questions: int
+    trials: int
+    runs: int
+    """questions x trials records."""
+    accuracy: Interval
+    trial_accuracy: list[float]
+    """Accuracy of each trial, in trial order."""
+    tokens: float
+    """Mean tokens per question."""
+    calls: float
+    seconds: float
+    """Mean wall time per question."""
+    failed_turns: int
+    errors: int
+    by_round: list[RoundSummary]
+
+
+class PairedComparison(BaseModel):
+    """Two methods on the same questions and trials."""
+
+    baseline: str
+    method: str
+    pairs: int
+    both: int
+    only_baseline: int
+    only_method: int
+    neither: int
+    p_value: float
+    """McNemar's exact two-sided test on the discordant pairs."""
+
+
+def summarise(records: list[BenchRecord]) -> list[MethodSummary]:
+    """One summary per (task, model, settings, method), in the order methods first appear."""
+    groups: dict[tuple[str, str, str, str], list[BenchRecord]] = defaultdict(list)
+    for record in records:
+        groups[record.task, record.model, record.settings, record.method].append(record)
+    return [_summary(key, group) for key, group in groups.items()]
+
+
+def _summary(key: tuple[str, str, str, str], records: list[BenchRecord]) -> MethodSummary:
+    task, model, settings, method = key
+    trials = sorted({record.trial for record in records})
+    count = len(records)
+    return MethodSummary(
+        task=task,
+        model=model,
+        settings=settings,
+        method=method,
+        questions=len({record.question_id for record in records}),
+        trials=len(trials),
+        runs=count,
+        accuracy=Interval.wilson(sum(record.correct for record in records), count),
+        trial_accuracy=[
+            statistics.mean(r.correct for r in records if r.trial == trial) for trial in trials
+        ],
+        tokens=statistics.mean(record.tokens for record in records),
+        calls=statistics.mean(record.calls for record in records),
+        seconds=statistics.mean(record.seconds for record in records),
+        failed_turns=sum(record.failed_turns for record in records),
+        errors=sum(record.error is not None for record in records),
+        by_round=_by_round(records),
+    )
+
+
+def _by_round(records: list[BenchRecord]) -> list[RoundSummary]:
+    most = max((len(record.per_round) for record in records), default=0)
+    summaries = []
+    for index in range(most):
+        right = agreement = right_to_wrong = wrong_to_right = 0.0
+        for record in records:
+            if not record.per_round:
+                continue
+            current = record.per_round[min(index, len(record.per_round) - 1)]
+            right += current.vote_correct
+            agreement += current.agreement
+            if 0 < index < len(record.per_round):
+                before = record.per_round[index - 1].correct
+                for agent, correct in current.correct.items():
+                    if agent in before:
+                        right_to_wrong += before[agent] and not correct
+                        wrong_to_right += correct and not before[agent]
+        counted = sum(bool(record.per_round) for record in records) or 1
+        summaries.append(
+            RoundSummary(
+                round=index + 1,
+                accuracy=right / counted,
+                agreement=agreement / counted,
+                right_to_wrong=int(right_to_wrong),
+                wrong_to_right=int(wrong_to_right),
+            )
+        )
+    return summaries
+
+
+def compare(records: list[BenchRecord], baseline: str, method: str) -> PairedComparison:
+    """`method` against `baseline` on the (trial, question) pairs both have."""
+    first = {(r.trial, r.question_id): r.correct for r in records if r.method == baseline}
+    second = {(r.trial, r.question_id): r.correct for r in records if r.method == method}
+    shared = sorted(first.keys() & second.keys())
+    both = sum(first[key] and second[key] for key in shared)
+    only_baseline = sum(first[key] and not second[key] for key in shared)
+    only_method = sum(second[key] and not first[key] for key in shared)
+    return PairedComparison(
+        baseline=baseline,
+        method=method,
+        pairs=len(shared),
+        both=both,
+        only_baseline=only_baseline,
+        only_method=only_method,
+        neither=len(shared) - both - only_baseline - only_method,
+        p_value=mcnemar_exact(only_baseline, only_method),
+    )
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: a binomial test of b against b + c at one half."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def write_report(
+    records: list[BenchRecord], out: str | Path, methods: list[str] | None = None
+) -> Path:
+    """Write report.md (and its PNG plots, when matplotlib is installed) under `out`.
+
+    Methods come in the order of `methods`, else cheapest first; the first is the baseline of
+    the paired comparisons."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    order = {method: index for index, method in enumerate(methods or [])}
+    summaries = sorted(
+        summarise(records), key=lambda s: (order.get(s.method, len(order)), s.tokens)
+    )
+    tasks: dict[tuple[str, str, str], list[MethodSummary]] = defaultdict(list)
+    for summary in summaries:
+        tasks[summary.task, summary.model, summary.settings].append(summary)
+    lines = ["# moot bench", ""]
+    for number, ((task, model, settings), group) in enumerate(tasks.items(), start=1):
+        suffix = "" if len(tasks) == 1 else f"-{number}"
+        chosen = [r for r in records if (r.task, r.model, r.settings) == (task, model, settings)]
+        lines += _task_section(task, model, settings, group, chosen)
+        lines += _plots(group, out, suffix)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _task_section(
+    task: str, model: str, settings: str, group: list[MethodSummary], records: list[BenchRecord]
+) -> list[str]:
+    lines = [
+        f"## {task}",
+        "",
+        f"Model `{model}`, {settings}. Accuracy with a 95% Wilson interval; tokens, calls and",
+        "seconds are means per question.",
+        "",
+        "| method | questions | trials | accuracy [95% CI] | tokens | calls | seconds | "
+        "failed turns | errors |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in group:
+        lines.append(
+            f"| {s.method} | {s.questions} | {s.trials} | {s.accuracy} | {s.tokens:,.0f} | "
+            f"{s.calls:.1f} | {s.seconds:.1f} | {s.failed_turns} | {s.errors} |"
+        )
+    lines += [
+        "",
+        "### By round",
+        "",
+        "Accuracy of each round's plurality vote, mean agreement, and agent answers that went",
+        "from right to wrong (or wrong to right) since the round before.",
+        "",
+        "| method | round | accuracy | agreement | right→wrong | wrong→right |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in group:
+        for r in s.by_round:
+            lines.append(
+                f"| {s.method} | {r.round} | {100 * r.accuracy:.1f}% | {100 * r.agreement:.0f}% | "
+                f"{r.right_to_wrong} | {r.wrong_to_right} |"
+            )
+    if any(s.trials > 1 for s in group):
+        lines += ["", "### Trials", "", "| method | accuracy per trial | mean ± sd |"]
+        lines.append("| --- | --- | --- |")
+        for s in group:
+            spread = statistics.stdev(s.trial_accuracy) if len(s.trial_accuracy) > 1 else 0.0
+            each = ", ".join(f"{100 * a:.1f}%" for a in s.trial_accuracy)
+            mean = 100 * statistics.mean(s.trial_accuracy)
+            lines.append(f"| {s.method} | {each} | {mean:.1f}% ± {100 * spread:.1f} |")
+    if len(group) > 1:
+        baseline = group[0].method
+        lines += [
+            "",
+            f"### Paired against {baseline}",
+            "",
+            "Same questions and trials; McNemar's exact test on the questions only one got right.",
+            "",
+            f"| method | pairs | both right | only {baseline} | only method | neither | p |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for s in group[1:]:
+            c = compare(records, baseline, s.method)
+            lines.append(
+                f"| {s.method} | {c.pairs} | {c.both} | {c.only_baseline} | {c.only_method} | "
+                f"{c.neither} | {c.p_value:.3f} |"
+            )
+    return [*lines, ""]
+
+
+def _plots(group: list[MethodSummary], out: Path, suffix: str) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ["Plots: install matplotlib (`pip install 'moot[bench]'`) to get them.", ""]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for s in group:
+        errors = [
+            [100 * (s.accuracy.value - s.accuracy.low)],
+            [100 * (s.accuracy.high - s.accuracy.value)],
+        ]
+        axes.errorbar(
+            [s.tokens], [100 * s.accuracy.value], yerr=errors, fmt="o", capsize=4, label=s.method
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("tokens per question (log scale)")
+    axes.set_ylabel("accuracy, % (95% CI)")
+    axes.set_title(f"{group[0].task}: accuracy against tokens")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    tokens_png = f"accuracy_vs_tokens{suffix}.png"
+    figure.savefig(out / tokens_png, dpi=120)
+    plt.close(figure)
+
+    figure, (accuracy, agreement) = plt.subplots(1, 2, figsize=(10, 4))
+    for s in group:
+        rounds = [r.round for r in s.by_round]
+        accuracy.plot(rounds, [100 * r.accuracy for r in s.by_round], marker="o", label=s.method)
+        agreement.plot(rounds, [100 * r.agreement for r in s.by_round], marker="o", label=s.method)
+    for axes, label in ((accuracy, "accuracy of the round's vote, %"), (agreement, "agreement, %")):
+        axes.set_xlabel("round")
+        axes.set_ylabel(label)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.legend(fontsize="small")
+    accuracy.set_title(f"{group[0].task}: by round")
+    figure.tight_layout()
+    rounds_png = f"accuracy_by_round{suffix}.png"
+    figure.savefig(out / rounds_png, dpi=120)
+    plt.close(figure)
+    return [f"![accuracy against tokens]({tokens_png})", "", f"![by round]({rounds_png})", ""]
