@@ -250,11 +250,11 @@ def _bench(args: argparse.Namespace) -> int:
         )
         _console.print(f"wall time {time.perf_counter() - started:.1f} s ({args.backend} backend)")
     report = write_report(records, out, None if args.report_only else methods)
-    for task in dict.fromkeys(summary.task for summary in summarise(records)):
+    for name in dict.fromkeys(summary.task for summary in summarise(records)):
         table = Table("method", "questions", "accuracy [95% CI]", "tokens/q", "calls/q", "s/q")
-        table.title = task
+        table.title = name
         for summary in sorted(summarise(records), key=lambda s: s.tokens):
-            if summary.task == task:
+            if summary.task == name:
                 table.add_row(
                     summary.method,
                     f"{summary.questions} x {summary.trials}",

@@ -249,6 +249,10 @@ def test_rerun_skips_what_is_done(tmp_path):
     more = run_bench(plan_for(model, questions=3), tmp_path, progress=False)
     assert len(more) == 9 and len(model.calls) == calls + 10
     assert len(ResultStore(tmp_path).records()) == 9
+    with (tmp_path / "results.jsonl").open("a") as handle:
+        handle.write('{"task": "arithmetic-3-0-9", "meth')  # a run killed mid-line
+    again = run_bench(plan_for(model, questions=3), tmp_path, progress=False)
+    assert again == more and len(model.calls) == calls + 10
     other_settings = plan_for(model, questions=1)
     other_settings.settings.temperature = 0.2  # different settings are different results
     run_bench(other_settings, tmp_path, progress=False)
@@ -310,6 +314,7 @@ def test_report_has_tables_and_plots(tmp_path):
     report = write_report(records, tmp_path, ["single", "vote-3", "debate-3x2"]).read_text()
     assert "| single | 4 | 1 | 100.0% [51.0, 100.0] |" in report
     assert "| debate-3x2 | 2 | 100.0% | 67% | 4 | 4 |" in report
+    assert "| single | 1 | 100.0% | - | 0 | 0 |" in report  # no agreement with one agent
     assert "### Paired against single" in report
     for png in ("accuracy_vs_tokens.png", "accuracy_by_round.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

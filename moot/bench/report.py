@@ -70,6 +70,8 @@ class MethodSummary(BaseModel):
     """Mean wall time per question."""
     failed_turns: int
     errors: int
+    agents: int
+    """Most participants answering in a round (agreement means nothing below 2)."""
     by_round: list[RoundSummary]
 
 
@@ -116,6 +118,7 @@ def _summary(key: tuple[str, str, str, str], records: list[BenchRecord]) -> Meth
         seconds=statistics.mean(record.seconds for record in records),
         failed_turns=sum(record.failed_turns for record in records),
         errors=sum(record.error is not None for record in records),
+        agents=max((len(r.answers) for record in records for r in record.per_round), default=0),
         by_round=_by_round(records),
     )
 
@@ -212,8 +215,10 @@ def _task_section(
     lines = [
         f"## {task}",
         "",
-        f"Model `{model}`, {settings}. Accuracy with a 95% Wilson interval; tokens, calls and",
-        "seconds are means per question.",
+        f"Model `{model}`, {settings}.",
+        "",
+        "Accuracy with a 95% Wilson interval; tokens, calls and seconds are means per question",
+        "(seconds include waiting for a model that other questions in flight are using).",
         "",
         "| method | questions | trials | accuracy [95% CI] | tokens | calls | seconds | "
         "failed turns | errors |",
@@ -236,8 +241,9 @@ def _task_section(
     ]
     for s in group:
         for r in s.by_round:
+            agreement = f"{100 * r.agreement:.0f}%" if s.agents > 1 else "-"
             lines.append(
-                f"| {s.method} | {r.round} | {100 * r.accuracy:.1f}% | {100 * r.agreement:.0f}% | "
+                f"| {s.method} | {r.round} | {100 * r.accuracy:.1f}% | {agreement} | "
                 f"{r.right_to_wrong} | {r.wrong_to_right} |"
             )
     if any(s.trials > 1 for s in group):
@@ -286,6 +292,7 @@ def _plots(group: list[MethodSummary], out: Path, suffix: str) -> list[str]:
             [s.tokens], [100 * s.accuracy.value], yerr=errors, fmt="o", capsize=4, label=s.method
         )
     axes.set_xscale("log")
+    axes.set_ylim(bottom=0)
     axes.set_xlabel("tokens per question (log scale)")
     axes.set_ylabel("accuracy, % (95% CI)")
     axes.set_title(f"{group[0].task}: accuracy against tokens")
@@ -299,10 +306,14 @@ def _plots(group: list[MethodSummary], out: Path, suffix: str) -> list[str]:
     for s in group:
         rounds = [r.round for r in s.by_round]
         accuracy.plot(rounds, [100 * r.accuracy for r in s.by_round], marker="o", label=s.method)
-        agreement.plot(rounds, [100 * r.agreement for r in s.by_round], marker="o", label=s.method)
+        if s.agents > 1:
+            agreement.plot(
+                rounds, [100 * r.agreement for r in s.by_round], marker="o", label=s.method
+            )
     for axes, label in ((accuracy, "accuracy of the round's vote, %"), (agreement, "agreement, %")):
         axes.set_xlabel("round")
         axes.set_ylabel(label)
+        axes.set_ylim(bottom=0)
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.legend(fontsize="small")
     accuracy.set_title(f"{group[0].task}: by round")

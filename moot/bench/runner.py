@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -212,7 +212,10 @@ def _plurality(answers: list[str | None]) -> str | None:
 
 
 class ResultStore:
-    """results.jsonl in a folder: read what is done, append records as they come."""
+    """results.jsonl in a folder: read what is done, append records as they come.
+
+    A line cut short by a killed run is skipped (that question runs again) and the next record
+    starts on a line of its own."""
 
     def __init__(self, folder: str | Path) -> None:
         self.path = Path(folder) / "results.jsonl"
@@ -221,17 +224,24 @@ class ResultStore:
     def records(self) -> list[BenchRecord]:
         if not self.path.exists():
             return []
-        return [
-            BenchRecord.model_validate_json(line)
-            for line in self.path.read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
+        records = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(BenchRecord.model_validate_json(line))
+            except ValidationError:
+                continue
+        return records
 
     def append(self, record: BenchRecord) -> None:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(record.model_dump_json() + "\n")
+            with self.path.open("a+b") as handle:
+                handle.seek(0, os.SEEK_END)
+                if handle.tell():
+                    handle.seek(-1, os.SEEK_END)
+                    if handle.read(1) != b"\n":
+                        handle.write(b"\n")
+                handle.write(record.model_dump_json().encode() + b"\n")
 
 
 def run_bench(
@@ -272,10 +282,13 @@ def run_bench(
 
 def _run_local(plan: BenchPlan, todo: list[WorkItem], concurrency: int) -> Iterator[BenchRecord]:
     runner = QuestionRunner(plan)
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = [pool.submit(runner.run, item) for item in todo]
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    futures = [pool.submit(runner.run, item) for item in todo]
+    try:
         for future in as_completed(futures):
             yield future.result()
+    finally:  # on an error or Ctrl-C, questions not yet started are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RayPool:
