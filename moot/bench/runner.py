@@ -266,11 +266,11 @@ def run_bench(
     wanted = {plan.key(item): item for item in plan.items()}
     done = {record.key(): record for record in store.records() if record.key() in wanted}
     todo = [item for key, item in wanted.items() if key not in done]
+    ray_pool = RayPool(plan, workers, concurrency, address) if backend == "ray" and todo else None
     bar = _Progress(plan, list(done.values()), enabled=progress, console=console)
     with bar, ExitStack() as stack:
-        if backend == "ray" and todo:
-            pool = stack.enter_context(RayPool(plan, workers, concurrency, address))
-            finished = pool.run(todo)
+        if ray_pool is not None:
+            finished = stack.enter_context(ray_pool).run(todo)
         else:
             finished = _run_local(plan, todo, concurrency)
         for record in finished:
