@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 
 import pytest
 
@@ -396,3 +397,20 @@ def test_cli_bench_arithmetic_and_errors(tmp_path, scripted_backend, capsys):
     assert "no results in" in capsys.readouterr().err
     assert main(["bench", "--methods", "single"]) == 2
     assert "say what to run on: --data" in capsys.readouterr().err
+
+
+def test_ray_backend_errors_are_clear(tmp_path):
+    pytest.importorskip("ray", reason="the Ray backend needs the 'ray' extra")  # in moot[dev]
+    import ray
+
+    lock = threading.Lock()  # a loaded model holds things like this, which cannot be pickled
+    model = ScriptedChatModel(respond=lambda messages: lock and "Answer: 1")
+    with pytest.raises(ConfigError, match="give models as spec strings"):
+        run_bench(plan_for(model), tmp_path, backend="ray", progress=False)
+    assert not ray.is_initialized()
+    missing = plan_for("llama:/no/such.gguf", ("single",))
+    with pytest.raises(
+        moot.ModelSpecError, match="Ray worker could not start: GGUF file not found"
+    ):
+        run_bench(missing, tmp_path, backend="ray", workers=1, progress=False)
+    assert not ray.is_initialized()

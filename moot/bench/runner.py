@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from moot.bench.methods import MethodSettings, build_method, check_method
 from moot.bench.tasks import Task
-from moot.errors import ConfigError, MissingExtraError, MootError
+from moot.errors import ConfigError, MissingExtraError, ModelSpecError, MootError
 from moot.result import Result
 from moot.society import Society
 
@@ -306,6 +306,13 @@ class RayPool:
             import ray
         except ImportError as error:
             raise MissingExtraError("ray", "ray", "the Ray backend of `moot bench`") from error
+        try:
+            ray.cloudpickle.dumps(plan)
+        except Exception as error:  # noqa: BLE001 - whatever pickling trips on
+            raise ConfigError(
+                f"the Ray backend sends the plan to its workers but cannot pickle it ({error}): "
+                "give models as spec strings (llama:PATH, openai:MODEL), not loaded models"
+            ) from error
         self._ray = ray
         self.plan, self.workers, self.concurrency, self.address = (
             plan,
@@ -325,16 +332,16 @@ class RayPool:
             else:
                 cpus = max(self.workers, os.cpu_count() or 1)
                 ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-        try:
-            ray.cloudpickle.dumps(self.plan)
-        except Exception as error:  # noqa: BLE001 - whatever pickling trips on
-            raise ConfigError(
-                f"the Ray backend sends the plan to its workers but cannot pickle it ({error}): "
-                "give models as spec strings (llama:PATH, openai:MODEL), not loaded models"
-            ) from error
         actor = ray.remote(num_cpus=1, max_concurrency=self.concurrency)(_RayWorker)
-        self._actors = [actor.remote(self.plan) for _ in range(self.workers)]
-        ray.get([worker.ready.remote() for worker in self._actors])
+        try:
+            self._actors = [actor.remote(self.plan) for _ in range(self.workers)]
+            ray.get([worker.ready.remote() for worker in self._actors])
+        except BaseException as error:
+            self.__exit__()
+            cause = _worker_error(error)
+            if cause is not None:
+                raise cause from None
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -361,6 +368,19 @@ class RayPool:
             index = in_flight.pop(ready[0])
             yield BenchRecord.model_validate(self._ray.get(ready[0]))
             submit(index)
+
+
+def _worker_error(error: BaseException) -> MootError | None:
+    """The moot error (a missing GGUF, an unknown spec) that stopped a worker, if that was it."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, MootError):
+        return cause
+    for kind in (ModelSpecError, ConfigError, MootError):
+        name = kind.__name__
+        if f"{name}: " in str(error):
+            message = str(error).split(f"{name}: ", 1)[1].splitlines()[0]
+            return kind(f"a Ray worker could not start: {message}")
+    return None
 
 
 class _RayWorker:
