@@ -19,7 +19,7 @@ import time
 import ray
 
 from moot.bench import BenchPlan, MethodSettings, arithmetic
-from moot.bench.runner import RayPool
+from moot.bench.ray import RayPool
 from moot.testing import ScriptedChatModel
 
 _EXPRESSION = re.compile(r"What is the result of ([\d+*-]+)\?")

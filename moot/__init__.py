@@ -4,7 +4,9 @@ The public API is what this module exports; everything else is internal.
 """
 
 from moot.agents import Agent
-from moot.aggregate.vote import ConfidenceVote, Judge, MajorityVote, PairwiseRank, WeightedVote
+from moot.aggregate.base import Aggregator
+from moot.aggregate.judge import Judge, PairwiseRank
+from moot.aggregate.vote import ConfidenceVote, MajorityVote, Vote, WeightedVote
 from moot.checkpoints import Moderation
 from moot.errors import (
     ConfigError,
@@ -13,6 +15,8 @@ from moot.errors import (
     ModelSpecError,
     MootError,
 )
+from moot.events import Event, ResultEvent, TokenEvent, TurnEvent
+from moot.graphs.base import BaseProtocol
 from moot.graphs.cascade import Cascade
 from moot.graphs.critic import CriticLoop
 from moot.graphs.debate import Debate
@@ -21,11 +25,13 @@ from moot.graphs.pipeline import Pipeline
 from moot.graphs.router import Router
 from moot.models import load_model, register_backend
 from moot.result import Result, RoundStats, Turn, Usage
-from moot.society import Event, ResultEvent, Society, TokenEvent, TurnEvent
+from moot.society import Society
 from moot.society_file import load_society
 
 __all__ = [
     "Agent",
+    "Aggregator",
+    "BaseProtocol",
     "Cascade",
     "ConfidenceVote",
     "ConfigError",
@@ -51,6 +57,7 @@ __all__ = [
     "Turn",
     "TurnEvent",
     "Usage",
+    "Vote",
     "WeightedVote",
     "load_model",
     "load_society",

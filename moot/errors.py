@@ -23,5 +23,9 @@ class ContextLengthError(MootError):
     """A prompt does not fit the model's context window."""
 
 
-class ConfigError(MootError):
-    """A society, protocol or agent is configured in a way that cannot run."""
+class ConfigError(MootError, ValueError):
+    """A society, protocol, agent or file is configured in a way that cannot run.
+
+    A ValueError too, so code that catches pydantic's validation errors (ValueErrors) still
+    catches it.
+    """

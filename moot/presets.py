@@ -8,8 +8,9 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from moot.agents import Agent
+from moot.aggregate.base import Aggregator
 from moot.aggregate.extract import ExtractKind
-from moot.aggregate.vote import Aggregator, MajorityVote
+from moot.aggregate.vote import MajorityVote
 from moot.graphs.debate import Debate
 from moot.society import Society
 

@@ -129,3 +129,12 @@ def round_stats(turns: list[Turn], participants: list[str]) -> list[RoundStats]:
         )
         previous.update(current)
     return stats
+
+
+def latest_turns(turns: list[Turn], names: list[str]) -> list[Turn | None]:
+    """Each named agent's most recent successful turn, in the order of `names`."""
+    latest: dict[str, Turn] = {}
+    for turn in sorted(turns, key=lambda turn: turn.round):
+        if not turn.failed:
+            latest[turn.agent] = turn
+    return [latest.get(name) for name in names]

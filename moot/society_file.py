@@ -21,16 +21,13 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moot.agents import Agent
+from moot.aggregate.base import Aggregator
 from moot.aggregate.extract import ExtractKind
-from moot.aggregate.vote import (
-    Aggregator,
-    ConfidenceVote,
-    Judge,
-    MajorityVote,
-    PairwiseRank,
-    WeightedVote,
-)
+from moot.aggregate.judge import Judge, PairwiseRank
+from moot.aggregate.vote import ConfidenceVote, MajorityVote, WeightedVote
+from moot.config import describe
 from moot.errors import ConfigError
+from moot.graphs.base import BaseProtocol
 from moot.graphs.cascade import Cascade
 from moot.graphs.critic import CriticLoop
 from moot.graphs.debate import Debate
@@ -38,7 +35,7 @@ from moot.graphs.moa import MixtureOfAgents
 from moot.graphs.pipeline import Pipeline
 from moot.graphs.router import Router
 from moot.models import backends, load_model
-from moot.society import Protocol, Society
+from moot.society import Society
 
 
 class ModelEntry(BaseModel):
@@ -222,10 +219,14 @@ def _build(
             extract=entry.extract,
         )
     else:
-        voting = {"vote": MajorityVote, "weighted": WeightedVote, "confidence": ConfidenceVote}
+        voting: dict[str, type[MajorityVote | WeightedVote | ConfidenceVote]] = {
+            "vote": MajorityVote,
+            "weighted": WeightedVote,
+            "confidence": ConfidenceVote,
+        }
         aggregator = voting[entry.kind](**entry.model_dump(exclude={"kind"}))
     protocol = spec.protocol.model_dump(exclude={"kind"})
-    protocol_class: dict[str, type[Protocol]] = {
+    protocol_class: dict[str, type[BaseProtocol]] = {
         "debate": Debate,
         "mixture": MixtureOfAgents,
         "critic": CriticLoop,
@@ -240,10 +241,11 @@ def _build(
             aggregator=aggregator,
             max_concurrency=spec.max_concurrency,
         )
-    except ValidationError as error:
-        first = error.errors()[0]
+    except ConfigError as error:
+        cause = error.__cause__
+        message = describe(cause) if isinstance(cause, ValidationError) else str(error)
         line = _line_of(lines, ("protocol",))
-        raise ConfigError(f"{path}:{line}: {first['msg'].removeprefix('Value error, ')}") from error
+        raise ConfigError(f"{path}:{line}: {message}") from error
 
 
 def _line_index(node: yaml.Node | None, at: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
@@ -279,14 +281,5 @@ _KINDS = {"debate", "mixture", "critic", "router", "cascade", "pipeline"} | {
 
 def _describe(error: ValidationError, lines: dict[tuple[Any, ...], int], path: Path) -> str:
     """`FILE:LINE: field.path: what is wrong` for the first problem."""
-    first = error.errors()[0]
-    loc = tuple(first["loc"])
-    field = ".".join(str(part) for part in loc if part not in _KINDS) or "file"
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown field (check its spelling)"
-    elif first["type"] == "union_tag_invalid":
-        message = f"unknown kind: use one of {first['ctx']['expected_tags']}"
-    count = error.error_count()
-    more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
-    return f"{path}:{_line_of(lines, loc)}: {field}: {message}{more}"
+    loc = tuple(error.errors()[0]["loc"])
+    return f"{path}:{_line_of(lines, loc)}: {describe(error, skip=_KINDS, whole='file')}"

@@ -1,29 +1,50 @@
-"""A scripted chat model for exact, offline tests of protocol logic (and benchmarks of overhead).
+"""Scripted chat models for exact, offline tests of protocol logic (and benchmarks of overhead).
 
-It replies with whatever `respond` returns for the messages it is given, records every call,
-reports word-count usage, and can sleep or fail on demand. It stands in for a real model only
-where the model's content does not matter.
+`ScriptedChatModel` replies with whatever `respond` returns, records every call, reports
+word-count usage, and can sleep or fail on demand. `respond` takes the messages, and may take a
+`CallInfo` too: which agent calls in which round (as moot tags its calls), so a test can script
+each agent without reading prompts. The model spec "test" gives one from the command line. It
+stands in for a real model only where the model's content does not matter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import PrivateAttr
 
-Responder = Callable[[list[BaseMessage]], str]
+
+@dataclass(frozen=True)
+class CallInfo:
+    """Who a call is for, from the tags moot puts on every agent's call."""
+
+    agent: str | None
+    """The calling agent's name (None when the model is called outside a society)."""
+    round: int | None
+    """The round of the turn (None outside a society)."""
+    number: int
+    """How many calls this model had before this one."""
+
+
+Responder = Callable[[list[BaseMessage]], str] | Callable[[list[BaseMessage], CallInfo], str]
 
 
 class ScriptedChatModel(BaseChatModel):
-    """Replies with `respond(messages)`; raise inside `respond` to simulate a failing model."""
+    """Replies with `respond(messages)` or `respond(messages, info)`; raise inside `respond` to
+    simulate a failing model."""
 
     respond: Responder
     delay: float = 0.0
@@ -48,10 +69,15 @@ class ScriptedChatModel(BaseChatModel):
         """The messages of every call made so far, in call order."""
         return list(self._calls)
 
-    def _reply(self, messages: list[BaseMessage]) -> AIMessage:
+    def _reply(self, messages: list[BaseMessage], metadata: dict[str, Any]) -> AIMessage:
         with self._lock:
+            number = len(self._calls)
             self._calls.append(list(messages))
-        text = self.respond(messages)
+        if _takes_info(self.respond):
+            info = CallInfo(metadata.get("moot_agent"), metadata.get("moot_round"), number)
+            text = self.respond(messages, info)  # type: ignore[call-arg]
+        else:
+            text = self.respond(messages)  # type: ignore[call-arg]
         input_tokens = sum(len(message.text.split()) for message in messages)
         output_tokens = len(text.split())
         return AIMessage(
@@ -72,7 +98,8 @@ class ScriptedChatModel(BaseChatModel):
     ) -> ChatResult:
         if self.delay:
             time.sleep(self.delay)
-        return ChatResult(generations=[ChatGeneration(message=self._reply(messages))])
+        reply = self._reply(messages, run_manager.metadata if run_manager else {})
+        return ChatResult(generations=[ChatGeneration(message=reply)])
 
     async def _agenerate(
         self,
@@ -83,7 +110,8 @@ class ScriptedChatModel(BaseChatModel):
     ) -> ChatResult:
         if self.delay:
             await asyncio.sleep(self.delay)
-        return ChatResult(generations=[ChatGeneration(message=self._reply(messages))])
+        reply = self._reply(messages, run_manager.metadata if run_manager else {})
+        return ChatResult(generations=[ChatGeneration(message=reply)])
 
     def _stream(
         self,
@@ -111,10 +139,36 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        result = await self._agenerate(messages, stop, None, **kwargs)
+        result = await self._agenerate(messages, stop, run_manager, **kwargs)
         message = result.generations[0].message
         if run_manager:
             await run_manager.on_llm_new_token(message.text)
         yield ChatGenerationChunk(
             message=AIMessageChunk(content=message.text, usage_metadata=message.usage_metadata)  # type: ignore[attr-defined]
         )
+
+
+def _takes_info(respond: Responder) -> bool:
+    """Whether `respond` has a second required parameter, for the CallInfo."""
+    required = [
+        parameter
+        for parameter in inspect.signature(respond).parameters.values()
+        if parameter.default is inspect.Parameter.empty
+        and parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    return len(required) >= 2
+
+
+def test_model(reply: str = "", **options: Any) -> ScriptedChatModel:
+    """The model of the spec "test" (or "test:REPLY"): it replies REPLY, or by default names
+    the agent and round and answers 42. Options: `delay` (seconds per call)."""
+
+    def respond(messages: list[BaseMessage], info: CallInfo) -> str:
+        if reply:
+            return reply
+        return f"{info.agent or 'model'} in round {info.round or 1}: 40 + 2.\nAnswer: 42"
+
+    return ScriptedChatModel(respond=respond, **options)
+
+
+test_model.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

@@ -1,53 +1,71 @@
-"""The `moot` command, run as a user runs it: a subprocess, its exit code, stdout and stderr."""
+"""The `moot` command. Most cases run `moot.cli.main` in-process (exit status, stdout, stderr);
+one runs it as a user does, in a subprocess on the embedded model."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from moot.cli import main
 
 
-def moot(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "moot.cli", *args], capture_output=True, text=True, timeout=300
-    )
+def moot(capsys, *args: str) -> tuple[int, str, str]:
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
-def test_debate_json_on_the_embedded_model():
-    run = moot(
-        "debate", "What is 12+30?", "--agents", "3", "--rounds", "2", "--max-tokens", "64", "--json"
-    )
+@pytest.mark.integration
+def test_debate_json_on_the_embedded_model_in_a_subprocess():
+    run = subprocess.run(
+        [sys.executable, "-m", "moot.cli", "debate", "What is 12+30?", "--agents", "3",
+         "--rounds", "2", "--max-tokens", "64", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["rounds"] == 2
-    assert len(result["turns"]) == 6
     assert {(t["round"], t["agent"]) for t in result["turns"]} == {
         (r, f"agent{i}") for r in (1, 2) for i in (1, 2, 3)
     }
     for turn in result["turns"]:
         assert {"round", "agent", "role", "text", "answer"} <= set(turn)
+        assert turn["text"] and turn["error"] is None
     usage = result["usage"]
     assert usage["calls"] == 6
     assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
 
 
-def test_debate_live_view_prints_rounds_usage_and_answer():
-    run = moot("debate", "What is 2+3?", "--agents", "2", "--rounds", "2", "--max-tokens", "32")
-    assert run.returncode == 0, run.stderr
+def test_debate_json_reports_every_turn_and_the_usage(capsys):
+    status, out, _ = moot(capsys, "debate", "q", "--model", "test", "--agents", "2", "--json")
+    assert status == 0
+    result = json.loads(out)
+    assert result["answer"] == "42" and result["rounds"] == 2
+    assert [t["text"].split(":")[0] for t in result["turns"]] == [
+        "agent1 in round 1", "agent2 in round 1", "agent1 in round 2", "agent2 in round 2",
+    ]  # fmt: skip
+    assert result["usage"]["calls"] == 4
+    assert [stats["agreement"] for stats in result["conformity"]] == [1.0, 1.0]
+
+
+def test_debate_live_view_prints_rounds_usage_and_answer(capsys):
+    status, out, _ = moot(capsys, "debate", "What is 2+3?", "--model", "test", "--agents", "2")
+    assert status == 0
     for expected in ("agent1 · round 1", "agent2 · round 2", "usage", "total", "final answer"):
-        assert expected in run.stdout
+        assert expected in out
+    assert "42" in out.split("final answer")[1]
 
 
-def test_models_lists_the_embedded_model():
-    run = moot("models")
-    assert run.returncode == 0
-    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in run.stdout
-    assert "llama:" in run.stdout and "openai:" in run.stdout
+def test_models_lists_the_embedded_model_and_the_backends(capsys):
+    status, out, _ = moot(capsys, "models")
+    assert status == 0
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in out
+    assert "llama:" in out and "openai:" in out and "test" in out
 
 
 @pytest.mark.parametrize(
@@ -60,57 +78,91 @@ def test_models_lists_the_embedded_model():
         (["--agents", "three"], "expected a whole number, got 'three'"),
         (["-o", "n_kontext=5"], "unknown llama option(s) n_kontext"),
         (["--model", "openai:gpt-4o-mini"], "needs OPENAI_API_KEY"),
+        (["--extract", "roman"], "argument --extract: invalid choice: 'roman'"),
+        (["--consensus", "1.5"], "consensus: Input should be less than or equal to 1"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_code_2(args, message, monkeypatch):
+def test_bad_input_is_one_line_and_exit_code_2(capsys, args, message, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    run = moot("debate", "What is 1+1?", *args)
-    assert run.returncode == 2
-    assert message in run.stderr
-    assert "Traceback" not in run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1
+    try:
+        status, _, err = moot(capsys, "debate", "What is 1+1?", *args)
+    except SystemExit as exit:  # argparse's own errors
+        status, err = exit.code, capsys.readouterr().err
+    assert status == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
-def test_empty_question_is_refused():
-    run = moot("debate", "  ")
-    assert run.returncode == 2
-    assert "the question is empty" in run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1
+def test_empty_question_is_refused(capsys):
+    status, _, err = moot(capsys, "debate", "  ", "--model", "test")
+    assert status == 2
+    assert err.strip() == "error: the question is empty: give the text of the question to answer"
 
 
-def test_question_longer_than_the_context_is_refused_before_any_call():
-    run = moot("debate", "word " * 5000, "-o", "n_ctx=1024")
-    assert run.returncode == 2
-    assert "context window is 1024" in run.stderr
-    assert "Traceback" not in run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1
+@pytest.mark.integration
+def test_question_longer_than_the_context_is_refused_before_any_call(capsys):
+    status, _, err = moot(capsys, "debate", "word " * 5000, "-o", "n_ctx=1024")
+    assert status == 2
+    assert "context window is 1024" in err
+    assert len(err.strip().splitlines()) == 1
 
 
-def test_checkpointed_debate_resumes_from_the_cli(tmp_path):
+def test_every_call_failing_is_exit_code_1(capsys):
+    from moot.models import _BACKENDS, register_backend
+    from moot.testing import ScriptedChatModel
+
+    def broken(messages):
+        raise ConnectionError("server went away")
+
+    register_backend("broken", lambda rest, options: ScriptedChatModel(respond=broken), "")
+    try:
+        status, _, err = moot(capsys, "debate", "q", "--model", "broken:x", "--json")
+    finally:
+        del _BACKENDS["broken"]
+    assert status == 1
+    assert "every model call failed; the first error: ConnectionError: server went away" in err
+
+
+def test_checkpointed_debate_resumes_from_the_cli(capsys, tmp_path):
     database = str(tmp_path / "runs.sqlite")
-    args = ("What is 2+3?", "--agents", "2", "--rounds", "2", "--max-tokens", "24")
-    first = moot("debate", *args, "--checkpoint", database, "--thread", "t1", "--json")
-    assert first.returncode == 0, first.stderr
-    resumed = moot("resume", "--checkpoint", database, "--thread", "t1", "--json")
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout)["turns"] == json.loads(first.stdout)["turns"]
-    missing = moot("resume", "--checkpoint", database, "--thread", "t2")
-    assert missing.returncode == 2 and "holds no run 't2'" in missing.stderr
-    no_thread = moot("debate", *args, "--checkpoint", database)
-    assert no_thread.returncode == 2 and "--checkpoint needs --thread" in no_thread.stderr
+    args = ("What is 2+3?", "--model", "test", "--agents", "2", "--rounds", "2")
+    status, first, _ = moot(capsys, "debate", *args, "--checkpoint", database, "--thread", "t1",
+                            "--json")  # fmt: skip
+    assert status == 0
+    status, resumed, _ = moot(
+        capsys, "resume", "--checkpoint", database, "--thread", "t1", "--json"
+    )
+    assert status == 0
+    assert json.loads(resumed)["turns"] == json.loads(first)["turns"]
+    status, shown, _ = moot(capsys, "resume", "--checkpoint", database, "--thread", "t1")
+    assert status == 0 and "agent2 · round 2" in shown and "final answer" in shown
+    status, _, err = moot(capsys, "resume", "--checkpoint", database, "--thread", "t2")
+    assert status == 2 and "holds no run 't2'" in err
+    status, _, err = moot(capsys, "resume", "--checkpoint", str(tmp_path / "no.sqlite"),
+                          "--thread", "t1")  # fmt: skip
+    assert status == 2 and "no checkpoint file" in err
+    status, _, err = moot(capsys, "debate", *args, "--checkpoint", database)
+    assert status == 2 and "--checkpoint needs --thread" in err
 
 
-def test_moderator_stops_a_debate_from_stdin():
-    run = subprocess.run(
-        [sys.executable, "-m", "moot.cli", "debate", "What is 2+3?", "--agents", "2",
-         "--rounds", "3", "--max-tokens", "24", "--moderate"],
-        input="stop\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert "moderator after round 1" in run.stdout
-    assert "stopped: moderator" in run.stdout
-    assert "round 2" not in run.stdout
+def test_moderator_stops_a_debate_from_stdin(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("stop\n"))
+    status, out, _ = moot(capsys, "debate", "What is 2+3?", "--model", "test", "--agents", "2",
+                          "--rounds", "3", "--moderate")  # fmt: skip
+    assert status == 0
+    assert "moderator after round 1 (agent1: 42, agent2: 42)" in out
+    assert "stopped: moderator" in out
+    assert "round 2" not in out
+
+
+def test_run_takes_a_society_file_and_a_model(capsys, tmp_path):
+    society = tmp_path / "pair.yaml"
+    society.write_text("agents:\n  - {name: a, copies: 2}\nprotocol: {kind: debate, rounds: 1}\n")
+    status, out, _ = moot(capsys, "run", str(society), "q", "--model", "test:Answer: 7", "--json")
+    assert status == 0
+    result = json.loads(out)
+    assert result["answer"] == "7" and [t["agent"] for t in result["turns"]] == ["a1", "a2"]
+    status, _, err = moot(capsys, "run", str(tmp_path / "none.yaml"), "q")
+    assert status == 2 and "cannot read society file" in err

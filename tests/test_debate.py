@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -119,11 +118,14 @@ def test_one_round_is_the_independent_answers_only(echo_numbers):
 
 
 class InFlight:
-    """Counts model calls running at once (sync calls sleep in threads, async ones in tasks)."""
+    """Counts model calls running at once. Each call waits at a barrier of `width` parties, so
+    a run passes only if `width` calls are in flight together (no sleeps, no timing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int) -> None:
         self.now = self.peak = 0
         self.lock = threading.Lock()
+        self.barrier = threading.Barrier(width, timeout=10)
+        self.async_barrier = asyncio.Barrier(width)
 
     def enter(self) -> None:
         with self.lock:
@@ -137,7 +139,7 @@ class InFlight:
     def sync_model(self) -> ScriptedChatModel:
         def respond(messages):
             self.enter()
-            time.sleep(0.05)
+            self.barrier.wait()
             self.leave()
             return "Answer: 1"
 
@@ -149,7 +151,7 @@ class InFlight:
         class Probed(ScriptedChatModel):
             async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
                 probe.enter()
-                await asyncio.sleep(0.05)
+                await asyncio.wait_for(probe.async_barrier.wait(), timeout=10)
                 probe.leave()
                 return self._generate(messages, stop, None, **kwargs)
 
@@ -157,21 +159,25 @@ class InFlight:
 
 
 def test_agents_of_a_round_run_in_parallel_threads():
-    probe = InFlight()
-    society_of([probe.sync_model() for _ in range(4)], rounds=2).run("q")
+    probe = InFlight(4)
+    result = society_of([probe.sync_model() for _ in range(4)], rounds=2).run("q")
+    assert not any(turn.failed for turn in result.turns)  # a broken barrier fails the turn
     assert probe.peak == 4
 
 
 def test_max_concurrency_bounds_calls_in_flight():
-    probe = InFlight()
-    society_of([probe.sync_model() for _ in range(6)], rounds=2, max_concurrency=2).run("q")
+    probe = InFlight(2)
+    models = [probe.sync_model() for _ in range(6)]
+    result = society_of(models, rounds=2, max_concurrency=2).run("q")
+    assert not any(turn.failed for turn in result.turns)
     assert probe.peak == 2
 
 
 async def test_async_run_runs_a_round_as_concurrent_tasks():
-    probe = InFlight()
+    probe = InFlight(3)
     models = [probe.async_model() for _ in range(3)]
     result = await society_of(models, rounds=2).arun("q")
+    assert not any(turn.failed for turn in result.turns)
     assert probe.peak == 3
     assert result.answer == "1" and len(result.turns) == 6
 

@@ -5,25 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from moot import prompts
+from moot.config import Config
 
-KNOWN_ROLES = ("debater", "critic", "aggregator", "judge", "reflector")
 
-
-class Agent(BaseModel):
+class Agent(Config):
     """One participant of a society.
 
     Agents that name the same model spec (or hold the same model object) share one loaded model.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
     name: str = Field(min_length=1)
     """Unique within a society; shown in turns and in the CLI."""
     role: str = "debater"
-    """debater, critic, aggregator, judge, reflector, or any custom role."""
+    """A role with a prompt of its own (debater, critic, generator, reviser, aggregator, judge,
+    proposer, reflector, router: `moot/prompts/system/`) or any text, which the default system
+    prompt names."""
     trait: str | None = None
     """A preset trait ("easy-going", "overconfident") or a free-text persona."""
     model: BaseChatModel | str = "local"

@@ -1,4 +1,5 @@
-"""Answer extraction and aggregation."""
+"""Answer extraction and aggregation: `extract` reads answers from replies, `vote` counts them,
+`judge` has agents of the aggregator's own read them; `base` is the contract."""
 
 from moot.aggregate.extract import (
     EXTRACTORS,
@@ -7,16 +8,5 @@ from moot.aggregate.extract import (
     extract_number,
     extract_text,
 )
-from moot.aggregate.vote import Aggregator, AnswerFormat, Judge, MajorityVote
 
-__all__ = [
-    "EXTRACTORS",
-    "Aggregator",
-    "AnswerFormat",
-    "Judge",
-    "MajorityVote",
-    "extract_boxed",
-    "extract_choice",
-    "extract_number",
-    "extract_text",
-]
+__all__ = ["EXTRACTORS", "extract_boxed", "extract_choice", "extract_number", "extract_text"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 ExtractKind = Literal["number", "boxed", "choice", "square", "text"]
+EXTRACT_KINDS: tuple[str, ...] = get_args(ExtractKind)
+"""The built-in answer formats, by name."""
 Extractor = Callable[[str], str | None]
 
 _ANSWER_LINE = re.compile(r"\b(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*(.+)", re.IGNORECASE)
@@ -84,6 +86,15 @@ def extract_square(text: str) -> str | None:
     found = _SQUARE.findall(line) if line is not None else []
     found = found or _SQUARE.findall(text)
     return found[-1].lower() if found else None
+
+
+def last_labelled(text: str, label: str, value: str) -> str | None:
+    """What the reply's last "LABEL: VALUE" line says (e.g. "Verdict: accept"), or None.
+
+    `value` is a regular expression; markdown bold around the value is allowed.
+    """
+    found = re.findall(rf"{label}\s*:\s*\**\s*({value})\b", text, re.IGNORECASE)
+    return found[-1] if found else None
 
 
 def normalise_text(raw: str) -> str:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from moot.agents import Agent
 from moot.aggregate.extract import ExtractKind, Extractor
-from moot.aggregate.vote import Judge, PairwiseRank
+from moot.aggregate.judge import Judge, PairwiseRank
 from moot.errors import ConfigError
 from moot.graphs.cascade import Cascade
 from moot.graphs.debate import Debate

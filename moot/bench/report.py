@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from moot.bench.runner import BenchRecord
+from moot.bench.records import BenchRecord
 
 
 class Interval(BaseModel):

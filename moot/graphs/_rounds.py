@@ -13,18 +13,11 @@ from langchain_core.messages import BaseMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send, interrupt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from moot.agents import Agent
-from moot.graphs._aggregation import aaggregate, aggregate
-from moot.graphs._runtime import (
-    RunContext,
-    SocietyState,
-    acall_agent,
-    call_agent,
-    question_prompt,
-    speaker,
-)
+from moot.graphs._runtime import Call, Calls, RunContext, SocietyState, Update, agent_node
+from moot.graphs.base import BaseProtocol
 from moot.result import StopReason, Turn
 
 
@@ -38,10 +31,8 @@ class AgentTask(TypedDict):
     notes: list[dict[str, Any]]
 
 
-class RoundProtocol(BaseModel):
+class RoundProtocol(BaseProtocol):
     """Shared settings and graph of round-based protocols."""
-
-    model_config = ConfigDict(extra="forbid")
 
     rounds: int = Field(default=2, ge=1)
     """Most rounds to run; round 1 is the first, independent answer."""
@@ -50,44 +41,26 @@ class RoundProtocol(BaseModel):
     token_budget: int | None = Field(default=None, ge=1)
     """Stop after the round in which the run's total tokens reach this many."""
 
-    # -- what subclasses define -------------------------------------------------------------
-    def participants(self, agents: list[Agent]) -> list[int]:
-        """Indices of the agents that answer in every round (the rest judge or aggregate)."""
-        return list(range(len(agents)))
-
     def conversation_for(
         self, task: AgentTask, context: RunContext
     ) -> tuple[list[BaseMessage], list[str]]:
         """The agent's conversation for this turn (no system prompt), and the peers it shows."""
         raise NotImplementedError
 
-    def first_prompt(self, question: str, context: RunContext) -> str:
-        """The round-1 prompt: the question and the answer format."""
-        return question_prompt(question, context)
-
-    def check(self, agents: list[Agent]) -> None:
-        """Raise ValueError if the protocol cannot run with these agents."""
-
-    # -- the graph --------------------------------------------------------------------------
-    def recursion_limit(self) -> int:
+    def recursion_limit(self, agents: list[Agent]) -> int:
         # start, then (agent_turn, end_round) per round, then aggregate; with slack.
         return 2 * self.rounds + 10
 
     def build(self, *, asynchronous: bool = False) -> StateGraph[Any, RunContext, Any, Any]:
-        """The uncompiled graph; run it with a `RunContext` as context.
-
-        `asynchronous=True` gives the agent node an async body, so a round's calls run as tasks
-        under `ainvoke`; the default sync body runs them in LangGraph's thread pool.
-        """
+        """The uncompiled graph; run it with a `RunContext` as context."""
         graph = StateGraph(SocietyState, context_schema=RunContext)
         graph.add_node("start", _start)
-        if asynchronous:
-            graph.add_node("agent_turn", self._aagent_turn, input_schema=AgentTask)
-            graph.add_node("aggregate", self._aaggregate)
-        else:
-            graph.add_node("agent_turn", self._agent_turn, input_schema=AgentTask)
-            graph.add_node("aggregate", self._aggregate)
+        graph.add_node(
+            "agent_turn", agent_node(self._agent_turn, asynchronous=asynchronous),
+            input_schema=AgentTask,
+        )  # fmt: skip
         graph.add_node("end_round", self._end_round)
+        graph.add_node("aggregate", agent_node(self._aggregate, asynchronous=asynchronous))
         graph.add_edge(START, "start")
         graph.add_conditional_edges("start", self._next_round, ["agent_turn", "aggregate"])
         graph.add_edge("agent_turn", "end_round")
@@ -113,7 +86,7 @@ class RoundProtocol(BaseModel):
         ]
 
     def _end_round(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
-        reason = self._stop_reason(state, runtime)
+        reason = self._stop_reason(state, runtime.context)
         update: SocietyState = {"round": state["round"] + 1, "stop_reason": reason}
         if runtime.context.moderated and reason is None:
             # The node reruns from here on resume; everything above is pure.
@@ -124,12 +97,12 @@ class RoundProtocol(BaseModel):
                 update["notes"] = [{"round": state["round"], "text": decision["note"]}]
         return update
 
-    def _stop_reason(self, state: SocietyState, runtime: Runtime[RunContext]) -> StopReason | None:
+    def _stop_reason(self, state: SocietyState, context: RunContext) -> StopReason | None:
         round, turns = state["round"], state["turns"]
         if round >= self.rounds:
             return "rounds"
         if self.consensus is not None:
-            names = self._names(runtime)
+            names = self._names(context)
             answers = [
                 turn.answer
                 for turn in turns
@@ -144,26 +117,17 @@ class RoundProtocol(BaseModel):
             return "token_budget"
         return None
 
-    def _names(self, runtime: Runtime[RunContext]) -> list[str]:
-        agents = runtime.context.agents
+    def _names(self, context: RunContext) -> list[str]:
+        agents = context.agents
         return [agents[index].name for index in self.participants(agents)]
 
-    def _agent_turn(self, state: AgentTask, *, runtime: Runtime[RunContext]) -> SocietyState:
-        conversation, peers = self.conversation_for(state, runtime.context)
-        who = speaker(runtime.context, state["agent"])
-        return {"turns": [call_agent(who, conversation, round=state["round"], peers=peers)]}
+    def _agent_turn(self, task: AgentTask, context: RunContext) -> Calls:
+        conversation, peers = self.conversation_for(task, context)
+        turns = yield [Call(context.speaker(task["agent"]), conversation, task["round"], peers)]
+        return {"turns": turns}
 
-    async def _aagent_turn(self, state: AgentTask, *, runtime: Runtime[RunContext]) -> SocietyState:
-        conversation, peers = self.conversation_for(state, runtime.context)
-        who = speaker(runtime.context, state["agent"])
-        turn = await acall_agent(who, conversation, round=state["round"], peers=peers)
-        return {"turns": [turn]}
-
-    def _aggregate(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
-        return aggregate(state, runtime.context, self._names(runtime))
-
-    async def _aaggregate(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
-        return await aaggregate(state, runtime.context, self._names(runtime))
+    def _aggregate(self, state: SocietyState, context: RunContext) -> Update | Calls:
+        return context.aggregator.aggregate(state, context, self._names(context))
 
 
 def _start(state: SocietyState) -> SocietyState:

@@ -1,8 +1,17 @@
-"""What every protocol graph shares: the runtime context, one guarded agent call, aggregation."""
+"""How protocol graphs call agents: the runtime context, one guarded model call, and nodes
+written once for both sync and async graphs.
+
+A node body takes the node's input state and the `RunContext` and returns its state update; a
+body that needs model calls is a generator that yields batches of `Call`s and receives their
+turns, then returns the update. `agent_node` turns a body into a LangGraph node: sync graphs run
+a batch's calls one after another, async graphs run them as concurrent tasks.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import operator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
@@ -14,9 +23,39 @@ from langgraph.runtime import Runtime
 
 from moot import prompts
 from moot.agents import Agent
+from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.confidence import logprob_confidence, stated_confidence
-from moot.aggregate.vote import Aggregator, AnswerFormat
 from moot.result import StopReason, Turn, Usage
+
+
+class SocietyState(TypedDict, total=False):
+    """State every protocol graph keeps (checkpointed, so it holds no model objects).
+
+    A protocol that needs more keys subclasses it; every key written by parallel branches
+    needs a reducer.
+    """
+
+    question: str
+    """The question being answered."""
+    round: int
+    """The round that runs next (1-based)."""
+    turns: Annotated[list[Turn], operator.add]
+    """All turns so far; agents of one round append in parallel."""
+    answer: str | None
+    """The final answer, once aggregated."""
+    stop_reason: StopReason | None
+    """Set when the run should end (the graph then aggregates), and why."""
+    notes: Annotated[list[dict[str, Any]], operator.add]
+    """Moderator notes: {"round": r, "text": ...}, shown to the agents after round r."""
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """Who is called for a turn: the agent, its model, and how its answer is read."""
+
+    agent: Agent
+    model: BaseChatModel
+    answer_format: AnswerFormat
 
 
 @dataclass(frozen=True)
@@ -24,46 +63,164 @@ class RunContext:
     """Runtime context of a society's graph: live objects that are never checkpointed."""
 
     agents: list[Agent]
+    """The society's agents, in order."""
     models: list[BaseChatModel]
     """The agents' chat models, in agent order (agents naming one spec share one object)."""
     aggregator: Aggregator
+    """How the final answer is chosen; also the answer format agents are asked for."""
     aggregator_models: dict[str, BaseChatModel] = field(default_factory=dict)
     """Models of the aggregator's own agents (a judge, a ranker, a fuser), by agent name."""
     moderated: bool = False
     """Pause after each round (but the last) for a moderator (a LangGraph interrupt)."""
 
+    def speaker(self, index: int, answer_format: AnswerFormat | None = None) -> Speaker:
+        """Agent `index` with its model, reading answers in `answer_format` (default: the
+        aggregator's)."""
+        return Speaker(self.agents[index], self.models[index], answer_format or self.aggregator)
+
+    def aggregator_speaker(self, agent: Agent, answer_format: AnswerFormat) -> Speaker:
+        """One of the aggregator's own agents with its model."""
+        return Speaker(agent, self.aggregator_models[agent.name], answer_format)
+
     def format_instruction(self) -> str:
+        """The text that tells agents how to state their answer."""
         return prompts.load(self.aggregator.format_prompt())
 
 
-class SocietyState(TypedDict, total=False):
-    """State every protocol graph keeps (checkpointed; holds no model objects)."""
+@dataclass(frozen=True)
+class Call:
+    """One model call a node asks for."""
 
-    question: str
+    speaker: Speaker
+    conversation: list[BaseMessage]
+    """The messages after the system prompt (which comes from the agent)."""
     round: int
-    """The round that runs next (1-based)."""
-    turns: Annotated[list[Turn], operator.add]
-    """All turns so far; agents of one round append in parallel."""
-    answer: str | None
-    stop_reason: StopReason | None
-    """Set when the run should end; the graph then aggregates."""
-    notes: Annotated[list[dict[str, Any]], operator.add]
-    """Moderator notes: {"round": r, "text": ...}, shown to the agents after round r."""
-    route: list[str]
-    """The experts a router chose."""
-    tiers: Annotated[list[dict[str, Any]], operator.add]
-    """A cascade's tiers as they ran: agents, answer, confidence, usage."""
+    """The round the turn belongs to."""
+    peers: list[str] = field(default_factory=list)
+    """Agents whose replies the conversation shows (recorded in the turn)."""
 
 
-def question_prompt(question: str, context: RunContext) -> str:
-    """The first prompt of every protocol: the question and the answer format."""
-    return prompts.render("debate/question", question=question, format=context.format_instruction())
+Update = Mapping[str, Any]
+Calls = Generator[list[Call], list[Turn], Update]
+"""A node body that calls models: yields batches of calls, receives their turns in order."""
+NodeBody = Callable[[Any, RunContext], "Update | Calls"]
 
 
-def note_after(notes: list[dict[str, Any]], round: int) -> str:
-    """The moderator's note given after `round`, as text to append to a prompt ("" if none)."""
-    texts = [note["text"] for note in notes if note["round"] == round]
-    return "".join("\n\n" + prompts.render("debate/moderator", note=text) for text in texts)
+def agent_node(body: NodeBody, *, asynchronous: bool) -> Callable[..., Any]:
+    """A LangGraph node running `body`; async nodes run each batch of calls concurrently."""
+    if asynchronous:
+
+        async def anode(state: Any, *, runtime: Runtime[RunContext]) -> Update:
+            return await arun_calls(body(state, runtime.context))
+
+        return anode
+
+    def node(state: Any, *, runtime: Runtime[RunContext]) -> Update:
+        return run_calls(body(state, runtime.context))
+
+    return node
+
+
+def run_calls(plan: Update | Calls) -> Update:
+    """Drive a node body: make its calls one after another, return its update."""
+    if not isinstance(plan, Generator):
+        return plan
+    try:
+        batch = next(plan)
+        while True:
+            batch = plan.send([call_agent(call) for call in batch])
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
+
+
+async def arun_calls(plan: Update | Calls) -> Update:
+    """Drive a node body: each batch of calls runs as concurrent tasks."""
+    if not isinstance(plan, Generator):
+        return plan
+    try:
+        batch = next(plan)
+        while True:
+            turns = await asyncio.gather(*(acall_agent(call) for call in batch))
+            batch = plan.send(list(turns))
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
+
+
+def call_agent(call: Call) -> Turn:
+    """Make `call` and record the turn.
+
+    A failing model call becomes a failed turn: a LangGraph superstep is all-or-nothing, so an
+    exception here would throw away the sibling agents' answers of the same round.
+    """
+    who = call.speaker
+    messages, config = _request(call)
+    try:
+        reply = who.model.invoke(messages, config=config, **who.agent.sampling())
+    except GraphBubbleUp:
+        raise
+    except Exception as error:  # noqa: BLE001 - any model failure is recorded, not raised
+        return _turn(call, None, error)
+    return _turn(call, reply, None)
+
+
+async def acall_agent(call: Call) -> Turn:
+    """`call_agent` for async graphs: the model call runs as a task on the event loop."""
+    who = call.speaker
+    messages, config = _request(call)
+    try:
+        reply = await who.model.ainvoke(messages, config=config, **who.agent.sampling())
+    except GraphBubbleUp:
+        raise
+    except Exception as error:  # noqa: BLE001
+        return _turn(call, None, error)
+    return _turn(call, reply, None)
+
+
+def _request(call: Call) -> tuple[list[BaseMessage], RunnableConfig]:
+    """The messages (system prompt first) and the run config, tagged so streams split by agent."""
+    agent = call.speaker.agent
+    messages = [SystemMessage(content=agent.system_prompt()), *_join_user(call.conversation)]
+    config: RunnableConfig = {
+        "tags": [f"moot:agent:{agent.name}"],
+        "metadata": {"moot_agent": agent.name, "moot_round": call.round},
+    }
+    return messages, config
+
+
+def _join_user(messages: list[BaseMessage]) -> list[BaseMessage]:
+    """Join consecutive user messages, which some chat templates reject.
+
+    They arise when an agent's own turn failed and its conversation has no reply in between.
+    """
+    joined: list[BaseMessage] = []
+    for message in messages:
+        if joined and isinstance(message, HumanMessage) and isinstance(joined[-1], HumanMessage):
+            joined[-1] = HumanMessage(content=f"{joined[-1].text}\n\n{message.text}")
+        else:
+            joined.append(message)
+    return joined
+
+
+def _turn(call: Call, reply: BaseMessage | None, error: Exception | None) -> Turn:
+    agent = call.speaker.agent
+    recorded: dict[str, Any] = {
+        "round": call.round,
+        "agent": agent.name,
+        "role": agent.role,
+        "peers": call.peers,
+    }
+    if reply is None:
+        return Turn(**recorded, usage=Usage(calls=1), error=f"{type(error).__name__}: {error}")
+    assert isinstance(reply, AIMessage)
+    text = reply.text
+    confidence = logprob_confidence(reply.response_metadata.get("logprobs"))
+    return Turn(
+        **recorded,
+        text=text,
+        answer=call.speaker.answer_format.extractor()(text),
+        usage=usage_of(reply),
+        confidence=confidence if confidence is not None else stated_confidence(text),
+    )
 
 
 def usage_of(message: AIMessage) -> Usage:
@@ -78,119 +235,25 @@ def usage_of(message: AIMessage) -> Usage:
     )
 
 
-def merge_user_messages(messages: list[BaseMessage]) -> list[BaseMessage]:
-    """Join consecutive user messages, which some chat templates reject.
-
-    They arise when an agent's own turn failed and its conversation has no reply in between.
-    """
-    merged: list[BaseMessage] = []
-    for message in messages:
-        if merged and isinstance(message, HumanMessage) and isinstance(merged[-1], HumanMessage):
-            merged[-1] = HumanMessage(content=f"{merged[-1].text}\n\n{message.text}")
-        else:
-            merged.append(message)
-    return merged
+# -- what the built-in protocols share ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Speaker:
-    """Who is called for a turn: the agent, its model, and how its answer is read."""
-
-    agent: Agent
-    model: BaseChatModel
-    answer_format: AnswerFormat
+def question_prompt(question: str, context: RunContext) -> str:
+    """The first prompt of every protocol: the question and the answer format."""
+    return prompts.render("debate/question", question=question, format=context.format_instruction())
 
 
-def speaker(context: RunContext, index: int) -> Speaker:
-    return Speaker(context.agents[index], context.models[index], context.aggregator)
+def note_after(notes: list[dict[str, Any]], round: int) -> str:
+    """The moderator's note given after `round`, as text to append to a prompt ("" if none)."""
+    texts = [note["text"] for note in notes if note["round"] == round]
+    return "".join("\n\n" + prompts.render("debate/moderator", note=text) for text in texts)
 
 
-def _request(
-    who: Speaker, conversation: list[BaseMessage], round: int
-) -> tuple[list[BaseMessage], RunnableConfig]:
-    """The messages (system prompt first) and the run config, tagged so streams split by agent."""
-    messages = [
-        SystemMessage(content=who.agent.system_prompt()),
-        *merge_user_messages(conversation),
-    ]
-    config: RunnableConfig = {
-        "tags": [f"moot:agent:{who.agent.name}"],
-        "metadata": {"moot_agent": who.agent.name, "moot_round": round},
-    }
-    return messages, config
-
-
-def _turn(
-    who: Speaker,
-    round: int,
-    peers: list[str],
-    reply: BaseMessage | None,
-    error: Exception | None,
-) -> Turn:
-    agent = who.agent
-    if reply is None:
-        return Turn(
-            round=round,
-            agent=agent.name,
-            role=agent.role,
-            peers=peers,
-            usage=Usage(calls=1),
-            error=f"{type(error).__name__}: {error}",
-        )
-    assert isinstance(reply, AIMessage)
-    text = reply.text
-    confidence = logprob_confidence(reply.response_metadata.get("logprobs"))
-    return Turn(
-        round=round,
-        agent=agent.name,
-        role=agent.role,
-        text=text,
-        answer=who.answer_format.extractor()(text),
-        peers=peers,
-        usage=usage_of(reply),
-        confidence=confidence if confidence is not None else stated_confidence(text),
+def show_replies(turns: list[Turn], text: Callable[[Turn], str] = lambda turn: turn.text) -> str:
+    """Other agents' replies as shown in a prompt, each under its agent's name."""
+    return "\n\n".join(
+        prompts.render("debate/peer", peer=turn.agent, text=text(turn)) for turn in turns
     )
-
-
-def call_agent(
-    who: Speaker, conversation: list[BaseMessage], *, round: int, peers: list[str]
-) -> Turn:
-    """Call `who` on `conversation` (without its system prompt) and record the turn.
-
-    A failing model call becomes a failed turn: a LangGraph superstep is all-or-nothing, so an
-    exception here would throw away the sibling agents' answers of the same round.
-    """
-    messages, config = _request(who, conversation, round)
-    try:
-        reply = who.model.invoke(messages, config=config, **who.agent.sampling())
-    except GraphBubbleUp:
-        raise
-    except Exception as error:  # noqa: BLE001 - any model failure is recorded, not raised
-        return _turn(who, round, peers, None, error)
-    return _turn(who, round, peers, reply, None)
-
-
-async def acall_agent(
-    who: Speaker, conversation: list[BaseMessage], *, round: int, peers: list[str]
-) -> Turn:
-    """`call_agent` for async graphs: the model call runs as a task on the event loop."""
-    messages, config = _request(who, conversation, round)
-    try:
-        reply = await who.model.ainvoke(messages, config=config, **who.agent.sampling())
-    except GraphBubbleUp:
-        raise
-    except Exception as error:  # noqa: BLE001
-        return _turn(who, round, peers, None, error)
-    return _turn(who, round, peers, reply, None)
-
-
-def latest_turns(turns: list[Turn], names: list[str]) -> list[Turn | None]:
-    """Each named agent's most recent successful turn, in the order of `names`."""
-    latest: dict[str, Turn] = {}
-    for turn in sorted(turns, key=lambda turn: turn.round):
-        if not turn.failed:
-            latest[turn.agent] = turn
-    return [latest.get(name) for name in names]
 
 
 class SoloTask(TypedDict):
@@ -201,18 +264,21 @@ class SoloTask(TypedDict):
     agent: int
 
 
-def answer_alone(state: SoloTask, *, runtime: Runtime[RunContext]) -> SocietyState:
-    """Node: agent `state["agent"]` answers the question alone."""
-    conversation: list[BaseMessage] = [
-        HumanMessage(question_prompt(state["question"], runtime.context))
-    ]
-    who = speaker(runtime.context, state["agent"])
-    return {"turns": [call_agent(who, conversation, round=state["round"], peers=[])]}
+def answer_alone(task: SoloTask, context: RunContext) -> Calls:
+    """Node body: agent `task["agent"]` answers the question alone."""
+    conversation: list[BaseMessage] = [HumanMessage(question_prompt(task["question"], context))]
+    turns = yield [Call(context.speaker(task["agent"]), conversation, task["round"])]
+    return {"turns": turns}
 
 
-async def aanswer_alone(state: SoloTask, *, runtime: Runtime[RunContext]) -> SocietyState:
-    conversation: list[BaseMessage] = [
-        HumanMessage(question_prompt(state["question"], runtime.context))
-    ]
-    who = speaker(runtime.context, state["agent"])
-    return {"turns": [await acall_agent(who, conversation, round=state["round"], peers=[])]}
+def require_answer_format_only(aggregator: Aggregator, why: str) -> None:
+    """Refuse an aggregator that a protocol would load and never use: in protocols whose
+    answer is one agent's (`why`), the aggregator only sets the answer format."""
+    from moot.aggregate.vote import MajorityVote
+
+    if not isinstance(aggregator, MajorityVote) or aggregator.min_votes != 1:
+        raise ValueError(
+            f"{why}, so a {type(aggregator).__name__} aggregator would never be used: give "
+            "MajorityVote(extract=...) (a society file: {kind: vote, extract: ...}) to set "
+            "the answer format"
+        )

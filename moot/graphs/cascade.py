@@ -9,23 +9,20 @@ and cost. `calibrate` picks the threshold from a labelled set.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from moot.agents import Agent
-from moot.graphs._runtime import (
-    RunContext,
-    SocietyState,
-    SoloTask,
-    aanswer_alone,
-    answer_alone,
-    question_prompt,
-)
+from moot.aggregate.base import Aggregator
+from moot.aggregate.vote import Vote
+from moot.graphs._runtime import RunContext, SocietyState, SoloTask, agent_node, answer_alone
+from moot.graphs.base import BaseProtocol
 from moot.result import Turn, Usage
 
 Confidence = Literal["agreement", "reported"]
@@ -42,10 +39,13 @@ def tier_confidence(turns: Sequence[Turn], answer: str | None, source: Confidenc
     return sum(turn.confidence or 0.0 for turn in agreeing) / len(agreeing)
 
 
-class Cascade(BaseModel):
-    """Tiers of agents, cheapest first."""
+class CascadeState(SocietyState, total=False):
+    tiers: Annotated[list[dict[str, Any]], operator.add]
+    """Each tier as it ran: agents, answer, confidence, usage."""
 
-    model_config = ConfigDict(extra="forbid")
+
+class Cascade(BaseProtocol):
+    """Tiers of agents, cheapest first; each tier's answer is the society's vote."""
 
     tiers: list[list[str]] | None = None
     """Agent names per tier (None: each agent is a tier of its own, in agent order)."""
@@ -56,10 +56,12 @@ class Cascade(BaseModel):
     def tier_names(self, agents: list[Agent]) -> list[list[str]]:
         return self.tiers or [[agent.name] for agent in agents]
 
-    def participants(self, agents: list[Agent]) -> list[int]:
-        return list(range(len(agents)))
-
-    def check(self, agents: list[Agent]) -> None:
+    def check(self, agents: list[Agent], aggregator: Aggregator) -> None:
+        if not isinstance(aggregator, Vote):
+            raise ValueError(
+                "a cascade weighs each tier with a vote: give MajorityVote, WeightedVote or "
+                f"ConfidenceVote, not {type(aggregator).__name__}"
+            )
         names = {agent.name for agent in agents}
         unknown = sorted({n for tier in self.tier_names(agents) for n in tier} - names)
         if unknown:
@@ -67,19 +69,19 @@ class Cascade(BaseModel):
         if any(not tier for tier in self.tier_names(agents)):
             raise ValueError("every cascade tier needs at least one agent")
 
-    def first_prompt(self, question: str, context: RunContext) -> str:
-        return question_prompt(question, context)
+    def recursion_limit(self, agents: list[Agent]) -> int:
+        return 3 * len(self.tier_names(agents)) + 10
 
-    def recursion_limit(self) -> int:
-        return 3 * len(self.tiers or [[]] * 16) + 10
+    def details(self, state: dict[str, Any]) -> dict[str, Any]:
+        return {"tiers": state["tiers"]} if state.get("tiers") else {}
 
     def build(self, *, asynchronous: bool = False) -> StateGraph[Any, RunContext, Any, Any]:
-        graph = StateGraph(SocietyState, context_schema=RunContext)
+        graph = StateGraph(CascadeState, context_schema=RunContext)
         graph.add_node("start", lambda state: {"round": 1, "turns": [], "tiers": []})
-        if asynchronous:
-            graph.add_node("agent_turn", aanswer_alone, input_schema=SoloTask)
-        else:
-            graph.add_node("agent_turn", answer_alone, input_schema=SoloTask)
+        graph.add_node(
+            "agent_turn", agent_node(answer_alone, asynchronous=asynchronous),
+            input_schema=SoloTask,
+        )  # fmt: skip
         graph.add_node("weigh", self._weigh)
         graph.add_edge(START, "start")
         graph.add_conditional_edges("start", self._ask_tier, ["agent_turn"])
@@ -87,7 +89,7 @@ class Cascade(BaseModel):
         graph.add_conditional_edges("weigh", self._next, ["agent_turn", END])
         return graph
 
-    def _ask_tier(self, state: SocietyState, runtime: Runtime[RunContext]) -> list[Send]:
+    def _ask_tier(self, state: CascadeState, runtime: Runtime[RunContext]) -> list[Send]:
         agents = runtime.context.agents
         index = {agent.name: i for i, agent in enumerate(agents)}
         tier = self.tier_names(agents)[state["round"] - 1]
@@ -99,13 +101,15 @@ class Cascade(BaseModel):
             for name in tier
         ]
 
-    def _weigh(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
+    def _weigh(self, state: CascadeState, runtime: Runtime[RunContext]) -> CascadeState:
         """The tier's answer and confidence; stop when sure enough or at the last tier."""
         context = runtime.context
         round = state["round"]
         tiers = self.tier_names(context.agents)
         turns = [turn for turn in state["turns"] if turn.round == round]
-        answer = context.aggregator.choose(turns)  # type: ignore[union-attr]
+        vote = context.aggregator
+        assert isinstance(vote, Vote)  # see check()
+        answer = vote.choose(turns)
         confidence = tier_confidence(turns, answer, self.confidence)
         record = {
             "tier": round,
@@ -114,14 +118,14 @@ class Cascade(BaseModel):
             "confidence": confidence,
             "usage": Usage.sum([turn.usage for turn in turns]).model_dump(),
         }
-        update: SocietyState = {"round": round + 1, "tiers": [record], "answer": answer}
+        update: CascadeState = {"round": round + 1, "tiers": [record], "answer": answer}
         if confidence >= self.threshold and round < len(tiers):
             update["stop_reason"] = "confident"
         elif round >= len(tiers):
             update["stop_reason"] = "rounds"
         return update
 
-    def _next(self, state: SocietyState, runtime: Runtime[RunContext]) -> Any:
+    def _next(self, state: CascadeState, runtime: Runtime[RunContext]) -> Any:
         return END if state.get("stop_reason") else self._ask_tier(state, runtime)
 
 

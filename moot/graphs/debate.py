@@ -15,8 +15,9 @@ from pydantic import Field, model_validator
 
 from moot import prompts
 from moot.agents import Agent
+from moot.aggregate.base import Aggregator
 from moot.graphs._rounds import AgentTask, RoundProtocol
-from moot.graphs._runtime import RunContext, note_after
+from moot.graphs._runtime import RunContext, note_after, show_replies
 from moot.result import Turn
 
 Move = Literal["debate", "reflect"]
@@ -68,7 +69,7 @@ class Debate(RoundProtocol):
             )
         return self
 
-    def check(self, agents: list[Agent]) -> None:
+    def check(self, agents: list[Agent], aggregator: Aggregator) -> None:
         names = {agent.name for agent in agents}
         mentioned: set[str] = set()
         if isinstance(self.topology, dict):
@@ -130,7 +131,7 @@ class Debate(RoundProtocol):
             shown = [turns[name] for name in neighbours if name in turns and not turns[name].failed]
             if self.move(past_round + 1, me) == "debate" and shown:
                 peers = [turn.agent for turn in shown]
-                replies = "\n\n".join(self._show(turn) for turn in shown)
+                replies = show_replies(shown, self._peer_text)
                 message = prompts.render("debate/update", peers=replies, format=answer_format)
             else:
                 peers = []
@@ -139,11 +140,10 @@ class Debate(RoundProtocol):
             conversation.append(HumanMessage(content=message))
         return conversation, peers
 
-    def _show(self, turn: Turn) -> str:
+    def _peer_text(self, turn: Turn) -> str:
+        """What others are shown of `turn`, by `peer_view`."""
         if self.peer_view == "answer":
-            text = turn.answer if turn.answer is not None else "(no clear answer)"
-        elif self.peer_view == "tail" and len(turn.text) > self.peer_chars:
-            text = "..." + turn.text[-self.peer_chars :]
-        else:
-            text = turn.text
-        return prompts.render("debate/peer", peer=turn.agent, text=text)
+            return turn.answer if turn.answer is not None else "(no clear answer)"
+        if self.peer_view == "tail" and len(turn.text) > self.peer_chars:
+            return "..." + turn.text[-self.peer_chars :]
+        return turn.text

@@ -16,11 +16,11 @@ from pydantic import Field, model_validator
 from moot import prompts
 from moot.agents import Agent
 from moot.graphs._rounds import AgentTask, RoundProtocol
-from moot.graphs._runtime import RunContext, note_after
+from moot.graphs._runtime import RunContext, note_after, show_replies
 
 
 class MixtureOfAgents(RoundProtocol):
-    """Proposer layers; `layers` is the number of rounds."""
+    """Proposer layers; `layers` is the number of rounds (`rounds` is accepted as its alias)."""
 
     layers: int = Field(default=3, ge=1)
 
@@ -29,9 +29,13 @@ class MixtureOfAgents(RoundProtocol):
     def _layers_are_rounds(cls, data: Any) -> Any:
         if isinstance(data, dict):
             data = dict(data)
-            if "rounds" in data and "layers" not in data:
-                data["layers"] = data["rounds"]
-            data["rounds"] = data.get("layers", 3)
+            if "rounds" in data and "layers" in data and data["rounds"] != data["layers"]:
+                raise ValueError(
+                    f"layers={data['layers']} and rounds={data['rounds']} disagree: a mixture's "
+                    "rounds are its layers, give one of them"
+                )
+            data["layers"] = data.get("layers", data.get("rounds", 3))
+            data["rounds"] = data["layers"]
         return data
 
     def participants(self, agents: list[Agent]) -> list[int]:
@@ -48,13 +52,10 @@ class MixtureOfAgents(RoundProtocol):
         ]
         if not previous:
             return [HumanMessage(self.first_prompt(task["question"], context))], []
-        replies = "\n\n".join(
-            prompts.render("debate/peer", peer=turn.agent, text=turn.text) for turn in previous
-        )
         message = prompts.render(
             "moa/layer",
             question=task["question"],
-            replies=replies,
+            replies=show_replies(previous),
             format=context.format_instruction(),
         ) + note_after(task["notes"], task["round"] - 1)
         return [HumanMessage(message)], [turn.agent for turn in previous]

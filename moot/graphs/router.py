@@ -16,29 +16,32 @@ from langchain_core.messages import HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from moot import prompts
 from moot.agents import Agent
-from moot.aggregate.extract import normalise_text
-from moot.aggregate.vote import AnswerFormat
-from moot.graphs._aggregation import aaggregate, aggregate
+from moot.aggregate.base import Aggregator, AnswerFormat
+from moot.aggregate.extract import last_labelled, normalise_text
 from moot.graphs._runtime import (
+    Call,
+    Calls,
     RunContext,
     SocietyState,
     SoloTask,
-    Speaker,
-    aanswer_alone,
+    Update,
+    agent_node,
     answer_alone,
-    call_agent,
-    question_prompt,
 )
+from moot.graphs.base import BaseProtocol
 
 
-class Router(BaseModel):
+class RouterState(SocietyState, total=False):
+    route: list[str]
+    """The experts the router chose."""
+
+
+class Router(BaseProtocol):
     """Route each question to `top_k` experts (every agent but the router agent)."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     by: Literal["rules", "embedding", "llm"] = "rules"
     rules: dict[str, list[str]] = Field(default_factory=dict)
@@ -57,7 +60,7 @@ class Router(BaseModel):
     def participants(self, agents: list[Agent]) -> list[int]:
         return self.experts(agents)
 
-    def check(self, agents: list[Agent]) -> None:
+    def check(self, agents: list[Agent], aggregator: Aggregator) -> None:
         names = {agents[index].name for index in self.experts(agents)}
         mentioned = set(self.rules) | ({self.fallback} if self.fallback else set())
         unknown = sorted(mentioned - names)
@@ -68,21 +71,19 @@ class Router(BaseModel):
         if not names:
             raise ValueError("a router needs at least one expert (an agent not in role 'router')")
 
-    def first_prompt(self, question: str, context: RunContext) -> str:
-        return question_prompt(question, context)
-
-    def recursion_limit(self) -> int:
+    def recursion_limit(self, agents: list[Agent]) -> int:
         return 12
 
+    def details(self, state: dict[str, Any]) -> dict[str, Any]:
+        return {"route": state["route"]} if state.get("route") else {}
+
     def build(self, *, asynchronous: bool = False) -> StateGraph[Any, RunContext, Any, Any]:
-        graph = StateGraph(SocietyState, context_schema=RunContext)
-        graph.add_node("route", self._route)
-        if asynchronous:
-            graph.add_node("expert", aanswer_alone, input_schema=SoloTask)
-            graph.add_node("aggregate", self._aaggregate)
-        else:
-            graph.add_node("expert", answer_alone, input_schema=SoloTask)
-            graph.add_node("aggregate", self._aggregate)
+        graph = StateGraph(RouterState, context_schema=RunContext)
+        graph.add_node("route", agent_node(self._route, asynchronous=asynchronous))
+        graph.add_node(
+            "expert", agent_node(answer_alone, asynchronous=asynchronous), input_schema=SoloTask
+        )
+        graph.add_node("aggregate", agent_node(self._aggregate, asynchronous=asynchronous))
         graph.add_edge(START, "route")
         graph.add_conditional_edges("route", self._fan_out, ["expert"])
         graph.add_edge("expert", "aggregate")
@@ -120,9 +121,8 @@ class Router(BaseModel):
         # Shifted to stay positive: every expert gets a score, the best ones win.
         return {e.name: 2.0 + _cosine(query, self._expert_vectors[e.name]) for e in experts}
 
-    def _llm_choice(
-        self, state: SocietyState, context: RunContext
-    ) -> tuple[Speaker, list[Any], list[str]]:
+    def _llm_call(self, state: RouterState, context: RunContext) -> Call:
+        """The router agent's call: pick experts from their descriptions."""
         agents = context.agents
         router = next(index for index, agent in enumerate(agents) if agent.role == "router")
         experts = [agents[index] for index in self.experts(agents)]
@@ -133,43 +133,38 @@ class Router(BaseModel):
         names = [expert.name for expert in experts]
 
         def read(text: str) -> str | None:
-            line = re.findall(r"experts?\s*:\s*(.+)", text, re.IGNORECASE)
-            picked = [normalise_text(name) for name in (line[-1].split(",") if line else [])]
+            line = last_labelled(text, "experts?", ".+")
+            picked = [normalise_text(name) for name in (line.split(",") if line else [])]
             valid = [name for name in names if normalise_text(name) in picked]
             return ",".join(valid[: self.top_k]) or None
 
-        who = Speaker(agents[router], context.models[router], AnswerFormat(extract=read))
-        return who, [HumanMessage(message)], names
+        return Call(context.speaker(router, AnswerFormat(extract=read)), [HumanMessage(message)], 1)
 
     # -- nodes --------------------------------------------------------------------------
-    def _route(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
-        context = runtime.context
+    def _route(self, state: RouterState, context: RunContext) -> Update | Calls:
         if self.by != "llm":
             return {
                 "round": 1,
                 "turns": [],
                 "route": self.choose(state["question"], context.agents),
             }
-        who, conversation, names = self._llm_choice(state, context)
-        turn = call_agent(who, conversation, round=1, peers=[])
-        route = turn.answer.split(",") if turn.answer else [self.fallback or names[0]]
+        return self._route_by_llm(state, context)
+
+    def _route_by_llm(self, state: RouterState, context: RunContext) -> Calls:
+        (turn,) = yield [self._llm_call(state, context)]
+        fallback = self.fallback or context.agents[self.experts(context.agents)[0]].name
+        route = turn.answer.split(",") if turn.answer else [fallback]
         return {"round": 1, "turns": [turn], "route": route}
 
-    def _fan_out(self, state: SocietyState, runtime: Runtime[RunContext]) -> list[Send]:
+    def _fan_out(self, state: RouterState, runtime: Runtime[RunContext]) -> list[Send]:
         index = {agent.name: i for i, agent in enumerate(runtime.context.agents)}
         return [
-            Send(
-                "expert",
-                SoloTask(question=state["question"], round=1, agent=index[name]),
-            )
+            Send("expert", SoloTask(question=state["question"], round=1, agent=index[name]))
             for name in state["route"]
         ]
 
-    def _aggregate(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
-        return aggregate(state, runtime.context, state["route"])
-
-    async def _aaggregate(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
-        return await aaggregate(state, runtime.context, state["route"])
+    def _aggregate(self, state: RouterState, context: RunContext) -> Update | Calls:
+        return context.aggregator.aggregate(state, context, state["route"])
 
 
 def _cosine(first: list[float], second: list[float]) -> float:

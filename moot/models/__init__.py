@@ -3,9 +3,10 @@
     load_model("local")                   the embedded SmolLM2-135M-Instruct, offline
     load_model("llama:/path/model.gguf")  any GGUF through llama.cpp
     load_model("openai:MODEL")            an OpenAI-compatible API (base_url= for any server)
+    load_model("test")                    a scripted model for trying the pipeline and for tests
     load_model(chat_model)                any BaseChatModel, returned as it is
 
-`register_backend(prefix, factory)` adds a prefix; it is the one extension point.
+`register_backend(prefix, factory, usage)` adds a prefix; it is the one extension point.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from langchain_core.language_models import BaseChatModel
 from moot.errors import ModelSpecError
 
 BackendFactory = Callable[[str, dict[str, Any]], BaseChatModel]
-"""Takes the text after "prefix:" and the load options; returns a chat model."""
+"""Takes the text after "prefix:" ("" for a bare "prefix") and the load options; returns a chat
+model, or raises ModelSpecError saying what the spec lacks."""
 
 _BACKENDS: dict[str, tuple[BackendFactory, str]] = {}
 
@@ -45,8 +47,10 @@ def load_model(spec: str | BaseChatModel, **options: Any) -> BaseChatModel:
 
         prefix, rest = "llama", str(embedded_model_path())
     else:
-        prefix, _, rest = spec.partition(":")
-    if prefix not in _BACKENDS or not rest:
+        prefix, colon, rest = spec.partition(":")
+        if colon and not rest:
+            raise ModelSpecError(f"model spec '{spec}' ends at the colon: {_SPEC_HELP}")
+    if prefix not in _BACKENDS:
         raise ModelSpecError(f"unknown model spec '{spec}': {_SPEC_HELP}")
     factory, _ = _BACKENDS[prefix]
     return factory(rest, options)
@@ -55,12 +59,16 @@ def load_model(spec: str | BaseChatModel, **options: Any) -> BaseChatModel:
 def _load_llama(path: str, options: dict[str, Any]) -> BaseChatModel:
     from moot.models.llama import ChatLlama
 
+    if not path:
+        raise ModelSpecError("'llama' needs a path: llama:/path/to/model.gguf")
     return ChatLlama.from_path(path, **options)
 
 
 def _load_openai(model: str, options: dict[str, Any]) -> BaseChatModel:
     from moot.models.openai import chat_openai
 
+    if not model:
+        raise ModelSpecError("'openai' needs a model name: openai:MODEL")
     return chat_openai(model, **options)
 
 
@@ -70,4 +78,17 @@ register_backend(
     _load_openai,
     "openai:MODEL  OpenAI or any compatible server (OPENAI_API_KEY, OPENAI_BASE_URL or base_url=)",
 )
-_SPEC_HELP = "use 'local', 'llama:/path/to/model.gguf' or 'openai:MODEL' (see `moot models`)"
+
+
+def _load_test(reply: str, options: dict[str, Any]) -> BaseChatModel:
+    from moot.testing import test_model
+
+    return test_model(reply, **options)
+
+
+register_backend(
+    "test", _load_test, "test[:REPLY]  a scripted model: names agent and round, answers 42"
+)
+_SPEC_HELP = (
+    "use 'local', 'llama:/path/to/model.gguf', 'openai:MODEL' or 'test' (see `moot models`)"
+)

@@ -1,0 +1,55 @@
+"""The aggregator contract: the answer format agents are asked for, and the last step of a run
+that chooses the final answer from the participants' latest turns."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+from moot.aggregate.extract import EXTRACTORS, ExtractKind, Extractor
+from moot.config import Config
+from moot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from moot.agents import Agent
+    from moot.graphs._runtime import Calls, RunContext, SocietyState, Update
+
+
+class AnswerFormat(Config):
+    """The answer format agents are asked for, and how an answer is read from a reply."""
+
+    extract: ExtractKind | Extractor = "number"
+    """How to read an answer from a reply: "number", "boxed", "choice", "square", "text", or a
+    callable."""
+
+    def extractor(self) -> Extractor:
+        if callable(self.extract):
+            return self.extract
+        if self.extract not in EXTRACTORS:
+            known = ", ".join(EXTRACTORS)
+            raise ConfigError(f"unknown extract '{self.extract}': use one of {known} or a callable")
+        return EXTRACTORS[self.extract]
+
+    def format_prompt(self) -> str:
+        """Name of the prompt that tells agents how to state their answer."""
+        return f"formats/{self.extract}" if isinstance(self.extract, str) else "formats/text"
+
+
+class Aggregator(AnswerFormat, ABC):
+    """Chooses a run's final answer; subclass it to write your own.
+
+    It is also the run's answer format (`extract`). A protocol's graph calls `aggregate` in its
+    last step.
+    """
+
+    def agents(self) -> list[Agent]:
+        """Agents of the aggregator's own (a judge, a ranker), whose models a run loads."""
+        return []
+
+    @abstractmethod
+    def aggregate(
+        self, state: SocietyState, context: RunContext, names: list[str]
+    ) -> Update | Calls:
+        """The state update holding "answer" (and any turns of its own), from the latest turns
+        of the agents named `names`. To call models, be a generator: yield lists of
+        `moot.graphs.base.Call` and receive their turns (see `Judge`)."""

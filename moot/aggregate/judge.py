@@ -1,0 +1,123 @@
+"""Aggregators with agents of their own: a judge (or MoA's aggregator) that reads the replies
+and writes the final answer, and LLM-Blender's pairwise ranker and fuser."""
+
+from __future__ import annotations
+
+from langchain_core.messages import HumanMessage
+from pydantic import Field
+
+from moot import prompts
+from moot.agents import Agent
+from moot.aggregate.base import Aggregator, AnswerFormat
+from moot.aggregate.extract import last_labelled
+from moot.graphs._runtime import Call, Calls, RunContext, SocietyState, show_replies
+from moot.result import Turn, latest_turns
+
+
+def read_preference(text: str) -> str | None:
+    """ "A" or "B" from a comparison's last "Better:" line, or None."""
+    found = last_labelled(text, "better", "[AB]")
+    return found.upper() if found else None
+
+
+_PREFERENCE = AnswerFormat(extract=read_preference)
+
+
+def _synthesis(
+    state: SocietyState, context: RunContext, agent: Agent, prompt: str, shown: list[Turn]
+) -> Call:
+    """A judge's or fuser's call: read `shown` and write the final answer."""
+    message = prompts.render(
+        prompt,
+        question=state["question"],
+        replies=show_replies(shown),
+        format=context.format_instruction(),
+    )
+    round = max((turn.round for turn in shown), default=1)
+    speaker = context.aggregator_speaker(agent, context.aggregator)
+    return Call(speaker, [HumanMessage(message)], round, [turn.agent for turn in shown])
+
+
+class Judge(Aggregator):
+    """An agent that reads every participant's latest reply and writes the final answer.
+
+    A judge (role "judge") decides which answer is right; an aggregator (role "aggregator", as in
+    mixture-of-agents) synthesises one answer from all replies. The final answer is read from
+    its reply; its turn is part of the record.
+    """
+
+    agent: Agent
+    """Who judges; its role picks the prompt (aggregate/judge or aggregate/synthesise)."""
+
+    def prompt_name(self) -> str:
+        return "aggregate/synthesise" if self.agent.role == "aggregator" else "aggregate/judge"
+
+    def agents(self) -> list[Agent]:
+        return [self.agent]
+
+    def aggregate(self, state: SocietyState, context: RunContext, names: list[str]) -> Calls:
+        candidates = [turn for turn in latest_turns(state["turns"], names) if turn is not None]
+        call = _synthesis(state, context, self.agent, self.prompt_name(), candidates)
+        (turn,) = yield [call]
+        return {"answer": turn.answer, "turns": [turn]}
+
+
+class PairwiseRank(Aggregator):
+    """LLM-Blender: a judge compares every pair of candidates in both orders (cancelling
+    position bias), candidates are ranked by wins, and a fuser writes one answer from the top
+    `top_k` (without a fuser, the top candidate's answer wins)."""
+
+    judge: Agent
+    fuser: Agent | None = None
+    top_k: int = Field(default=2, ge=1)
+
+    def agents(self) -> list[Agent]:
+        return [self.judge, *([self.fuser] if self.fuser else [])]
+
+    def aggregate(self, state: SocietyState, context: RunContext, names: list[str]) -> Calls:
+        candidates = [turn for turn in latest_turns(state["turns"], names) if turn is not None]
+        comparisons = yield self._comparisons(state, context, candidates)
+        ranked = rank(candidates, comparisons)
+        if self.fuser is None or not ranked:
+            return {"answer": ranked[0].answer if ranked else None, "turns": comparisons}
+        top = ranked[: self.top_k]
+        (fused,) = yield [_synthesis(state, context, self.fuser, "aggregate/synthesise", top)]
+        return {"answer": fused.answer, "turns": [*comparisons, fused]}
+
+    def _comparisons(
+        self, state: SocietyState, context: RunContext, candidates: list[Turn]
+    ) -> list[Call]:
+        """Every ordered pair of candidates, for the judge; a comparison shows (A, B) as peers."""
+        judge = context.aggregator_speaker(self.judge, _PREFERENCE)
+        return [
+            Call(
+                judge,
+                [
+                    HumanMessage(
+                        prompts.render(
+                            "aggregate/compare",
+                            question=state["question"],
+                            first=first.text,
+                            second=second.text,
+                        )
+                    )
+                ],
+                first.round,
+                [first.agent, second.agent],
+            )
+            for first in candidates
+            for second in candidates
+            if first is not second
+        ]
+
+
+def rank(candidates: list[Turn], comparisons: list[Turn]) -> list[Turn]:
+    """Candidates by pairwise wins (ties keep agent order); a comparison shows (A, B) as peers."""
+    wins = {turn.agent: 0 for turn in candidates}
+    for comparison in comparisons:
+        first, second = comparison.peers
+        if comparison.answer == "A":
+            wins[first] += 1
+        elif comparison.answer == "B":
+            wins[second] += 1
+    return sorted(candidates, key=lambda turn: -wins[turn.agent])

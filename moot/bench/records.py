@@ -1,0 +1,105 @@
+"""What a benchmark runs and what it records: the plan, its work items, one record per
+(method, trial, question), with per-round statistics."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from moot.bench.methods import MethodSettings
+from moot.bench.tasks import Task
+
+
+class RoundRecord(BaseModel):
+    """How the participants stood after one round of one question."""
+
+    round: int
+    answers: dict[str, str | None]
+    """Each participant's answer this round (None: failed or unreadable)."""
+    correct: dict[str, bool]
+    """Whether each participant's answer was right."""
+    vote: str | None
+    """The plurality of this round's answers (ties: first agent): what stopping here gives."""
+    vote_correct: bool
+    agreement: float
+    """Share of answering participants that gave the most common answer."""
+    tokens: int
+    calls: int
+
+
+class BenchRecord(BaseModel):
+    """One method's run on one question in one trial: one line of results.jsonl."""
+
+    task: str
+    method: str
+    model: str
+    """The model spec (or chat model class) the method ran on."""
+    settings: str
+    """Sampling settings that change answers (temperature, max tokens, base seed)."""
+    trial: int
+    question_id: str
+    reference: str
+    answer: str | None
+    correct: bool
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tokens: int = 0
+    calls: int = 0
+    seconds: float = 0.0
+    """Wall time of this question (varies between runs; everything else is reproducible)."""
+    rounds: int = 0
+    stop_reason: str | None = None
+    failed_turns: int = 0
+    error: str | None = None
+    """Why the whole run failed (e.g. the question does not fit the context), else None."""
+    per_round: list[RoundRecord] = Field(default_factory=list)
+
+    def key(self) -> tuple[str, str, str, str, int, str]:
+        return (self.task, self.method, self.model, self.settings, self.trial, self.question_id)
+
+
+class WorkItem(BaseModel):
+    method: str
+    trial: int
+    question: int
+    """Index into the task's questions."""
+
+
+class BenchPlan(BaseModel):
+    """What to run: a task, methods, how they are built, and how many trials over seeds."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    task: Task
+    methods: list[str] = Field(min_length=1)
+    settings: MethodSettings = Field(default_factory=MethodSettings)
+    trials: int = Field(default=1, ge=1)
+
+    def model_label(self, method: str) -> str:
+        model = self.settings.model
+        if method.endswith((".yaml", ".yml")) and not self.settings.override:
+            return "society file"
+        return model if isinstance(model, str) else type(model).__name__
+
+    def settings_label(self) -> str:
+        s = self.settings
+        return f"temperature={s.temperature} max_tokens={s.max_tokens} seed={s.seed}"
+
+    def items(self) -> list[WorkItem]:
+        """Question by question, so partial results compare methods on the same questions."""
+        return [
+            WorkItem(method=method, trial=trial, question=index)
+            for index in range(len(self.task.questions))
+            for trial in range(self.trials)
+            for method in self.methods
+        ]
+
+    def key(self, item: WorkItem) -> tuple[str, str, str, str, int, str]:
+        question = self.task.questions[item.question]
+        return (
+            self.task.name,
+            item.method,
+            self.model_label(item.method),
+            self.settings_label(),
+            item.trial,
+            question.id,
+        )

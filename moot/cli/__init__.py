@@ -1,0 +1,44 @@
+"""The `moot` command: a module per command (debate/run/resume, serve, bench, models), the
+terminal display in `display`, what they share in `_common`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from moot.cli import bench, debate, models, serve
+from moot.cli._common import Parser, fail
+from moot.config import describe
+from moot.errors import MootError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="moot", description="Several LLMs answer a question together.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    debate.add_commands(commands)
+    serve.add_command(commands)
+    bench.add_command(commands)
+    models.add_command(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `moot ARGS`; return the exit status (2: bad input, 1: every model call failed,
+    130: interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.handler(args)
+        return status
+    except MootError as error:
+        return fail(str(error))
+    except ValidationError as error:
+        return fail(describe(error))
+    except KeyboardInterrupt:
+        return fail("interrupted", status=130)
+    except BrokenPipeError:  # the reader went away (`moot ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

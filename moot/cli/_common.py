@@ -1,0 +1,83 @@
+"""What every command shares: the consoles, one-line errors, and argument types."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pkgutil
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.text import Text
+
+from moot.aggregate.extract import EXTRACT_KINDS
+from moot.errors import MootError
+
+console = Console()
+"""Where results go (stdout)."""
+errors = Console(stderr=True)
+"""Where errors and progress go (stderr)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (exit status 2), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print_error(f"{message} (see `{self.prog} --help`)")
+        raise SystemExit(2)
+
+
+def print_error(message: str) -> None:
+    """One line on stderr; the message is plain text (not rich markup), never wrapped."""
+    errors.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+
+
+def fail(message: str, status: int = 2) -> int:
+    print_error(message)
+    return status
+
+
+def positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{value}'") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def option(value: str) -> tuple[str, Any]:
+    """KEY=VALUE, the value read as JSON when it is JSON (numbers, booleans), else text."""
+    key, equals, raw = value.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{value}'")
+    try:
+        parsed: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        parsed = raw
+    return key, parsed
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o", "--model-option", type=option, action="append", default=[], metavar="KEY=VALUE",
+        help="option for the model backend, e.g. -o n_ctx=8192 -o n_gpu_layers=-1",
+    )  # fmt: skip
+
+
+def extract_choices() -> list[str]:
+    return list(EXTRACT_KINDS)
+
+
+def imported(spec: str, option: str) -> Any:
+    """MODULE:FUNCTION, imported; `option` names the flag in errors."""
+    try:
+        found = pkgutil.resolve_name(spec)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise MootError(
+            f"{option} {spec}: cannot import it ({error}); use MODULE:FUNCTION"
+        ) from None
+    if not callable(found):
+        raise MootError(f"{option} {spec}: not a function")
+    return found

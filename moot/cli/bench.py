@@ -1,0 +1,132 @@
+"""`moot bench`: run what is not done yet, then write the report and plots."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from moot.aggregate.extract import EXTRACT_KINDS
+from moot.cli._common import add_model_options, console, errors, imported, positive
+from moot.errors import MootError
+
+
+def add_command(commands: Any) -> None:
+    bench = commands.add_parser("bench", help="compare methods on a dataset")
+    data = bench.add_argument_group("data")
+    data.add_argument("--data", help="a JSONL file, or 'arithmetic' (Du et al., from a seed)")
+    data.add_argument("--limit", type=positive, help="first N questions (arithmetic: 50)")
+    data.add_argument("--range", default="0-30", help="arithmetic: integer range LOW-HIGH (0-30)")
+    data.add_argument("--data-seed", type=int, default=0, help="arithmetic: generator seed (0)")
+    data.add_argument("--question-field", default="question", help="JSONL field of the question")
+    data.add_argument("--answer-field", default="answer", help="JSONL field of the answer")
+    data.add_argument(
+        "--extract", help="number, boxed, choice, square, text, or MODULE:FUNCTION(reply)"
+    )
+    data.add_argument("--check", help="MODULE:FUNCTION(answer, question) -> bool")
+    methods = bench.add_argument_group("methods")
+    methods.add_argument(
+        "--methods",
+        default="single,vote-3,debate-3x2",
+        help="comma-separated: single, vote-N, debate-NxR, machinesom-STRATEGY, moa-NxL, "
+        "cascade-N, FILE.yaml (single,vote-3,debate-3x2)",
+    )
+    methods.add_argument("--model", help="model spec for every agent (local)")
+    methods.add_argument("--strong-model", help="the cascade's last tier (--model)")
+    add_model_options(methods)
+    methods.add_argument("--temperature", type=float, default=0.7, help="sampling (0.7)")
+    methods.add_argument("--max-tokens", type=positive, default=384, help="per reply (384)")
+    methods.add_argument("--trials", type=positive, default=1, help="repeats over seeds (1)")
+    methods.add_argument("--seed", type=int, default=0, help="base seed of the agents (0)")
+    runs = bench.add_argument_group("running")
+    runs.add_argument("--out", default="bench-out", help="results and report folder (bench-out)")
+    runs.add_argument("--concurrency", type=positive, default=2, help="questions in flight (2)")
+    runs.add_argument("--backend", choices=["local", "ray"], default="local")
+    runs.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+    runs.add_argument("--workers", type=positive, default=2, help="Ray worker actors (2)")
+    runs.add_argument(
+        "--report-only", action="store_true", help="write the report from OUT's results only"
+    )
+    bench.set_defaults(handler=bench_command)
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    from moot.bench import BenchPlan, MethodSettings, ResultStore, run_bench, write_report
+
+    out = Path(args.out)
+    methods = [method.strip() for method in args.methods.split(",") if method.strip()]
+    if args.report_only:
+        records = ResultStore(out).records()
+        if not records:
+            raise MootError(f"no results in {out / 'results.jsonl'}: run `moot bench` first")
+    else:
+        settings = MethodSettings(
+            model=args.model or "local",
+            strong_model=args.strong_model,
+            override=args.model is not None,
+            model_options=dict(args.model_option),
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+        )
+        plan = BenchPlan(task=_task(args), methods=methods, settings=settings, trials=args.trials)
+        started = time.perf_counter()
+        records = run_bench(
+            plan,
+            out,
+            concurrency=args.concurrency,
+            backend=args.backend,
+            address=args.address,
+            workers=args.workers,
+            console=errors,
+        )
+        console.print(f"wall time {time.perf_counter() - started:.1f} s ({args.backend} backend)")
+    report = write_report(records, out, None if args.report_only else methods)
+    _print_tables(records)
+    console.print(f"report: {report}", soft_wrap=True)
+    return 0
+
+
+def _task(args: argparse.Namespace) -> Any:
+    from moot.bench.tasks import arithmetic, load_jsonl
+
+    if not args.data:
+        raise MootError("say what to run on: --data FILE.jsonl or --data arithmetic")
+    if args.data == "arithmetic":
+        low, _, high = args.range.partition("-")
+        if not (low.isdigit() and high.isdigit() and int(low) <= int(high)):
+            raise MootError(f"--range must be LOW-HIGH like 0-30, got '{args.range}'")
+        return arithmetic(args.limit or 50, args.data_seed, int(low), int(high))
+    extract = args.extract
+    if extract is not None and extract not in EXTRACT_KINDS:
+        extract = imported(extract, "--extract")
+    return load_jsonl(
+        args.data,
+        question_field=args.question_field,
+        answer_field=args.answer_field,
+        extract=extract,
+        check=imported(args.check, "--check") if args.check else None,
+    ).head(args.limit)
+
+
+def _print_tables(records: list[Any]) -> None:
+    from moot.bench import summarise
+
+    summaries = summarise(records)
+    for name in dict.fromkeys(summary.task for summary in summaries):
+        table = Table("method", "questions", "accuracy [95% CI]", "tokens/q", "calls/q", "s/q")
+        table.title = name
+        for summary in sorted(summaries, key=lambda s: s.tokens):
+            if summary.task == name:
+                table.add_row(
+                    summary.method,
+                    f"{summary.questions} x {summary.trials}",
+                    str(summary.accuracy),
+                    f"{summary.tokens:,.0f}",
+                    f"{summary.calls:.1f}",
+                    f"{summary.seconds:.1f}",
+                )
+        console.print(table)

@@ -1,0 +1,160 @@
+"""`moot debate`, `moot run` and `moot resume`: run a society on a question, live or as JSON.
+
+A checkpointed run stores how its society was built (the command's settings) beside its
+checkpoints, so `moot resume` can rebuild the same society.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.live import Live
+
+from moot.checkpoints import Moderation, recall_run, remember_run
+from moot.cli._common import (
+    add_model_options,
+    console,
+    extract_choices,
+    fail,
+    positive,
+)
+from moot.cli.display import exit_status, print_json, print_summary, show_live, show_turns
+from moot.result import Turn
+from moot.society import Society
+
+_SOCIETY_KEYS = (
+    "command", "agents", "rounds", "model", "model_option", "extract", "temperature",
+    "max_tokens", "max_concurrency", "consensus", "society",
+)  # fmt: skip
+"""The settings that rebuild a command's society (kept for `moot resume`)."""
+
+
+def add_commands(commands: Any) -> None:
+    debate = commands.add_parser(
+        "debate", help="run a multi-agent debate (Du et al.) on a question"
+    )
+    debate.add_argument("question", help="the question to debate")
+    debate.add_argument("--agents", type=positive, default=3, help="number of agents (3)")
+    debate.add_argument("--rounds", type=positive, default=2, help="rounds, the first included (2)")
+    debate.add_argument(
+        "--model", default="local", help="model spec: local, llama:PATH, openai:MODEL, test"
+    )
+    add_model_options(debate)
+    debate.add_argument(
+        "--extract",
+        choices=extract_choices(),
+        default="number",
+        help="answer format to ask for and vote on (number)",
+    )
+    debate.add_argument("--temperature", type=float, help="sampling temperature for every agent")
+    debate.add_argument("--max-tokens", type=positive, help="most tokens per reply")
+    debate.add_argument("--max-concurrency", type=positive, help="most calls in flight at once")
+    debate.add_argument(
+        "--consensus",
+        type=float,
+        help="stop early once this share of agents agree, e.g. 1.0 (all)",
+    )
+    debate.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    run = commands.add_parser("run", help="run a society file on a question")
+    run.add_argument("society", help="a society file (YAML), e.g. examples/societies/debate.yaml")
+    run.add_argument("question", help="the question for the society")
+    run.add_argument("--model", help="model spec that replaces every agent's model")
+    run.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    for command in (debate, run):
+        command.add_argument(
+            "--checkpoint", metavar="FILE.sqlite", help="save every finished turn (`moot resume`)"
+        )
+        command.add_argument("--thread", metavar="ID", help="the run's name in the checkpoint file")
+        command.add_argument(
+            "--moderate", action="store_true", help="pause between rounds for a note or a stop"
+        )
+        command.set_defaults(handler=start)
+
+    resume = commands.add_parser("resume", help="finish a checkpointed run that was stopped")
+    resume.add_argument("--checkpoint", required=True, metavar="FILE.sqlite")
+    resume.add_argument("--thread", required=True, metavar="ID")
+    resume.add_argument("--moderate", action="store_true", help="ask a moderator between rounds")
+    resume.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    resume.set_defaults(handler=resume_run)
+
+
+def society_of(spec: dict[str, Any]) -> Society:
+    """The society a `debate` or `run` command describes (also rebuilt by `resume`)."""
+    from moot import Agent, Debate, MajorityVote, load_model
+    from moot.society_file import load_society
+
+    if spec["command"] == "run":
+        model = load_model(spec["model"]) if spec.get("model") else None
+        return load_society(spec["society"], model=model)
+    model = load_model(spec["model"], **dict(spec["model_option"]))
+    agents = [
+        Agent(
+            name=f"agent{index + 1}",
+            model=model,
+            temperature=spec["temperature"],
+            max_tokens=spec["max_tokens"],
+        )
+        for index in range(spec["agents"])
+    ]
+    return Society(
+        agents=agents,
+        protocol=Debate(rounds=spec["rounds"], consensus=spec["consensus"]),
+        aggregator=MajorityVote(extract=spec["extract"]),
+        max_concurrency=spec["max_concurrency"],
+    )
+
+
+def start(args: argparse.Namespace) -> int:
+    """`moot debate` and `moot run`: build the society, remember it for `resume`, run it."""
+    spec = {key: getattr(args, key) for key in _SOCIETY_KEYS if hasattr(args, key)}
+    if args.command == "run":
+        spec["society"] = str(Path(args.society).resolve())
+    society = society_of(spec)
+    if args.checkpoint:
+        if not args.thread:
+            return fail("--checkpoint needs --thread ID to name the run (and to resume it)")
+        remember_run(args.checkpoint, args.thread, spec)
+    live = Live(console=console, refresh_per_second=8, transient=True)
+    options = _run_options(args, live)
+    if args.json:
+        return exit_status(print_json(society.run(args.question, **options)))
+    return exit_status(show_live(society.stream(args.question, **options), live))
+
+
+def resume_run(args: argparse.Namespace) -> int:
+    spec = recall_run(args.checkpoint, args.thread)
+    result = society_of(spec).resume(**_run_options(args, None))
+    if args.json:
+        return exit_status(print_json(result))
+    show_turns(result)
+    print_summary(result)
+    return exit_status(result)
+
+
+def _run_options(args: argparse.Namespace, live: Live | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"checkpoint": args.checkpoint, "thread_id": args.thread}
+    if args.moderate:
+        options["moderator"] = lambda round, turns: _ask_moderator(round, turns, live)
+    return options
+
+
+def _ask_moderator(round: int, turns: list[Turn], live: Live | None) -> Moderation | None:
+    """Between rounds: Enter goes on, text is passed to the agents, 'stop' ends the debate.
+    The live view is paused meanwhile, so it does not draw over the prompt."""
+    if live is not None:
+        live.stop()
+    answers = ", ".join(f"{turn.agent}: {turn.answer}" for turn in turns)
+    console.print(f"[bold]moderator[/] after round {round} ({answers})")
+    try:
+        said = console.input("note for the agents (Enter: go on, 'stop': end) > ").strip()
+    except EOFError:
+        said = ""
+    if live is not None:
+        live.start()
+    if said.lower() == "stop":
+        return Moderation(stop=True)
+    return Moderation(note=said) if said else None

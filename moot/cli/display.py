@@ -1,0 +1,126 @@
+"""What a run looks like in the terminal: live panels per agent, the usage and agreement tables,
+the final answer; and a run's result as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from moot.cli._common import console, fail
+from moot.events import ResultEvent, TokenEvent, TurnEvent
+from moot.result import Result, Turn
+
+
+def print_json(result: Result) -> Result:
+    print(json.dumps(result.model_dump(mode="json"), indent=2))
+    return result
+
+
+def exit_status(result: Result) -> int:
+    """1 when no agent produced any reply: nothing was debated."""
+    if result.turns and all(turn.failed for turn in result.turns):
+        return fail(f"every model call failed; the first error: {result.turns[0].error}", 1)
+    return 0
+
+
+def turn_panel(turn: Turn | None, agent: str, round: int, streamed: str) -> Panel:
+    """A finished turn (green, red when it failed), or one still being written (yellow)."""
+    if turn is None:
+        return Panel(Text(streamed), title=f"{agent} · round {round}", border_style="yellow")
+    if turn.failed:
+        return Panel(Text(turn.error or "", style="red"), title=f"{agent} · round {round} · failed")
+    subtitle = f"answer: {turn.answer}" if turn.answer is not None else "no answer found"
+    return Panel(
+        Text(turn.text),
+        title=f"{agent} · round {round}",
+        subtitle=f"{subtitle} · {turn.usage.total_tokens} tokens",
+        border_style="green",
+    )
+
+
+def show_live(events: Iterable[Any], live: Live) -> Result:
+    """Stream a run: replies being written stay live at the bottom; each finished turn is
+    printed above them, under a rule for its round."""
+    streaming: dict[tuple[str, int], str] = {}
+    shown_round = 0
+    result: Result | None = None
+
+    def view() -> Group:
+        return Group(
+            *(turn_panel(None, agent, round, text) for (agent, round), text in streaming.items())
+        )
+
+    live.update(view())
+    with live:
+        for event in events:
+            if isinstance(event, TokenEvent):
+                key = (event.agent, event.round)
+                streaming[key] = streaming.get(key, "") + event.text
+            elif isinstance(event, TurnEvent):
+                turn = event.turn
+                streaming.pop((turn.agent, turn.round), None)
+                if turn.round != shown_round:
+                    shown_round = turn.round
+                    live.console.rule(f"round {turn.round}")
+                live.console.print(turn_panel(turn, turn.agent, turn.round, ""))
+            elif isinstance(event, ResultEvent):
+                result = event.result
+            live.update(view())
+    assert result is not None
+    print_summary(result)
+    return result
+
+
+def show_turns(result: Result) -> None:
+    for turn in result.turns:
+        console.print(turn_panel(turn, turn.agent, turn.round, ""))
+
+
+def print_summary(result: Result) -> None:
+    """Usage per round and in total, answers per round, why the run stopped, the answer."""
+    table = Table(title="usage", show_edge=False)
+    for column in ("round", "calls", "input tokens", "output tokens", "total tokens", "failed"):
+        table.add_column(column, justify="right")
+    for round in range(1, result.rounds + 1):
+        turns = result.round_turns(round)
+        calls = sum(turn.usage.calls for turn in turns)
+        inputs = sum(turn.usage.input_tokens for turn in turns)
+        outputs = sum(turn.usage.output_tokens for turn in turns)
+        failed = sum(turn.failed for turn in turns)
+        table.add_row(
+            str(round), str(calls), str(inputs), str(outputs), str(inputs + outputs), str(failed)
+        )
+    usage = result.usage
+    table.add_row(
+        "total",
+        str(usage.calls),
+        str(usage.input_tokens),
+        str(usage.output_tokens),
+        str(usage.total_tokens),
+        str(sum(turn.failed for turn in result.turns)),
+        style="bold",
+    )
+    console.print(table)
+    if result.conformity:
+        agreement = Table(title="answers per round", show_edge=False)
+        for column in ("round", "answers", "changed", "agreement"):
+            agreement.add_column(column)
+        for stats in result.conformity:
+            answers = ", ".join(f"{answer} x{count}" for answer, count in stats.answers.items())
+            agreement.add_row(
+                str(stats.round),
+                answers or "-",
+                ", ".join(stats.changed) or "-",
+                f"{stats.agreement:.0%}",
+            )
+        console.print(agreement)
+    console.print(f"stopped: {result.stop_reason}")
+    answer = result.answer if result.answer is not None else "(no answer won the vote)"
+    console.print(Panel(Text(answer, style="bold"), title="final answer", border_style="cyan"))

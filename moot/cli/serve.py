@@ -1,0 +1,35 @@
+"""`moot serve`: society files behind an OpenAI-compatible API."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from moot.cli._common import console, fail, positive
+
+
+def add_command(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="serve society files as an OpenAI-compatible API")
+    serve.add_argument("societies", nargs="+", metavar="SOCIETY_FILE", help="named by file stem")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=positive, default=8000, help="port (8000)")
+    serve.add_argument("--model", help="model spec that replaces every agent's model")
+    serve.set_defaults(handler=serve_command)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from moot.integrations.serve import serve
+    from moot.models import load_model
+    from moot.society_file import load_society
+
+    model = load_model(args.model) if args.model else None
+    societies = {}
+    for path in args.societies:
+        name = Path(path).stem
+        if name in societies:
+            return fail(f"two society files are named '{name}': served names come from file stems")
+        societies[name] = load_society(path, model=model)
+    console.print(f"serving {', '.join(societies)} on http://{args.host}:{args.port}/v1")
+    serve(societies, args.host, args.port)
+    return 0
