@@ -20,9 +20,18 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StreamMode
 
-from moot.checkpoints import Moderation, Moderator, async_sqlite_saver, serializer, sqlite_saver
+from moot.checkpoints import (
+    Moderation,
+    Moderator,
+    aheld_run,
+    async_sqlite_saver,
+    held_run,
+    serializer,
+    sqlite_saver,
+    thread_taken,
+)
 from moot.errors import ConfigError, ContextLengthError
-from moot.graphs._runtime import RunContext
+from moot.graphs._runtime import RunContext, valid_text
 
 if TYPE_CHECKING:
     from moot.society import Society
@@ -43,6 +52,7 @@ def drive(
     thread_id: str | None,
     moderator: Moderator | None,
     modes: list[StreamMode] = RUN_MODES,
+    fresh: bool = False,
 ) -> Iterator[tuple[str, Any]]:
     """Stream the graph's parts; at each moderator pause, ask and resume (question None:
     resume a checkpointed run)."""
@@ -51,6 +61,12 @@ def drive(
     run = _Run(society, question, config, thread_id, moderator, modes)
     with ExitStack() as stack:
         saver = run.saver(checkpoint, stack)
+        if saver is not None and question is not None:
+            held = held_run(saver, run.thread)
+            if held is not None and not fresh:
+                raise thread_taken(run.thread, held, _where(checkpoint))
+            if held is not None:
+                saver.delete_thread(run.thread)
         graph = run.graph(saver, asynchronous=False)
         inputs: Any = run.inputs()
         while True:
@@ -76,12 +92,20 @@ async def adrive(
     thread_id: str | None,
     moderator: Moderator | None,
     modes: list[StreamMode] = RUN_MODES,
+    fresh: bool = False,
 ) -> AsyncIterator[tuple[str, Any]]:
     run = _Run(society, question, config, thread_id, moderator, modes)
     async with AsyncExitStack() as stack:
         path = checkpoint if isinstance(checkpoint, (str, Path)) else None
         saver = await stack.enter_async_context(async_sqlite_saver(path)) if path else None
-        graph = run.graph(run.saver(saver or checkpoint, None), asynchronous=True)
+        saver = run.saver(saver or checkpoint, None)
+        if saver is not None and question is not None:
+            held = await aheld_run(saver, run.thread)
+            if held is not None and not fresh:
+                raise thread_taken(run.thread, held, _where(checkpoint))
+            if held is not None:
+                await saver.adelete_thread(run.thread)
+        graph = run.graph(saver, asynchronous=True)
         inputs: Any = run.inputs()
         while True:
             pause = None
@@ -96,6 +120,10 @@ async def adrive(
             if inspect.isawaitable(decision):
                 decision = (await decision) or Moderation()
             inputs = Command(resume=decision.model_dump())
+
+
+def _where(checkpoint: Checkpoint) -> str:
+    return str(checkpoint) if isinstance(checkpoint, (str, Path)) else "the checkpointer"
 
 
 def checked_context(society: Society, question: str, moderated: bool) -> RunContext:
@@ -125,6 +153,8 @@ class _Run:
         moderator: Moderator | None,
         modes: list[StreamMode],
     ) -> None:
+        # Text must be valid Unicode to reach a model or a checkpoint (no lone surrogates).
+        question = None if question is None else valid_text(question)
         self.society, self.question, self.thread_id = society, question, thread_id
         self.moderator = moderator
         moderated = moderator is not None
@@ -135,10 +165,10 @@ class _Run:
             else society.context(moderated)
         )
         # max_concurrency also sizes LangGraph's thread pool, whose default (cores + 4) would
-        # split a wide round into waves.
+        # split a wide round into waves; a huge society must not start a thread per agent.
         defaults: RunnableConfig = {
             "recursion_limit": society.protocol.recursion_limit(society.agents),
-            "max_concurrency": society.max_concurrency or len(society.agents),
+            "max_concurrency": society.max_concurrency or min(len(society.agents), 16),
         }
         self.config: RunnableConfig = {**defaults, **(config or {})}
         # Moderator pauses arrive in "updates".
@@ -166,6 +196,11 @@ class _Run:
             configurable = {**self.config.get("configurable", {}), "thread_id": self.thread_id}
             self.config["configurable"] = configurable
         return saver
+
+    @property
+    def thread(self) -> str:
+        assert self.thread_id is not None  # set by saver() whenever there is a checkpointer
+        return self.thread_id
 
     def graph(self, saver: BaseCheckpointSaver[Any] | None, *, asynchronous: bool) -> Graph:
         if saver is None:

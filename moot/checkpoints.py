@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from pydantic import BaseModel
@@ -27,8 +28,23 @@ def serializer() -> JsonPlusSerializer:
 
 def sqlite_saver(path: str | Path) -> tuple[SqliteSaver, sqlite3.Connection]:
     """A SqliteSaver on `path` (created if missing) and its connection, for the caller to close."""
-    connection = sqlite3.connect(str(path), check_same_thread=False)
+    connection = _connect(path)
     return SqliteSaver(connection, serde=serializer()), connection
+
+
+def _connect(path: str | Path) -> sqlite3.Connection:
+    """A connection to the SQLite file `path`, or a ConfigError saying why it cannot be one."""
+    if Path(path).is_dir():
+        raise ConfigError(f"checkpoint {path} is a folder: give a file name, e.g. runs.sqlite")
+    try:
+        connection = sqlite3.connect(str(path), check_same_thread=False)
+        connection.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.Error as error:
+        raise ConfigError(
+            f"checkpoint {path} is not a SQLite file ({error}): give a new file name or a "
+            "checkpoint file written by moot"
+        ) from None
+    return connection
 
 
 @asynccontextmanager
@@ -37,8 +53,37 @@ async def async_sqlite_saver(path: str | Path) -> AsyncIterator[Any]:
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+    _connect(path).close()  # the same checks as sync runs
     async with aiosqlite.connect(str(path)) as connection:
         yield AsyncSqliteSaver(connection, serde=serializer())
+
+
+def held_run(saver: BaseCheckpointSaver[Any], thread: str) -> dict[str, Any] | None:
+    """The state of the run saved under `thread` (None: the thread is free)."""
+    saved = saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+    return _values(saved)
+
+
+async def aheld_run(saver: BaseCheckpointSaver[Any], thread: str) -> dict[str, Any] | None:
+    saved = await saver.aget_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+    return _values(saved)
+
+
+def _values(saved: Any) -> dict[str, Any] | None:
+    values = saved.checkpoint.get("channel_values", {}) if saved is not None else {}
+    return values if values.get("question") else None
+
+
+def thread_taken(thread: str, values: dict[str, Any], where: str) -> ConfigError:
+    """The error for a new question on a thread that holds a run: a new run there would mix
+    the two runs' turns."""
+    question = values["question"]
+    shown = question if len(question) <= 60 else question[:57] + "..."
+    return ConfigError(
+        f"thread '{thread}' in {where} already holds a run of {shown!r} "
+        f"({len(values.get('turns', []))} turns): resume it (`moot resume`, society.resume), "
+        "choose another thread id, or start it over with --fresh (fresh=True)"
+    )
 
 
 class Moderation(BaseModel):
@@ -57,7 +102,7 @@ also take a coroutine function."""
 
 def remember_run(database: str | Path, thread: str, spec: dict[str, Any]) -> None:
     """Keep how to rebuild a run's society (a JSON `spec`) beside LangGraph's checkpoints."""
-    with sqlite3.connect(str(database)) as connection:
+    with _connect(database) as connection:
         connection.execute(
             "CREATE TABLE IF NOT EXISTS moot_runs (thread TEXT PRIMARY KEY, spec TEXT NOT NULL)"
         )
@@ -68,9 +113,9 @@ def remember_run(database: str | Path, thread: str, spec: dict[str, Any]) -> Non
 
 def recall_run(database: str | Path, thread: str) -> dict[str, Any]:
     """The spec `remember_run` kept for `thread`."""
-    if not Path(database).is_file():
+    if not Path(database).exists():
         raise MootError(f"no checkpoint file {database}: give the --checkpoint of the first run")
-    with sqlite3.connect(str(database)) as connection:
+    with _connect(database) as connection:
         try:
             row = connection.execute(
                 "SELECT spec FROM moot_runs WHERE thread = ?", (thread,)

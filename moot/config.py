@@ -6,6 +6,7 @@ type, the field and the problem, whether it came from Python or from a society f
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -49,3 +50,16 @@ def describe(
     count = error.error_count()
     more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
     return f"{field}: {message}{more}" if field else f"{message}{more}"
+
+
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of the file at `path` (`what` names it in errors: "society file")."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read {what} {path}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (byte {error.object[error.start]:#x} at offset "
+            f"{error.start}): save it as UTF-8"
+        ) from None

@@ -29,3 +29,7 @@ class ConfigError(MootError, ValueError):
     A ValueError too, so code that catches pydantic's validation errors (ValueErrors) still
     catches it.
     """
+
+
+class CallTimeoutError(MootError, TimeoutError):
+    """A model call ran past its agent's time limit (`Agent(timeout=...)`, `--timeout`)."""

@@ -18,7 +18,9 @@ class Usage(BaseModel):
     total_tokens: int = 0
     """input_tokens + output_tokens."""
     calls: int = 0
-    """Model calls made, failed calls included."""
+    """Model calls made, failed calls and retries included."""
+    retries: int = 0
+    """Calls that repeated a failed call (a rate limit, a server error, a dropped connection)."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -26,6 +28,7 @@ class Usage(BaseModel):
             output_tokens=self.output_tokens + other.output_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
             calls=self.calls + other.calls,
+            retries=self.retries + other.retries,
         )
 
     @classmethod
@@ -76,7 +79,13 @@ class RoundStats(BaseModel):
     """Share of answering agents that gave the most common answer (0 when none answered)."""
 
 
-StopReason = Literal["rounds", "consensus", "token_budget", "accepted", "moderator", "confident"]
+StopReason = Literal[
+    "rounds", "consensus", "token_budget", "accepted", "moderator", "confident", "failed"
+]
+"""Why a run ended: "rounds" (every round ran; a router's or pipeline's single pass),
+"consensus" (enough agents agreed), "token_budget" (the budget was spent), "accepted" (every
+critic accepted the draft), "moderator" (the moderator stopped it), "confident" (a cascade tier
+was sure enough), "failed" (every agent's call failed in a whole round)."""
 
 
 class Result(BaseModel):
@@ -92,11 +101,13 @@ class Result(BaseModel):
     rounds: int
     """Rounds actually run."""
     stop_reason: StopReason = "rounds"
-    """Why the run ended: all rounds run, consensus, token budget reached, critics accepted."""
+    """Why the run ended (see `StopReason`)."""
     conformity: list[RoundStats] = Field(default_factory=list)
     """Per round: answer distribution, who changed their answer, agreement."""
     details: dict[str, Any] = Field(default_factory=dict)
-    """What a protocol adds: a router's chosen experts ("route"), a cascade's tiers ("tiers")."""
+    """What the protocol adds (its `details()`): a router's chosen experts ("route"), a
+    cascade's tiers ("tiers"); and "fallback": why the answer is a vote although a judge or
+    fuser was to give it (it failed or gave no answer)."""
 
     def round_turns(self, round: int) -> list[Turn]:
         return [turn for turn in self.turns if turn.round == round]

@@ -23,12 +23,15 @@ from moot.graphs.base import BaseProtocol
 from moot.graphs.debate import Debate
 from moot.result import Result, Usage, round_stats
 
+MAX_AGENTS = 1000
+"""The most agents a society takes (a ceiling against typos like --agents 10000)."""
+
 
 class Society(Config):
     """Agents that answer one question together under a protocol."""
 
-    agents: list[Agent] = Field(min_length=1)
-    """The participants, in order; order decides vote ties."""
+    agents: list[Agent] = Field(min_length=1, max_length=MAX_AGENTS)
+    """The participants, in order; order decides vote ties (at most 1,000)."""
     protocol: BaseProtocol = Field(default_factory=Debate)
     """How the agents interact: `Debate`, `MixtureOfAgents`, `CriticLoop`, `Router`,
     `Cascade`, `Pipeline`, or your own `moot.BaseProtocol`."""
@@ -36,7 +39,8 @@ class Society(Config):
     """How the final answer is chosen (a vote, `Judge`, `PairwiseRank`, or your own
     `moot.Aggregator`), and the answer format agents are asked for."""
     max_concurrency: int | None = Field(default=None, ge=1)
-    """Most model calls in flight at once within a round (None: all agents of the round)."""
+    """Most model calls in flight at once within a round (None: all agents of the round, up
+    to 16)."""
 
     _compiled: dict[bool, Graph] = PrivateAttr(default_factory=dict)
 
@@ -82,7 +86,8 @@ class Society(Config):
     # Every method takes: `config` (a LangChain RunnableConfig merged into the run's),
     # `checkpoint` (a SQLite file path or a LangGraph checkpointer) with `thread_id`, which saves
     # every finished turn so a killed run can resume, and `moderator`, called after each round
-    # but the last, which may add a note for the agents or stop the debate.
+    # but the last, which may add a note for the agents or stop the debate. A new question on a
+    # thread that already holds a run is refused, unless `fresh=True` clears the thread first.
 
     def run(
         self,
@@ -92,9 +97,11 @@ class Society(Config):
         checkpoint: Checkpoint = None,
         thread_id: str | None = None,
         moderator: Moderator | None = None,
+        fresh: bool = False,
     ) -> Result:
         """Run the society on `question` and return the full record."""
-        return self._last(drive(self, question, config, checkpoint, thread_id, moderator))
+        parts = drive(self, question, config, checkpoint, thread_id, moderator, fresh=fresh)
+        return self._last(parts)
 
     async def arun(
         self,
@@ -104,9 +111,10 @@ class Society(Config):
         checkpoint: Checkpoint = None,
         thread_id: str | None = None,
         moderator: Moderator | None = None,
+        fresh: bool = False,
     ) -> Result:
         """`run` for async code: a round's agents run as tasks."""
-        parts = adrive(self, question, config, checkpoint, thread_id, moderator)
+        parts = adrive(self, question, config, checkpoint, thread_id, moderator, fresh=fresh)
         return await self._alast(parts)
 
     def stream(
@@ -117,10 +125,11 @@ class Society(Config):
         checkpoint: Checkpoint = None,
         thread_id: str | None = None,
         moderator: Moderator | None = None,
+        fresh: bool = False,
     ) -> Iterator[Event]:
         """Tokens as agents write them, each finished turn, and finally the result."""
         final: dict[str, Any] = {}
-        parts = drive(self, question, config, checkpoint, thread_id, moderator, STREAM_MODES)
+        parts = drive(self, question, config, checkpoint, thread_id, moderator, STREAM_MODES, fresh)
         for mode, chunk in parts:
             if mode == "values":
                 final = chunk
@@ -136,10 +145,13 @@ class Society(Config):
         checkpoint: Checkpoint = None,
         thread_id: str | None = None,
         moderator: Moderator | None = None,
+        fresh: bool = False,
     ) -> AsyncIterator[Event]:
         """`stream` for async code."""
         final: dict[str, Any] = {}
-        parts = adrive(self, question, config, checkpoint, thread_id, moderator, STREAM_MODES)
+        parts = adrive(
+            self, question, config, checkpoint, thread_id, moderator, STREAM_MODES, fresh
+        )
         async for mode, chunk in parts:
             if mode == "values":
                 final = chunk
@@ -217,5 +229,8 @@ class Society(Config):
             rounds=max((turn.round for turn in turns), default=0),
             stop_reason=state.get("stop_reason") or "rounds",
             conformity=round_stats(turns, names),
-            details=self.protocol.details(state),
+            details={
+                **self.protocol.details(state),
+                **({"fallback": state["fallback"]} if state.get("fallback") else {}),
+            },
         )

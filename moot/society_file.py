@@ -25,7 +25,7 @@ from moot.aggregate.base import Aggregator
 from moot.aggregate.extract import ExtractKind
 from moot.aggregate.judge import Judge, PairwiseRank
 from moot.aggregate.vote import ConfidenceVote, MajorityVote, WeightedVote
-from moot.config import describe
+from moot.config import describe, read_text
 from moot.errors import ConfigError
 from moot.graphs.base import BaseProtocol
 from moot.graphs.cascade import Cascade
@@ -62,6 +62,10 @@ class AgentEntry(BaseModel):
     top_p: float | None = None
     seed: int | None = None
     logprobs: bool = False
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds one model call may take (see Agent.timeout)."""
+    retries: int = Field(default=2, ge=0, le=10)
+    retry_delay: float = Field(default=0.5, ge=0)
 
 
 class DebateEntry(Debate):
@@ -141,10 +145,7 @@ class SocietyFile(BaseModel):
 def load_society(path: str | Path, *, model: str | BaseChatModel | None = None) -> Society:
     """The society written in the YAML file at `path`; `model` replaces every agent's model."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read society file {path}: {error.strerror}") from error
+    text = read_text(path, "society file")
     try:
         data = yaml.safe_load(text)
         lines = _line_index(yaml.compose(text))

@@ -14,6 +14,7 @@ import inspect
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,8 @@ class CallInfo:
 
 
 Responder = Callable[[list[BaseMessage]], str] | Callable[[list[BaseMessage], CallInfo], str]
+_call_metadata: ContextVar[dict[str, Any] | None] = ContextVar("moot_call_metadata", default=None)
+"""The metadata of the call in progress (LangChain hands streaming methods no run manager)."""
 
 
 class ScriptedChatModel(BaseChatModel):
@@ -64,12 +67,27 @@ class ScriptedChatModel(BaseChatModel):
         super().__setstate__(state)
         object.__setattr__(self, "__pydantic_private__", {"_calls": [], "_lock": threading.Lock()})
 
+    def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        token = _call_metadata.set(dict((config or {}).get("metadata") or {}))
+        try:
+            return super().invoke(input, config, **kwargs)
+        finally:
+            _call_metadata.reset(token)
+
+    async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        token = _call_metadata.set(dict((config or {}).get("metadata") or {}))
+        try:
+            return await super().ainvoke(input, config, **kwargs)
+        finally:
+            _call_metadata.reset(token)
+
     @property
     def calls(self) -> list[list[BaseMessage]]:
         """The messages of every call made so far, in call order."""
         return list(self._calls)
 
     def _reply(self, messages: list[BaseMessage], metadata: dict[str, Any]) -> AIMessage:
+        metadata = {**(_call_metadata.get() or {}), **metadata}
         with self._lock:
             number = len(self._calls)
             self._calls.append(list(messages))

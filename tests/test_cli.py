@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -166,3 +167,113 @@ def test_run_takes_a_society_file_and_a_model(capsys, tmp_path):
     assert result["answer"] == "7" and [t["agent"] for t in result["turns"]] == ["a1", "a2"]
     status, _, err = moot(capsys, "run", str(tmp_path / "none.yaml"), "q")
     assert status == 2 and "cannot read society file" in err
+
+
+# -- hostile input: one `error:` line, exit status 2, nothing lost ----------------------------
+
+
+def one_error_line(capsys, *args: str) -> str:
+    try:
+        status = main(list(args))
+    except SystemExit as exit:  # argparse's own errors
+        status = exit.code
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_a_reused_thread_is_refused_unless_fresh(capsys, tmp_path):
+    database = str(tmp_path / "r.sqlite")
+    first = ("What is 12+30?", "--model", "test", "--agents", "2", "--rounds", "3")
+    assert main(["debate", *first, "--checkpoint", database, "--thread", "t", "--json"]) == 0
+    capsys.readouterr()
+    second = ("What is 7+8?", "--model", "test:Answer: 15", "--agents", "2")
+    err = one_error_line(capsys, "debate", *second, "--checkpoint", database, "--thread", "t")
+    assert "thread 't' in" in err and "already holds a run of 'What is 12+30?' (6 turns)" in err
+    # The refused run changed nothing: the first run still resumes as it was.
+    assert main(["resume", "--checkpoint", database, "--thread", "t", "--json"]) == 0
+    kept = json.loads(capsys.readouterr().out)
+    assert kept["question"] == "What is 12+30?" and kept["usage"]["calls"] == 6
+    args = ["debate", *second, "--checkpoint", database, "--thread", "t", "--fresh", "--json"]
+    assert main(args) == 0
+    fresh = json.loads(capsys.readouterr().out)
+    assert fresh["answer"] == "15" and fresh["rounds"] == 2 and fresh["usage"]["calls"] == 4
+    assert {turn["text"] for turn in fresh["turns"]} == {"Answer: 15"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--agents", "10000"], "agents: List should have at most 1000 items"),
+        (["--rounds", "100000"], "rounds: Input should be less than or equal to 1000"),
+        (["-o", "max_tokens=0", "--model", "local"], "llama option max_tokens: Input should be"),
+        (["-o", "n_ctx=-5", "--model", "local"], "llama option n_ctx: Input should be greater"),
+        (["--max-tokens", "0"], "argument --max-tokens: must be at least 1"),
+        (["--timeout", "-1"], "argument --timeout: must be more than 0 seconds"),
+        (["--retries", "-1"], "argument --retries: must be 0 or more"),
+    ],
+)
+def test_absurd_numbers_are_refused(capsys, args, message):
+    err = one_error_line(capsys, "debate", "q", "--model", "test", *args)
+    assert message in err
+
+
+def test_bad_checkpoint_files_are_refused(capsys, tmp_path):
+    garbage = tmp_path / "notes.txt"
+    garbage.write_text("not a database " * 100)
+    for target, message in ((tmp_path, "is a folder"), (garbage, "is not a SQLite file")):
+        for args in (
+            ["debate", "q", "--model", "test", "--checkpoint", str(target), "--thread", "t"],
+            ["resume", "--checkpoint", str(target), "--thread", "t"],
+        ):
+            assert message in one_error_line(capsys, *args)
+    assert garbage.read_text().startswith("not a database")  # untouched
+
+
+def test_files_that_are_not_utf8_are_refused(capsys, tmp_path):
+    society = tmp_path / "latin1.yaml"
+    society.write_bytes("agents:\n  - {name: caf\xe9}\n".encode("latin-1"))
+    err = one_error_line(capsys, "run", str(society), "q")
+    assert f"society file {society} is not UTF-8 text (byte 0xe9" in err
+    data = tmp_path / "latin1.jsonl"
+    data.write_bytes('{"question": "caf\xe9?", "answer": "1"}\n'.encode("latin-1"))
+    err = one_error_line(capsys, "bench", "--data", str(data), "--out", str(tmp_path / "o"))
+    assert f"data file {data} is not UTF-8 text" in err
+
+
+def test_serve_refuses_a_bad_or_taken_port(capsys, tmp_path):
+    import socket
+
+    society = tmp_path / "pair.yaml"
+    society.write_text("agents:\n  - {name: a, copies: 2}\n")
+    assert "a port is 1 to 65535, got 99999" in one_error_line(
+        capsys, "serve", str(society), "--port", "99999"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        err = one_error_line(capsys, "serve", str(society), "--port", port, "--model", "test")
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "serving" not in err
+
+
+def test_a_model_that_hangs_is_cut_off_by_the_timeout(capsys):
+    started = time.monotonic()
+    status = main(["debate", "q", "--model", "test", "-o", "delay=30", "--timeout", "0.2",
+                   "--rounds", "1", "--json"])  # fmt: skip
+    assert time.monotonic() - started < 10
+    captured = capsys.readouterr()
+    assert status == 1  # every call failed
+    turns = json.loads(captured.out)["turns"]
+    assert all("did not answer within 0.2 s" in turn["error"] for turn in turns)
+
+
+def test_a_topology_that_shows_an_agent_itself_is_refused(tmp_path, capsys):
+    society = tmp_path / "mirror.yaml"
+    society.write_text(
+        "agents:\n  - {name: a}\n  - {name: b}\n"
+        "protocol: {kind: debate, topology: {a: [a, b], b: [a]}}\n"
+    )
+    err = one_error_line(capsys, "run", str(society), "q", "--model", "test")
+    assert "the topology shows a their own answer" in err

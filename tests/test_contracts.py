@@ -241,3 +241,15 @@ def test_the_test_spec_names_agent_and_round():
 def test_incomplete_specs_say_what_is_missing(spec, message):
     with pytest.raises(moot.ModelSpecError, match=message):
         moot.load_model(spec)
+
+
+def test_requests_per_second_spaces_the_calls_of_every_agent():
+    import time
+
+    model = moot.load_model("test", requests_per_second=20)
+    society = moot.Society(agents=agents(4, model), protocol=moot.Debate(rounds=2))
+    started = time.monotonic()
+    assert society.run("q").usage.calls == 8
+    assert time.monotonic() - started >= 7 / 20  # 8 calls, at most 20 a second
+    with pytest.raises(moot.ModelSpecError, match="requests_per_second must be a number"):
+        moot.load_model("test", requests_per_second=0)

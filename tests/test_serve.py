@@ -3,11 +3,13 @@ then the app's error and streaming cases in-process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -156,3 +158,170 @@ def test_a_malformed_request_is_a_400(app_client, body, message):
     error = reply.json()["error"]
     assert message in error["message"] and error["type"] == "invalid_request_error"
     assert app_client.get("/v1/models").json()["data"][0]["id"] == "pair"
+
+
+# -- clients that misbehave, on a real uvicorn server in this process ----------------------------
+
+
+class Recorder:
+    """A slow scripted society that records which calls started."""
+
+    def __init__(self, delay: float, rounds: int = 2) -> None:
+        self.started: list[tuple[str | None, int | None]] = []
+        recorder = self
+
+        class Slow(ScriptedChatModel):
+            async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+                metadata = run_manager.metadata if run_manager else {}
+                recorder.started.append((metadata.get("moot_agent"), metadata.get("moot_round")))
+                await asyncio.sleep(delay)
+                return await super()._agenerate(messages, stop, run_manager, **kwargs)
+
+        model = Slow(respond=lambda messages: "Answer: 4")
+        agents = [moot.Agent(name=f"a{i}", model=model) for i in range(2)]
+        self.society = moot.Society(agents=agents, protocol=moot.Debate(rounds=rounds))
+
+
+@pytest.fixture
+def live_app():
+    """Start create_app(...) under uvicorn on a free port in a thread; yield its base URL."""
+    import threading
+
+    import uvicorn
+
+    from moot.integrations.serve import create_app
+
+    servers = []
+
+    def start(societies, **options):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(societies, **options), host="127.0.0.1", port=port, log_level="error"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def post(url: str, body: dict, timeout: float = 30) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"{url}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def question(text, model: str = "slow", **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def hang_up_after(url: str, body: dict, seconds: float) -> None:
+    """Send a request, then close the connection without reading the reply."""
+    host, port = url.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
+    with socket.create_connection((host, int(port))) as connection:
+        connection.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        time.sleep(seconds)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_hangs_up_cancels_its_run(live_app, stream):
+    recorder = Recorder(delay=0.4, rounds=3)
+    url = live_app({"slow": recorder.society})
+    hang_up_after(url, question("What is 2+2?", stream=stream), 0.2)  # inside round 1
+    time.sleep(1.5)  # rounds 2 and 3 would have started by now
+    assert recorder.started and {round for _, round in recorder.started} == {1}
+    # The server is free again: the next request is answered at once.
+    started = time.monotonic()
+    status, body = post(url, question("What is 2+2?"))
+    assert status == 200 and body["choices"][0]["message"]["content"] == "4"
+    assert time.monotonic() - started < 5
+
+
+def test_requests_are_served_first_come_first_served(live_app):
+    from concurrent.futures import ThreadPoolExecutor
+
+    recorder = Recorder(delay=0.15, rounds=2)  # one run: 2 rounds of 0.15 s
+    url = live_app({"slow": recorder.society})
+    finished: list[int] = []
+
+    def ask(number: int) -> float:
+        time.sleep(0.05 * number)  # arrive in order
+        started = time.monotonic()
+        status, _ = post(url, question(f"q{number}"))
+        assert status == 200
+        finished.append(number)
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(4) as pool:
+        waits = list(pool.map(ask, range(4)))
+    assert finished == [0, 1, 2, 3]
+    assert waits[0] < 1.0  # the first comer is not held up by the others
+
+
+def test_too_many_waiting_requests_get_a_429(live_app):
+    from concurrent.futures import ThreadPoolExecutor
+
+    recorder = Recorder(delay=0.3)
+    url = live_app({"slow": recorder.society}, concurrent_runs=1, queue=1)
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(lambda n: (time.sleep(0.05 * n), post(url, question("q")))[1],
+                                range(3)))  # fmt: skip
+    assert sorted(status for status, _ in replies) == [200, 200, 429]
+    busy = next(body for status, body in replies if status == 429)["error"]
+    assert busy["code"] == "server_busy" and busy["type"] == "rate_limit_error"
+
+
+def test_list_content_and_invalid_unicode_are_answered(app_client):
+    parts = [{"type": "text", "text": "What is"}, {"type": "text", "text": "2+2?"}]
+    reply = ask(app_client, {"model": "pair", "messages": [{"role": "user", "content": parts}]})
+    assert reply.status_code == 200 and reply.json()["moot"]["answer"] == "4"
+    body = '{"model": "pair", "messages": [{"role": "user", "content": "What is 2+2? \\ud800"}]}'
+    reply = app_client.post(
+        "/v1/chat/completions", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] == "4"
+    images = [{"type": "image_url", "image_url": {"url": "x"}}]
+    reply = ask(app_client, {"model": "pair", "messages": [{"role": "user", "content": images}]})
+    assert reply.status_code == 400 and "list of text parts" in reply.json()["error"]["message"]
+
+
+def test_a_failure_inside_the_server_is_a_500_with_an_openai_body():
+    from starlette.testclient import TestClient
+
+    from moot.integrations.serve import create_app
+
+    class Exploding(moot.Society):
+        async def arun(self, question, **options):
+            raise RuntimeError("disk full")
+
+    model = ScriptedChatModel(respond=lambda m: "Answer: 1")
+    society = Exploding(agents=[moot.Agent(name="a", model=model)])
+    with TestClient(create_app({"boom": society}), raise_server_exceptions=False) as client:
+        reply = client.post("/v1/chat/completions", json=question("q", model="boom"))
+        assert reply.status_code == 500
+        error = reply.json()["error"]
+        assert error["type"] == "server_error" and "RuntimeError: disk full" in error["message"]
+        assert client.get("/v1/models").status_code == 200

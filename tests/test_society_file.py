@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 from pathlib import Path
 
 import pytest
 
 import moot
+from moot.cli import main
 from moot.testing import ScriptedChatModel
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples" / "societies").glob("*.yaml"))
@@ -101,33 +101,20 @@ def test_missing_file():
         moot.load_society("nowhere.yaml")
 
 
-def test_cli_run_reports_a_bad_file_in_one_line(tmp_path):
+def test_cli_run_reports_a_bad_file_in_one_line(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("agents:\n  - {name: a, mood: happy}\n")
-    run = subprocess.run(
-        [sys.executable, "-m", "moot.cli", "run", str(path), "What is 1+1?"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 2
-    assert f"{path}:2: agents.0.mood: unknown field" in run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1
+    assert main(["run", str(path), "What is 1+1?"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2: agents.0.mood: unknown field" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.stem)
-def test_each_example_runs_from_the_cli_on_the_embedded_model(path):
-    run = subprocess.run(
-        [sys.executable, "-m", "moot.cli", "run", str(path), "What is 12+30?", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr
-    import json
-
-    result = json.loads(run.stdout)
+def test_each_example_runs_from_the_cli_on_the_embedded_model(path, capsys):
+    assert main(["run", str(path), "What is 12+30?", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
     assert result["usage"]["calls"] == len(result["turns"]) > 0
     assert result["usage"]["total_tokens"] > 0
     assert result["stop_reason"] in {"rounds", "consensus", "accepted"}

@@ -29,13 +29,22 @@ class Agent(Config):
     """A spec for `moot.load_model` ("local", "llama:PATH", "openai:MODEL") or a chat model."""
     description: str | None = None
     """What the agent is good at; routers match questions against it."""
-    temperature: float | None = None
-    max_tokens: int | None = None
-    top_p: float | None = None
+    temperature: float | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    """Most tokens per reply (None: the model's default)."""
+    top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None
     logprobs: bool = False
     """Ask the model for token logprobs (for confidence); llama models must be loaded with
     logprobs=True, OpenAI-compatible servers must support them."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds one model call may take; past it the turn fails with a timeout and the run goes
+    on (llama.cpp stops generating; an OpenAI request gets it as its own timeout)."""
+    retries: int = Field(default=2, ge=0, le=10)
+    """How often a call that failed for a passing reason (rate limit, server error, dropped
+    connection, a server's timeout) is repeated, with exponential backoff and jitter."""
+    retry_delay: float = Field(default=0.5, ge=0)
+    """The first backoff in seconds; each further retry waits up to twice as long."""
 
     @field_validator("role")
     @classmethod

@@ -10,6 +10,7 @@ from moot import prompts
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.extract import last_labelled
+from moot.aggregate.vote import MajorityVote
 from moot.graphs._runtime import Call, Calls, RunContext, SocietyState, show_replies
 from moot.result import Turn, latest_turns
 
@@ -56,10 +57,20 @@ class Judge(Aggregator):
         return [self.agent]
 
     def aggregate(self, state: SocietyState, context: RunContext, names: list[str]) -> Calls:
-        candidates = [turn for turn in latest_turns(state["turns"], names) if turn is not None]
+        latest = latest_turns(state["turns"], names)
+        candidates = [turn for turn in latest if turn is not None]
         call = _synthesis(state, context, self.agent, self.prompt_name(), candidates)
         (turn,) = yield [call]
-        return {"answer": turn.answer, "turns": [turn]}
+        if turn.answer is not None:
+            return {"answer": turn.answer, "turns": [turn]}
+        # The judge failed or said nothing usable: the participants' vote still stands.
+        why = turn.error or "its reply held no answer"
+        return {
+            "answer": MajorityVote(extract=self.extract).choose(latest),
+            "turns": [turn],
+            "fallback": f"the {self.agent.role} {self.agent.name} failed ({why}): the answer "
+            "is the vote over the latest answers",
+        }
 
 
 class PairwiseRank(Aggregator):
@@ -82,7 +93,15 @@ class PairwiseRank(Aggregator):
             return {"answer": ranked[0].answer if ranked else None, "turns": comparisons}
         top = ranked[: self.top_k]
         (fused,) = yield [_synthesis(state, context, self.fuser, "aggregate/synthesise", top)]
-        return {"answer": fused.answer, "turns": [*comparisons, fused]}
+        if fused.answer is not None:
+            return {"answer": fused.answer, "turns": [*comparisons, fused]}
+        why = fused.error or "its reply held no answer"
+        return {
+            "answer": ranked[0].answer,
+            "turns": [*comparisons, fused],
+            "fallback": f"the fuser {self.fuser.name} failed ({why}): the answer is the "
+            "top-ranked candidate's",
+        }
 
     def _comparisons(
         self, state: SocietyState, context: RunContext, candidates: list[Turn]

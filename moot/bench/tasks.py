@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from moot import prompts
 from moot.aggregate.extract import ExtractKind, Extractor, normalise_number, normalise_text
+from moot.config import read_text
 from moot.errors import ConfigError
 
 
@@ -178,10 +179,7 @@ def load_jsonl(
 
 
 def _read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read data file {path}: {error.strerror}") from error
+    text = read_text(path, "data file")
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -30,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `moot ARGS`; return the exit status (2: bad input, 1: every model call failed,
     130: interrupted)."""
     args = build_parser().parse_args(argv)
+    previous = _stop_models_on_ctrl_c()
     try:
         status: int = args.handler(args)
         return status
@@ -42,3 +46,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`moot ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def entry() -> None:
+    """The `moot` executable. After Ctrl-C it exits at once: model calls still running in
+    worker threads (a model that ignores cancelling) are not waited for."""
+    status = main()
+    if status == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
+def _stop_models_on_ctrl_c() -> Any:
+    """Make Ctrl-C also stop llama.cpp generations at their next token, so the interrupt takes
+    effect within a moment rather than when the running calls end. Returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        llama = sys.modules.get("moot.models.llama")
+        if llama is not None:
+            llama.cancel_all()
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, interrupt)

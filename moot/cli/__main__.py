@@ -1,5 +1,3 @@
-import sys
+from moot.cli import entry
 
-from moot.cli import main
-
-sys.exit(main())
+entry()

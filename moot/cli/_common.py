@@ -47,6 +47,34 @@ def positive(value: str) -> int:
     return number
 
 
+def count(value: str) -> int:
+    """A whole number, 0 or more."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{value}'") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
+def seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got '{value}'") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {value}")
+    return number
+
+
+def port(value: str) -> int:
+    number = positive(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {number}")
+    return number
+
+
 def option(value: str) -> tuple[str, Any]:
     """KEY=VALUE, the value read as JSON when it is JSON (numbers, booleans), else text."""
     key, equals, raw = value.partition("=")

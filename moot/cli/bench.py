@@ -23,9 +23,7 @@ def add_command(commands: Any) -> None:
     data.add_argument("--data-seed", type=int, default=0, help="arithmetic: generator seed (0)")
     data.add_argument("--question-field", default="question", help="JSONL field of the question")
     data.add_argument("--answer-field", default="answer", help="JSONL field of the answer")
-    data.add_argument(
-        "--extract", help="number, boxed, choice, square, text, or MODULE:FUNCTION(reply)"
-    )
+    data.add_argument("--extract", help=f"{', '.join(EXTRACT_KINDS)}, or MODULE:FUNCTION(reply)")
     data.add_argument("--check", help="MODULE:FUNCTION(answer, question) -> bool")
     methods = bench.add_argument_group("methods")
     methods.add_argument(

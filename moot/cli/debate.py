@@ -12,13 +12,22 @@ from typing import Any
 
 from rich.live import Live
 
-from moot.checkpoints import Moderation, recall_run, remember_run
+from moot.checkpoints import (
+    Moderation,
+    held_run,
+    recall_run,
+    remember_run,
+    sqlite_saver,
+    thread_taken,
+)
 from moot.cli._common import (
     add_model_options,
     console,
+    count,
     extract_choices,
     fail,
     positive,
+    seconds,
 )
 from moot.cli.display import exit_status, print_json, print_summary, show_live, show_turns
 from moot.result import Turn
@@ -26,7 +35,7 @@ from moot.society import Society
 
 _SOCIETY_KEYS = (
     "command", "agents", "rounds", "model", "model_option", "extract", "temperature",
-    "max_tokens", "max_concurrency", "consensus", "society",
+    "max_tokens", "max_concurrency", "consensus", "society", "timeout", "retries",
 )  # fmt: skip
 """The settings that rebuild a command's society (kept for `moot resume`)."""
 
@@ -66,11 +75,20 @@ def add_commands(commands: Any) -> None:
 
     for command in (debate, run):
         command.add_argument(
+            "--timeout", type=seconds, help="seconds one model call may take (none)"
+        )
+        command.add_argument(
+            "--retries", type=count, help="repeats of a call that failed for a passing reason (2)"
+        )
+        command.add_argument(
             "--checkpoint", metavar="FILE.sqlite", help="save every finished turn (`moot resume`)"
         )
         command.add_argument("--thread", metavar="ID", help="the run's name in the checkpoint file")
         command.add_argument(
             "--moderate", action="store_true", help="pause between rounds for a note or a stop"
+        )
+        command.add_argument(
+            "--fresh", action="store_true", help="start the thread over if it holds a run"
         )
         command.set_defaults(handler=start)
 
@@ -87,9 +105,14 @@ def society_of(spec: dict[str, Any]) -> Society:
     from moot import Agent, Debate, MajorityVote, load_model
     from moot.society_file import load_society
 
+    limits = {
+        key: spec[key] for key in ("timeout", "retries") if spec.get(key) is not None
+    }  # fmt: skip
     if spec["command"] == "run":
         model = load_model(spec["model"]) if spec.get("model") else None
-        return load_society(spec["society"], model=model)
+        society = load_society(spec["society"], model=model)
+        agents = [agent.model_copy(update=limits) for agent in society.agents]
+        return society.model_copy(update={"agents": agents})
     model = load_model(spec["model"], **dict(spec["model_option"]))
     agents = [
         Agent(
@@ -97,6 +120,7 @@ def society_of(spec: dict[str, Any]) -> Society:
             model=model,
             temperature=spec["temperature"],
             max_tokens=spec["max_tokens"],
+            **limits,
         )
         for index in range(spec["agents"])
     ]
@@ -117,12 +141,25 @@ def start(args: argparse.Namespace) -> int:
     if args.checkpoint:
         if not args.thread:
             return fail("--checkpoint needs --thread ID to name the run (and to resume it)")
+        _check_thread_is_free(args)
         remember_run(args.checkpoint, args.thread, spec)
     live = Live(console=console, refresh_per_second=8, transient=True)
-    options = _run_options(args, live)
+    options = {**_run_options(args, live), "fresh": args.fresh}
     if args.json:
         return exit_status(print_json(society.run(args.question, **options)))
     return exit_status(show_live(society.stream(args.question, **options), live))
+
+
+def _check_thread_is_free(args: argparse.Namespace) -> None:
+    """Refuse a thread that holds a run before its stored society is replaced (unless --fresh:
+    the run itself then clears the thread)."""
+    saver, connection = sqlite_saver(args.checkpoint)
+    try:
+        held = held_run(saver, args.thread)
+    finally:
+        connection.close()
+    if held is not None and not args.fresh:
+        raise thread_taken(args.thread, held, args.checkpoint)
 
 
 def resume_run(args: argparse.Namespace) -> int:

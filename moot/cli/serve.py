@@ -6,15 +6,19 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from moot.cli._common import console, fail, positive
+from moot.cli._common import fail, port, positive
 
 
 def add_command(commands: Any) -> None:
     serve = commands.add_parser("serve", help="serve society files as an OpenAI-compatible API")
     serve.add_argument("societies", nargs="+", metavar="SOCIETY_FILE", help="named by file stem")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    serve.add_argument("--port", type=positive, default=8000, help="port (8000)")
+    serve.add_argument("--port", type=port, default=8000, help="port (8000)")
     serve.add_argument("--model", help="model spec that replaces every agent's model")
+    serve.add_argument(
+        "--concurrent-runs", type=positive, default=1,
+        help="runs at once; later requests wait their turn, first come first served (1)",
+    )  # fmt: skip
     serve.set_defaults(handler=serve_command)
 
 
@@ -30,6 +34,5 @@ def serve_command(args: argparse.Namespace) -> int:
         if name in societies:
             return fail(f"two society files are named '{name}': served names come from file stems")
         societies[name] = load_society(path, model=model)
-    console.print(f"serving {', '.join(societies)} on http://{args.host}:{args.port}/v1")
-    serve(societies, args.host, args.port)
+    serve(societies, args.host, args.port, concurrent_runs=args.concurrent_runs)
     return 0

@@ -20,6 +20,9 @@ from moot.graphs._runtime import Call, Calls, RunContext, SocietyState, Update, 
 from moot.graphs.base import BaseProtocol
 from moot.result import StopReason, Turn
 
+MAX_ROUNDS = 1000
+"""The most rounds a protocol takes (a ceiling against typos like --rounds 100000)."""
+
 
 class AgentTask(TypedDict):
     """What one agent's branch of a round receives through `Send`."""
@@ -34,7 +37,7 @@ class AgentTask(TypedDict):
 class RoundProtocol(BaseProtocol):
     """Shared settings and graph of round-based protocols."""
 
-    rounds: int = Field(default=2, ge=1)
+    rounds: int = Field(default=2, ge=1, le=MAX_ROUNDS)
     """Most rounds to run; round 1 is the first, independent answer."""
     consensus: float | None = Field(default=None, gt=0, le=1)
     """Stop after a round in which at least this share of answering agents agree (1.0: all)."""
@@ -99,6 +102,9 @@ class RoundProtocol(BaseProtocol):
 
     def _stop_reason(self, state: SocietyState, context: RunContext) -> StopReason | None:
         round, turns = state["round"], state["turns"]
+        this_round = [turn for turn in turns if turn.round == round]
+        if this_round and all(turn.failed for turn in this_round):
+            return "failed"  # nobody answered: more rounds would fail the same way
         if round >= self.rounds:
             return "rounds"
         if self.consensus is not None:

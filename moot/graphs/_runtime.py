@@ -10,13 +10,18 @@ a batch's calls one after another, async graphs run them as concurrent tasks.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import operator
+import random
+import re
+import threading
+import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, TypedDict, cast
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphBubbleUp
 from langgraph.runtime import Runtime
@@ -25,6 +30,7 @@ from moot import prompts
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.confidence import logprob_confidence, stated_confidence
+from moot.errors import CallTimeoutError
 from moot.result import StopReason, Turn, Usage
 
 
@@ -47,6 +53,8 @@ class SocietyState(TypedDict, total=False):
     """Set when the run should end (the graph then aggregates), and why."""
     notes: Annotated[list[dict[str, Any]], operator.add]
     """Moderator notes: {"round": r, "text": ...}, shown to the agents after round r."""
+    fallback: str | None
+    """Why the answer is not what the aggregator's own agent gave (it failed), if so."""
 
 
 @dataclass(frozen=True)
@@ -147,44 +155,135 @@ async def arun_calls(plan: Update | Calls) -> Update:
 
 
 def call_agent(call: Call) -> Turn:
-    """Make `call` and record the turn.
+    """Make `call` and record the turn; retry passing failures; never raise.
 
     A failing model call becomes a failed turn: a LangGraph superstep is all-or-nothing, so an
     exception here would throw away the sibling agents' answers of the same round.
     """
-    who = call.speaker
-    messages, config = _request(call)
-    try:
-        reply = who.model.invoke(messages, config=config, **who.agent.sampling())
-    except GraphBubbleUp:
-        raise
-    except Exception as error:  # noqa: BLE001 - any model failure is recorded, not raised
-        return _turn(call, None, error)
-    return _turn(call, reply, None)
+    agent = call.speaker.agent
+    for attempt in range(agent.retries + 1):
+        try:
+            reply = _invoke(call)
+        except GraphBubbleUp:
+            raise
+        except Exception as error:  # noqa: BLE001 - any model failure is recorded, not raised
+            if attempt < agent.retries and is_transient(error):
+                time.sleep(_backoff(agent.retry_delay, attempt))
+                continue
+            return _failed_turn(call, error, attempt)
+        return _turn(call, reply, attempt)
+    raise AssertionError("unreachable: the last attempt returns")
 
 
 async def acall_agent(call: Call) -> Turn:
     """`call_agent` for async graphs: the model call runs as a task on the event loop."""
-    who = call.speaker
-    messages, config = _request(call)
-    try:
-        reply = await who.model.ainvoke(messages, config=config, **who.agent.sampling())
-    except GraphBubbleUp:
-        raise
-    except Exception as error:  # noqa: BLE001
-        return _turn(call, None, error)
-    return _turn(call, reply, None)
-
-
-def _request(call: Call) -> tuple[list[BaseMessage], RunnableConfig]:
-    """The messages (system prompt first) and the run config, tagged so streams split by agent."""
     agent = call.speaker.agent
+    for attempt in range(agent.retries + 1):
+        try:
+            reply = await _ainvoke(call)
+        except GraphBubbleUp:
+            raise
+        except Exception as error:  # noqa: BLE001
+            if attempt < agent.retries and is_transient(error):
+                await asyncio.sleep(_backoff(agent.retry_delay, attempt))
+                continue
+            return _failed_turn(call, error, attempt)
+        return _turn(call, reply, attempt)
+    raise AssertionError("unreachable: the last attempt returns")
+
+
+def _invoke(call: Call) -> BaseMessage:
+    """The model's reply; with a time limit, the call runs in a daemon thread that is left
+    behind (and told to stop, where the model can be) when the limit passes."""
+    who = call.speaker
+    messages, config, options = _request(call)
+    timeout = who.agent.timeout
+    if timeout is None:
+        return who.model.invoke(messages, config=config, **options)
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["reply"] = who.model.invoke(messages, config=config, **options)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            outcome["error"] = error
+        finally:
+            done.set()
+
+    # The copied context keeps LangGraph's callbacks (token streaming) in the thread.
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(work,), daemon=True).start()
+    if not done.wait(timeout):
+        raise CallTimeoutError(_timeout_message(who.agent.name, timeout))
+    if "error" in outcome:
+        raise outcome["error"]
+    return cast(BaseMessage, outcome["reply"])
+
+
+async def _ainvoke(call: Call) -> BaseMessage:
+    who = call.speaker
+    messages, config, options = _request(call)
+    reply = who.model.ainvoke(messages, config=config, **options)
+    if who.agent.timeout is None:
+        return await reply
+    try:
+        return await asyncio.wait_for(reply, who.agent.timeout)
+    except TimeoutError:
+        raise CallTimeoutError(_timeout_message(who.agent.name, who.agent.timeout)) from None
+
+
+def _timeout_message(agent: str, timeout: float) -> str:
+    return f"{agent}'s model did not answer within {timeout:g} s (the agent's timeout)"
+
+
+_TRANSIENT_NAMES = {
+    "APIConnectionError",  # openai: connection dropped or refused, and its request timeout
+    "RateLimitError",
+    "InternalServerError",
+    "TimeoutException",  # httpx
+    "NetworkError",
+    "RemoteProtocolError",
+}
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failed call may succeed when repeated: a rate limit, a server error, a dropped
+    connection, a server-side timeout. moot's own time limit is final."""
+    if isinstance(error, CallTimeoutError):
+        return False
+    if isinstance(error, (TimeoutError, ConnectionError)):
+        return True
+    status = getattr(error, "status_code", None)
+    if status is None:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return status in (408, 409, 429) or 500 <= status < 600
+    return any(kind.__name__ in _TRANSIENT_NAMES for kind in type(error).__mro__)
+
+
+def _backoff(first: float, attempt: int) -> float:
+    """Exponential backoff with full jitter: up to first * 2**attempt seconds, at most 30."""
+    return random.uniform(0, min(30.0, first * 2**attempt))
+
+
+def _request(call: Call) -> tuple[list[BaseMessage], RunnableConfig, dict[str, Any]]:
+    """The messages (system prompt first), the run config (tagged so streams split by agent)
+    and the call's options: sampling, and the time limit for models that take one per call."""
+    agent, model = call.speaker.agent, call.speaker.model
     messages = [SystemMessage(content=agent.system_prompt()), *_join_user(call.conversation)]
     config: RunnableConfig = {
         "tags": [f"moot:agent:{agent.name}"],
         "metadata": {"moot_agent": agent.name, "moot_round": call.round},
     }
-    return messages, config
+    options = agent.sampling()
+    if agent.timeout is not None and getattr(model, "_llm_type", "") in _TIMEOUT_AWARE:
+        options["timeout"] = agent.timeout
+    return messages, config, options
+
+
+_TIMEOUT_AWARE = {"llama.cpp", "openai-chat"}
+"""Models that take `timeout=` per call: llama.cpp stops generating, OpenAI's client gives up."""
 
 
 def _join_user(messages: list[BaseMessage]) -> list[BaseMessage]:
@@ -201,30 +300,49 @@ def _join_user(messages: list[BaseMessage]) -> list[BaseMessage]:
     return joined
 
 
-def _turn(call: Call, reply: BaseMessage | None, error: Exception | None) -> Turn:
+def _recorded(call: Call) -> dict[str, Any]:
     agent = call.speaker.agent
-    recorded: dict[str, Any] = {
-        "round": call.round,
-        "agent": agent.name,
-        "role": agent.role,
-        "peers": call.peers,
-    }
-    if reply is None:
-        return Turn(**recorded, usage=Usage(calls=1), error=f"{type(error).__name__}: {error}")
-    assert isinstance(reply, AIMessage)
-    text = reply.text
-    confidence = logprob_confidence(reply.response_metadata.get("logprobs"))
-    return Turn(
-        **recorded,
-        text=text,
-        answer=call.speaker.answer_format.extractor()(text),
-        usage=usage_of(reply),
-        confidence=confidence if confidence is not None else stated_confidence(text),
-    )
+    return {"round": call.round, "agent": agent.name, "role": agent.role, "peers": call.peers}
 
 
-def usage_of(message: AIMessage) -> Usage:
-    metadata: dict[str, Any] = dict(message.usage_metadata or {})
+def _failed_turn(call: Call, error: BaseException, retries: int) -> Turn:
+    message = valid_text(f"{type(error).__name__}: {error}")
+    return Turn(**_recorded(call), usage=Usage(calls=1 + retries, retries=retries), error=message)
+
+
+def _turn(call: Call, reply: BaseMessage, retries: int) -> Turn:
+    """The turn of a reply. Nothing a model returns may abort a run: the text is made valid,
+    and a failure while reading it (an extractor, odd metadata) becomes the turn's error."""
+    try:
+        usage = usage_of(reply).model_copy(update={"calls": 1 + retries, "retries": retries})
+    except Exception:  # noqa: BLE001 - usage that cannot be read is not counted
+        usage = Usage(calls=1 + retries, retries=retries)
+    try:
+        text = valid_text(reply.text)
+        confidence = logprob_confidence(reply.response_metadata.get("logprobs"))
+        return Turn(
+            **_recorded(call),
+            text=text,
+            answer=call.speaker.answer_format.extractor()(text),
+            usage=usage,
+            confidence=confidence if confidence is not None else stated_confidence(text),
+        )
+    except Exception as error:  # noqa: BLE001
+        failed = _failed_turn(call, error, retries)
+        return failed.model_copy(update={"usage": usage})
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """`text` with lone surrogates (invalid Unicode, which cannot be encoded or saved) replaced
+    by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def usage_of(message: BaseMessage) -> Usage:
+    metadata: dict[str, Any] = dict(getattr(message, "usage_metadata", None) or {})
     input_tokens = int(metadata.get("input_tokens", 0))
     output_tokens = int(metadata.get("output_tokens", 0))
     return Usage(

@@ -19,7 +19,7 @@ from moot import prompts
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.extract import last_labelled
-from moot.graphs._rounds import AgentTask
+from moot.graphs._rounds import MAX_ROUNDS, AgentTask
 from moot.graphs._runtime import (
     Call,
     Calls,
@@ -45,7 +45,7 @@ _VERDICT_FORMAT = AnswerFormat(extract=read_verdict)
 class CriticLoop(BaseProtocol):
     """A generator, one or more critics (role "critic") and an optional reviser."""
 
-    rounds: int = Field(default=3, ge=1)
+    rounds: int = Field(default=3, ge=1, le=MAX_ROUNDS)
     """Most drafts; critics review every draft but the last."""
     token_budget: int | None = Field(default=None, ge=1)
     """Stop revising once the run's total tokens reach this many."""

@@ -82,6 +82,14 @@ class Debate(RoundProtocol):
         unknown = sorted(mentioned - names)
         if unknown:
             raise ValueError(f"the debate names unknown agents: {', '.join(unknown)}")
+        if isinstance(self.topology, dict):
+            selfish = sorted(name for name, seen in self.topology.items() if name in seen)
+            if selfish:
+                raise ValueError(
+                    f"the topology shows {', '.join(selfish)} their own answer as a peer's: "
+                    "an agent already sees its own answers (use a reflect move to have it "
+                    "re-examine them)"
+                )
 
     def move(self, round: int, agent: str) -> Move:
         """What `agent` does in `round` (>= 2)."""

@@ -15,14 +15,14 @@ from pydantic import Field, model_validator
 
 from moot import prompts
 from moot.agents import Agent
-from moot.graphs._rounds import AgentTask, RoundProtocol
+from moot.graphs._rounds import MAX_ROUNDS, AgentTask, RoundProtocol
 from moot.graphs._runtime import RunContext, note_after, show_replies
 
 
 class MixtureOfAgents(RoundProtocol):
     """Proposer layers; `layers` is the number of rounds (`rounds` is accepted as its alias)."""
 
-    layers: int = Field(default=3, ge=1)
+    layers: int = Field(default=3, ge=1, le=MAX_ROUNDS)
 
     @model_validator(mode="before")
     @classmethod

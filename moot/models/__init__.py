@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.rate_limiters import BaseRateLimiter, InMemoryRateLimiter
 
 from moot.errors import ModelSpecError
 
@@ -36,7 +37,8 @@ def backends() -> dict[str, str]:
 
 
 def load_model(spec: str | BaseChatModel, **options: Any) -> BaseChatModel:
-    """The chat model for `spec`; options go to the backend (e.g. n_ctx, base_url)."""
+    """The chat model for `spec`; options go to the backend (e.g. n_ctx, base_url), except
+    `requests_per_second`, which bounds the rate of calls to it (any backend)."""
     if isinstance(spec, BaseChatModel):
         return spec
     if not isinstance(spec, str) or not spec.strip():
@@ -53,7 +55,21 @@ def load_model(spec: str | BaseChatModel, **options: Any) -> BaseChatModel:
     if prefix not in _BACKENDS:
         raise ModelSpecError(f"unknown model spec '{spec}': {_SPEC_HELP}")
     factory, _ = _BACKENDS[prefix]
-    return factory(rest, options)
+    rate = options.pop("requests_per_second", None)
+    model = factory(rest, options)
+    if rate is not None:
+        model.rate_limiter = _rate_limiter(rate)
+    return model
+
+
+def _rate_limiter(rate: Any) -> BaseRateLimiter:
+    """LangChain's token-bucket limiter: calls of all agents sharing the model wait their turn
+    to stay within `rate` requests per second (no bursts)."""
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate <= 0:
+        raise ModelSpecError(f"requests_per_second must be a number above 0, got {rate!r}")
+    return InMemoryRateLimiter(
+        requests_per_second=float(rate), check_every_n_seconds=0.01, max_bucket_size=1
+    )
 
 
 def _load_llama(path: str, options: dict[str, Any]) -> BaseChatModel:

@@ -8,20 +8,31 @@ other's prefix and only the new part of each prompt is evaluated.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import functools
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from moot.errors import ConfigError, ContextLengthError, MissingExtraError, ModelSpecError
+from moot.config import describe
+from moot.errors import (
+    CallTimeoutError,
+    ConfigError,
+    ContextLengthError,
+    MissingExtraError,
+    ModelSpecError,
+    MootError,
+)
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -36,20 +47,20 @@ class LoadOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    n_ctx: int = 4096
-    """Context window in tokens."""
-    n_gpu_layers: int = 0
+    n_ctx: int = Field(default=4096, ge=0)
+    """Context window in tokens (0: the model's own)."""
+    n_gpu_layers: int = Field(default=0, ge=-1)
     """Layers to offload to the GPU (-1: all); needs a GPU build of llama-cpp-python."""
-    n_threads: int | None = None
-    """CPU threads (None: llama.cpp's default)."""
-    n_batch: int = 512
+    n_threads: int | None = Field(default=None, ge=1)
+    """CPU threads, for generation and prompt evaluation alike (None: llama.cpp's default)."""
+    n_batch: int = Field(default=512, ge=1)
     chat_format: str | None = None
     """A llama-cpp-python chat format name; None uses the template stored in the GGUF."""
     logprobs: bool = False
     """Keep logits for every token (llama.cpp's logits_all), needed to return logprobs."""
     prefix_cache: bool = True
     """Keep each conversation's state in RAM so a continued conversation skips its prefix."""
-    cache_bytes: int = 1 << 30
+    cache_bytes: int = Field(default=1 << 30, ge=0)
 
 
 class LlamaStats(BaseModel):
@@ -74,13 +85,19 @@ class _SharedLlama:
                 n_ctx=options.n_ctx,
                 n_gpu_layers=options.n_gpu_layers,
                 n_threads=options.n_threads,
+                # The batch default is every core, which oversubscribes a busy machine.
+                n_threads_batch=options.n_threads,
                 n_batch=options.n_batch,
                 chat_format=options.chat_format,
                 logits_all=options.logprobs,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as error:
-            raise ModelSpecError(f"llama.cpp could not load {path}: {error}") from error
+            raise ModelSpecError(
+                f"llama.cpp could not load {path}: {error} (check the load options: "
+                f"n_ctx={options.n_ctx}, n_batch={options.n_batch}, "
+                f"n_gpu_layers={options.n_gpu_layers}; a large n_ctx needs much memory)"
+            ) from error
         if options.prefix_cache:
             self.llama.set_cache(_compact_ram_cache(options.cache_bytes, options.logprobs))
         self.lock = threading.Lock()
@@ -121,6 +138,8 @@ def _counting_llama_class() -> type[Llama]:
         prompt_tokens_evaluated = 0
         generated_tokens = 0
         _prompt_pending = False
+        stop_check: Callable[[], bool] | None = None
+        """Checked before each token; True ends the generation (a deadline, a cancel)."""
 
         def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Iterator[int]:  # type: ignore[override]
             self.prompt_tokens = len(tokens)
@@ -128,6 +147,8 @@ def _counting_llama_class() -> type[Llama]:
             self.generated_tokens = 0
             self._prompt_pending = True
             for token in super().generate(tokens, *args, **kwargs):
+                if self.stop_check is not None and self.stop_check():
+                    return
                 # End-of-generation tokens are not part of the reply (llama.cpp's usage agrees).
                 if not llama_cpp.llama_vocab_is_eog(self._model.vocab, token):
                     self.generated_tokens += 1
@@ -182,12 +203,13 @@ class ChatLlama(BaseChatModel):
 
     model_path: str
     load: LoadOptions = LoadOptions()
-    temperature: float = 0.7
-    max_tokens: int = 512
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
+    temperature: float = Field(default=0.7, ge=0)
+    max_tokens: int = Field(default=512, ge=1)
+    """Most tokens per reply; at least 1 (there is no "unlimited")."""
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    top_k: int = Field(default=40, ge=0)
+    min_p: float = Field(default=0.05, ge=0, le=1)
+    repeat_penalty: float = Field(default=1.1, gt=0)
     seed: int | None = None
 
     _shared: _SharedLlama = PrivateAttr()
@@ -202,9 +224,14 @@ class ChatLlama(BaseChatModel):
             raise ModelSpecError(
                 f"unknown llama option(s) {', '.join(sorted(unknown))}: known options are {known}"
             )
-        load = LoadOptions(**{key: value for key, value in options.items() if key in load_fields})
         sampling = {key: value for key, value in options.items() if key in _SAMPLING}
-        return cls(model_path=str(Path(path).expanduser()), load=load, **sampling)
+        try:
+            load = LoadOptions(
+                **{key: value for key, value in options.items() if key in load_fields}
+            )
+            return cls(model_path=str(Path(path).expanduser()), load=load, **sampling)
+        except ValidationError as error:
+            raise ModelSpecError(f"llama option {describe(error)}") from error
 
     def model_post_init(self, context: Any, /) -> None:
         self._shared = _shared_llama(_check_gguf(Path(self.model_path)), self.load)
@@ -248,17 +275,25 @@ class ChatLlama(BaseChatModel):
     def _completion(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> Iterator[dict[str, Any]]:
-        """Stream completion chunks under the model's lock, then count what the call used."""
+        """Stream completion chunks under the model's lock, then count what the call used.
+
+        `timeout` (seconds, per call) and `cancel` (a threading.Event) end the call early, also
+        while it waits for the lock: generation stops at the next token and the call raises.
+        """
         shared = self._shared
         llama = shared.llama
         params = self._params(stop, kwargs)
         top_logprobs = params.get("top_logprobs")
         reproducible = params.get("seed") is not None
-        with shared.lock:
+        halt = _Halt(kwargs.get("timeout"), kwargs.get("cancel"))
+        while not shared.lock.acquire(timeout=0.05):
+            halt.raise_if_due()
+        try:
             cache = llama.cache
             if reproducible:
                 llama.reset()
                 llama.cache = None
+            llama.stop_check = halt.due  # type: ignore[attr-defined]
             try:
                 stream = llama.create_chat_completion(
                     messages=[_to_llama_message(message) for message in messages],  # type: ignore[misc]
@@ -279,12 +314,16 @@ class ChatLlama(BaseChatModel):
                 raise
             finally:
                 llama.cache = cache
+                llama.stop_check = None  # type: ignore[attr-defined]
             stats = shared.stats
             stats.calls += 1
             stats.prompt_tokens += llama.prompt_tokens  # type: ignore[attr-defined]
             stats.prompt_tokens_evaluated += llama.prompt_tokens_evaluated  # type: ignore[attr-defined]
             stats.output_tokens += llama.generated_tokens  # type: ignore[attr-defined]
+            halt.raise_if_due()  # the generation was cut short
             yield {"usage": _usage(llama)}
+        finally:
+            shared.lock.release()
 
     def _stream(
         self,
@@ -339,6 +378,94 @@ class ChatLlama(BaseChatModel):
             metadata["logprobs"] = {"content": logprobs}
         message = AIMessage(content="".join(text), usage_metadata=usage, response_metadata=metadata)
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """`_stream` in a worker thread; a cancelled task stops the generation at once (the
+        thread is told through an event), so an abandoned call frees the model."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+        finished = object()
+
+        def work() -> None:
+            try:
+                for chunk in self._stream(messages, stop, None, cancel=cancel, **kwargs):
+                    loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            except BaseException as error:  # noqa: BLE001 - raised in the task below
+                loop.call_soon_threadsafe(chunks.put_nowait, error)
+            finally:
+                loop.call_soon_threadsafe(chunks.put_nowait, finished)
+
+        loop.run_in_executor(None, work)
+        try:
+            while (item := await chunks.get()) is not finished:
+                if isinstance(item, BaseException):
+                    raise item
+                if run_manager and item.text:
+                    await run_manager.on_llm_new_token(item.text, chunk=item)
+                yield item
+        finally:
+            cancel.set()  # no-op once the generation ended
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        cancel = threading.Event()
+        call = functools.partial(self._generate, messages, stop, None, cancel=cancel, **kwargs)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, call)
+        except asyncio.CancelledError:
+            cancel.set()  # the worker thread stops at its next token
+            raise
+
+
+class _Halt:
+    """When a call must stop early: past its deadline, or cancelled (by its caller, or by
+    `cancel_all` on Ctrl-C)."""
+
+    def __init__(self, timeout: float | None, cancel: threading.Event | None) -> None:
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.cancel = cancel
+
+    def due(self) -> bool:
+        return self.reason() is not None
+
+    def reason(self) -> str | None:
+        if _cancel_all.is_set() or (self.cancel is not None and self.cancel.is_set()):
+            return "cancelled"
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return "timeout"
+        return None
+
+    def raise_if_due(self) -> None:
+        reason = self.reason()
+        if reason == "cancelled":
+            raise CallCancelledError("the llama.cpp call was cancelled")
+        if reason == "timeout":
+            raise CallTimeoutError(f"llama.cpp did not finish within {self.timeout:g} s")
+
+
+_cancel_all = threading.Event()
+
+
+def cancel_all() -> None:
+    """Stop every llama.cpp generation in this process at its next token (for Ctrl-C)."""
+    _cancel_all.set()
+
+
+class CallCancelledError(MootError):
+    """A llama.cpp call stopped because it was cancelled."""
 
 
 def _trim_top_logprobs(chunk: dict[str, Any], k: int) -> None:

@@ -17,6 +17,9 @@ def chat_openai(model: str, **options: Any) -> BaseChatModel:
     Many compatible servers (llama-cpp-python's among them) send no token usage in streams, so
     for a custom base URL replies are not streamed unless `stream_usage=True` says the server
     reports usage in streams (vLLM and llama.cpp's llama-server do): tokens are always counted.
+    langchain-openai sends a reply's token limit only as `max_completion_tokens`, which older
+    compatible servers (llama-cpp-python's) ignore, so for a custom base URL it goes as
+    `max_tokens` too.
     """
     try:
         from langchain_openai import ChatOpenAI
@@ -33,4 +36,14 @@ def chat_openai(model: str, **options: Any) -> BaseChatModel:
     if base_url and "stream_usage" not in options:
         options["disable_streaming"] = True
     options.setdefault("stream_usage", True)
-    return ChatOpenAI(model=model, **options)
+    if not base_url:
+        return ChatOpenAI(model=model, **options)
+
+    class CompatibleChatOpenAI(ChatOpenAI):
+        def _get_request_payload(self, input_: Any, *, stop: Any = None, **kwargs: Any) -> dict:  # type: ignore[type-arg]
+            payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+            if "max_completion_tokens" in payload:
+                payload["max_tokens"] = payload["max_completion_tokens"]
+            return payload
+
+    return CompatibleChatOpenAI(model=model, **options)
