@@ -314,7 +314,7 @@ def _turn(call: Call, reply: BaseMessage, retries: int) -> Turn:
     """The turn of a reply. Nothing a model returns may abort a run: the text is made valid,
     and a failure while reading it (an extractor, odd metadata) becomes the turn's error."""
     try:
-        usage = usage_of(reply).model_copy(update={"calls": 1 + retries, "retries": retries})
+        usage = usage_of(reply, retries)
     except Exception:  # noqa: BLE001 - usage that cannot be read is not counted
         usage = Usage(calls=1 + retries, retries=retries)
     try:
@@ -341,15 +341,17 @@ def valid_text(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
-def usage_of(message: BaseMessage) -> Usage:
-    metadata: dict[str, Any] = dict(getattr(message, "usage_metadata", None) or {})
+def usage_of(message: BaseMessage, retries: int = 0) -> Usage:
+    """What a reply cost, from its usage metadata; `retries` calls came before it."""
+    metadata: dict[str, Any] = getattr(message, "usage_metadata", None) or {}
     input_tokens = int(metadata.get("input_tokens", 0))
     output_tokens = int(metadata.get("output_tokens", 0))
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         total_tokens=int(metadata.get("total_tokens", input_tokens + output_tokens)),
-        calls=1,
+        calls=1 + retries,
+        retries=retries,
     )
 
 
