@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,7 +24,7 @@ from moot.aggregate.base import Aggregator
 from moot.aggregate.extract import ExtractKind
 from moot.aggregate.judge import Judge, PairwiseRank
 from moot.aggregate.vote import ConfidenceVote, MajorityVote, WeightedVote
-from moot.config import describe, read_text
+from moot.config import describe
 from moot.errors import ConfigError
 from moot.graphs.base import BaseProtocol
 from moot.graphs.cascade import Cascade
@@ -36,6 +35,7 @@ from moot.graphs.pipeline import Pipeline
 from moot.graphs.router import Router
 from moot.models import backends, load_model
 from moot.society import Society
+from moot.yaml_file import Lines, line_of, load_yaml, located
 
 
 class ModelEntry(BaseModel):
@@ -145,27 +145,17 @@ class SocietyFile(BaseModel):
 def load_society(path: str | Path, *, model: str | BaseChatModel | None = None) -> Society:
     """The society written in the YAML file at `path`; `model` replaces every agent's model."""
     path = Path(path)
-    text = read_text(path, "society file")
-    try:
-        data = yaml.safe_load(text)
-        lines = _line_index(yaml.compose(text))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(f"{where}: not valid YAML: {problem}") from error
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a society file is a mapping with at least an 'agents' list")
+    data, lines = load_yaml(path, "society file")
     try:
         spec = SocietyFile.model_validate(data)
         return _build(spec, lines, path, model)
     except ValidationError as error:
-        raise ConfigError(_describe(error, lines, path)) from error
+        raise ConfigError(located(error, lines, path, _KINDS)) from error
 
 
 def _build(
     spec: SocietyFile,
-    lines: dict[tuple[Any, ...], int],
+    lines: Lines,
     path: Path,
     override: str | BaseChatModel | None,
 ) -> Society:
@@ -184,7 +174,7 @@ def _build(
             return models[entry.model]
         prefix = entry.model.partition(":")[0]
         if entry.model != "local" and prefix not in backends():
-            line = _line_of(lines, (*where, "model"))
+            line = line_of(lines, (*where, "model"))
             known = ", ".join(["local", *(f"{p}:..." for p in backends())])
             raise ConfigError(
                 f"{path}:{line}: {'.'.join(map(str, (*where, 'model')))}: '{entry.model}' is "
@@ -245,42 +235,10 @@ def _build(
     except ConfigError as error:
         cause = error.__cause__
         message = describe(cause) if isinstance(cause, ValidationError) else str(error)
-        line = _line_of(lines, ("protocol",))
+        line = line_of(lines, ("protocol",))
         raise ConfigError(f"{path}:{line}: {message}") from error
 
 
-def _line_index(node: yaml.Node | None, at: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
-    """1-based line of every mapping key and sequence item, by its path."""
-    lines: dict[tuple[Any, ...], int] = {}
-    if node is None:
-        return lines
-    lines[at] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            child = (*at, key.value)
-            lines.update(_line_index(value, child))
-            lines[child] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines.update(_line_index(item, (*at, index)))
-    return lines
-
-
-def _line_of(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
-    """The line of the deepest part of `loc` present in the file (pydantic adds union tags)."""
-    found: tuple[Any, ...] = ()
-    for part in loc:
-        if (*found, part) in lines:
-            found = (*found, part)
-    return lines.get(found, 1)
-
-
-_KINDS = {"debate", "mixture", "critic", "router", "cascade", "pipeline"} | {
+_KINDS = frozenset({"debate", "mixture", "critic", "router", "cascade", "pipeline"} | {
     "vote", "weighted", "confidence", "judge", "rank",
-}  # fmt: skip
-
-
-def _describe(error: ValidationError, lines: dict[tuple[Any, ...], int], path: Path) -> str:
-    """`FILE:LINE: field.path: what is wrong` for the first problem."""
-    loc = tuple(error.errors()[0]["loc"])
-    return f"{path}:{_line_of(lines, loc)}: {describe(error, skip=_KINDS, whole='file')}"
+})  # fmt: skip

@@ -263,3 +263,10 @@ def test_bad_configuration_is_refused_with_clear_errors(echo_numbers):
         moot.Debate(rounds=0)
     with pytest.raises(ValueError, match="at least 1 item"):
         moot.Society(agents=[])
+
+
+def test_a_wide_round_runs_at_most_16_calls_at_once_by_default():
+    probe = InFlight(16)
+    result = society_of([probe.sync_model() for _ in range(32)], rounds=1).run("q")
+    assert not any(turn.failed for turn in result.turns)
+    assert probe.peak == 16

@@ -112,3 +112,79 @@ def test_streaming_with_a_moderator_yields_every_turn():
     events = list(society.stream("q", moderator=lambda round, turns: None))
     assert sum(isinstance(e, moot.TurnEvent) for e in events) == 4
     assert json.loads(events[-1].result.model_dump_json())["rounds"] == 2
+
+
+def test_a_reused_thread_is_refused_and_fresh_starts_it_over(tmp_path):
+    model = ScriptedChatModel(respond=lambda m: "Answer: 42")
+    society = moot.Society(agents=[moot.Agent(name=f"a{i}", model=model) for i in range(2)])
+    database = tmp_path / "run.sqlite"
+    first = society.run("What is 12+30?", checkpoint=database, thread_id="t")
+    with pytest.raises(moot.ConfigError, match="already holds a run of 'What is 12\\+30\\?'"):
+        society.run("What is 7+8?", checkpoint=database, thread_id="t")
+    assert society.resume(checkpoint=database, thread_id="t").turns == first.turns
+    again = society.run("What is 7+8?", checkpoint=database, thread_id="t", fresh=True)
+    assert again.question == "What is 7+8?" and len(again.turns) == 4
+    assert society.resume(checkpoint=database, thread_id="t").question == "What is 7+8?"
+
+
+async def test_async_runs_refuse_a_reused_thread_too(tmp_path):
+    model = ScriptedChatModel(respond=lambda m: "Answer: 42")
+    society = moot.Society(agents=[moot.Agent(name="a", model=model)])
+    database = tmp_path / "run.sqlite"
+    await society.arun("q1", checkpoint=database, thread_id="t")
+    with pytest.raises(moot.ConfigError, match="already holds a run"):
+        await society.arun("q2", checkpoint=database, thread_id="t")
+    assert (await society.arun("q2", checkpoint=database, thread_id="t", fresh=True)).turns
+
+
+async def test_cancelling_an_async_run_keeps_its_finished_turns(tmp_path):
+    import asyncio
+
+    round_2 = asyncio.Event()
+
+    class Slow(ScriptedChatModel):
+        async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+            if len(messages) > 2:  # a round-2 prompt: hold it until cancelled
+                round_2.set()
+                await asyncio.sleep(60)
+            return await super()._agenerate(messages, stop, run_manager, **kwargs)
+
+    model = Slow(respond=lambda m: "Answer: 5")
+    society = moot.Society(
+        agents=[moot.Agent(name=f"a{i}", model=model) for i in range(3)],
+        protocol=moot.Debate(rounds=2),
+    )
+    database = tmp_path / "run.sqlite"
+    run = asyncio.create_task(society.arun("q", checkpoint=database, thread_id="t"))
+    await asyncio.wait_for(round_2.wait(), timeout=10)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    finisher = moot.Society(
+        agents=[moot.Agent(name=f"a{i}", model=ScriptedChatModel(respond=lambda m: "Answer: 6"))
+                for i in range(3)],
+        protocol=moot.Debate(rounds=2),
+    )  # fmt: skip
+    result = await finisher.aresume(checkpoint=database, thread_id="t")
+    assert [(t.round, t.answer) for t in result.turns] == [(1, "5")] * 3 + [(2, "6")] * 3
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("model", ["test", "local"])
+def test_ctrl_c_stops_a_run_at_once(model):
+    """A model stuck in a call (scripted: sleeping 60 s; llama.cpp: a 3000-token story) does
+    not hold up Ctrl-C."""
+    options = ["-o", "delay=60"] if model == "test" else ["--max-tokens", "3000"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moot.cli", "debate", "Write a 3000-word story.", "--agents", "2",
+         "--model", model, *options],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(4)  # well inside the first round
+    assert process.poll() is None
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, err = process.communicate(timeout=30)
+    assert time.monotonic() - started < 3
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == "error: interrupted" and "Traceback" not in err

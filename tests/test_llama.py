@@ -145,3 +145,47 @@ def test_debate_on_the_embedded_model(embedded_model):
     assert min(t.usage.input_tokens for t in result.round_turns(2)) > max(
         t.usage.input_tokens for t in result.round_turns(1)
     )
+
+
+# -- time limits and cancelling stop the generation itself ------------------------------------
+
+LONG = "Write a very long story about a lighthouse keeper, at least 3000 words."
+
+
+def test_a_timeout_stops_the_generation_and_frees_the_model(embedded_model):
+    import time
+
+    before = embedded_model.stats.output_tokens
+    started = time.monotonic()
+    with pytest.raises(moot.MootError, match="did not finish within 0.5 s"):
+        embedded_model.invoke(LONG, max_tokens=3000, temperature=0, timeout=0.5)
+    cut_off = time.monotonic() - started
+    assert cut_off < 5  # not the minutes 3000 tokens would take
+    generated = embedded_model.stats.output_tokens - before
+    assert 0 < generated < 3000  # it stopped part-way
+    reply = embedded_model.invoke("Say hi.", max_tokens=8)  # the model is free again
+    assert 0 < reply.usage_metadata["output_tokens"] <= 8
+
+
+async def test_a_cancelled_async_call_stops_generating(embedded_model):
+    import asyncio
+
+    task = asyncio.create_task(embedded_model.ainvoke(LONG, max_tokens=3000, temperature=0))
+    await asyncio.sleep(0.5)
+    before = embedded_model.stats.output_tokens
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    reply = await asyncio.wait_for(embedded_model.ainvoke("Say hi.", max_tokens=8), timeout=20)
+    assert reply.text
+    # The abandoned call generated at most a few more tokens before it saw the cancel.
+    assert embedded_model.stats.output_tokens - before < 100
+
+
+def test_an_agents_timeout_reaches_llama(embedded_model):
+    slow = moot.Agent(name="slow", model=embedded_model, timeout=0.5, max_tokens=3000)
+    quick = moot.Agent(name="quick", model=embedded_model, max_tokens=16)
+    result = moot.Society(agents=[slow, quick], protocol=moot.Debate(rounds=1)).run(LONG)
+    slow_turn, quick_turn = result.turns
+    assert slow_turn.failed and "within 0.5 s" in slow_turn.error
+    assert quick_turn.text and not quick_turn.failed

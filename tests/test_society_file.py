@@ -119,3 +119,16 @@ def test_each_example_runs_from_the_cli_on_the_embedded_model(path, capsys):
     assert result["usage"]["total_tokens"] > 0
     assert result["stop_reason"] in {"rounds", "consensus", "accepted"}
     assert result["conformity"]
+
+
+def test_agents_take_a_timeout_and_retries(tmp_path):
+    path = tmp_path / "limits.yaml"
+    path.write_text(
+        "agents:\n  - {name: a, timeout: 2.5, retries: 0, retry_delay: 0.1}\n  - {name: b}\n"
+    )
+    a, b = moot.load_society(path, model=ScriptedChatModel(respond=str)).agents
+    assert (a.timeout, a.retries, a.retry_delay) == (2.5, 0, 0.1)
+    assert (b.timeout, b.retries) == (None, 2)
+    path.write_text("agents:\n  - {name: a, timeout: -1}\n")
+    with pytest.raises(moot.ConfigError, match=":2: agents.0.timeout: Input should be greater"):
+        moot.load_society(path)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from moot.cli import bench, debate, models, serve
+from moot.cli import bench, debate, merge, models, serve
 from moot.cli._common import Parser, fail
 from moot.config import describe
 from moot.errors import MootError
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     debate.add_commands(commands)
     serve.add_command(commands)
     bench.add_command(commands)
+    merge.add_command(commands)
     models.add_command(commands)
     return parser
 
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as error:
         return fail(describe(error))
     except KeyboardInterrupt:
+        _interrupted.set()
         return fail("interrupted", status=130)
     except BrokenPipeError:  # the reader went away (`moot ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -62,16 +64,32 @@ def entry() -> None:
     sys.exit(status)
 
 
+_interrupted = threading.Event()
+"""Set once `main` has reported an interrupt."""
+
+
 def _stop_models_on_ctrl_c() -> Any:
-    """Make Ctrl-C also stop llama.cpp generations at their next token, so the interrupt takes
-    effect within a moment rather than when the running calls end. Returns the old handler."""
+    """Make Ctrl-C take effect within a moment, not when the running model calls end: llama.cpp
+    generations stop at their next token, and if a call that cannot be stopped (a hung server,
+    a stuck thread) still holds the run up after a second, the process exits anyway (finished
+    turns are already checkpointed). Returns the old handler."""
     if threading.current_thread() is not threading.main_thread():
         return None
+
+    def give_up() -> None:
+        if not _interrupted.is_set():
+            fail("interrupted", status=130)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
     def interrupt(signum: int, frame: Any) -> None:
         llama = sys.modules.get("moot.models.llama")
         if llama is not None:
             llama.cancel_all()
+        watchdog = threading.Timer(1.0, give_up)
+        watchdog.daemon = True
+        watchdog.start()
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGINT, interrupt)

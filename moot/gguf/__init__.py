@@ -1,0 +1,134 @@
+"""Reading GGUF files with llama.cpp's gguf-py: metadata, tensors by row chunks, and the checks
+that several files can be combined (one architecture, one tokenizer, the same tensors). Merging
+and token-level fusion both start here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from moot.errors import ConfigError, MissingExtraError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from gguf import GGUFReader, ReaderTensor
+
+TOKENIZER_KEYS = (
+    "tokenizer.ggml.model",
+    "tokenizer.ggml.pre",
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.bos_token_id",
+    "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.unknown_token_id",
+    "tokenizer.ggml.padding_token_id",
+)
+"""What must agree for two models to read and write the same tokens."""
+
+
+def gguf_module() -> Any:
+    try:
+        import gguf
+    except ImportError as error:
+        raise MissingExtraError("gguf", "merge", "reading GGUF files") from error
+    return gguf
+
+
+class GGUFFile:
+    """One GGUF file, memory-mapped: nothing is read until a tensor's rows are asked for."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConfigError(f"GGUF file not found: {self.path}")
+        with self.path.open("rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise ConfigError(f"{self.path} is not a GGUF file")
+        try:
+            self.reader: GGUFReader = gguf_module().GGUFReader(str(self.path))
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"{self.path}: cannot read it as GGUF: {error}") from error
+        self.tensors: dict[str, ReaderTensor] = {t.name: t for t in self.reader.tensors}
+
+    def value(self, key: str) -> Any:
+        """The metadata value under `key` (None when absent)."""
+        field = self.reader.fields.get(key)
+        return None if field is None else field.contents()
+
+    @property
+    def architecture(self) -> str:
+        return str(self.value("general.architecture"))
+
+    def block_count(self) -> int | None:
+        count = self.value(f"{self.architecture}.block_count")
+        return int(count) if count is not None else None
+
+    def rows(self, name: str) -> int:
+        return int(self.tensors[name].data.shape[0]) if len(self.shape(name)) > 1 else 1
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The tensor's shape in numpy order (rows first)."""
+        return tuple(int(size) for size in reversed(self.tensors[name].shape))
+
+    def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows [start, stop) of the tensor, dequantized to float32 (a 1-D tensor whole)."""
+        import numpy as np
+
+        tensor = self.tensors[name]
+        data = tensor.data if len(self.shape(name)) == 1 else tensor.data[start:stop]
+        values = gguf_module().quants.dequantize(np.asarray(data), tensor.tensor_type)
+        return np.asarray(values, dtype=np.float32).reshape(
+            self.shape(name) if len(self.shape(name)) == 1 else (-1, self.shape(name)[-1])
+        )
+
+    def chunks(self, name: str, rows_per_chunk: int) -> Iterator[tuple[int, int]]:
+        """(start, stop) row ranges covering the tensor."""
+        rows = self.rows(name)
+        for start in range(0, rows, rows_per_chunk):
+            yield start, min(rows, start + rows_per_chunk)
+
+
+def check_compatible(files: list[GGUFFile], what: str = "merged") -> None:
+    """Raise one ConfigError naming the first difference that keeps `files` from being
+    combined: architecture, tokenizer (tokens, pre-tokenizer, special tokens), tensor names,
+    tensor shapes."""
+    first = files[0]
+    for other in files[1:]:
+        pair = f"{first.path} and {other.path}"
+        if first.architecture != other.architecture:
+            raise ConfigError(
+                f"cannot be {what}: {pair} differ in architecture "
+                f"({first.architecture} vs {other.architecture})"
+            )
+        for key in TOKENIZER_KEYS:
+            mine, theirs = first.value(key), other.value(key)
+            if mine != theirs:
+                detail = _first_difference(mine, theirs)
+                raise ConfigError(
+                    f"cannot be {what}: {pair} have different tokenizers ({key}{detail}); "
+                    "models must share one vocabulary (mapping between vocabularies is not "
+                    "supported)"
+                )
+        missing = sorted(set(first.tensors) ^ set(other.tensors))
+        if missing:
+            where = first.path if missing[0] in first.tensors else other.path
+            raise ConfigError(
+                f"cannot be {what}: tensor {missing[0]} is only in {where} ({pair} hold "
+                "different tensors)"
+            )
+        for name in first.tensors:
+            if first.shape(name) != other.shape(name):
+                raise ConfigError(
+                    f"cannot be {what}: tensor {name} has shape {first.shape(name)} in "
+                    f"{first.path} but {other.shape(name)} in {other.path}"
+                )
+
+
+def _first_difference(mine: Any, theirs: Any) -> str:
+    if isinstance(mine, list) and isinstance(theirs, list):
+        if len(mine) != len(theirs):
+            return f": {len(mine)} vs {len(theirs)} entries"
+        index = next(i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b)
+        return f": entry {index} is {mine[index]!r} vs {theirs[index]!r}"
+    return f": {mine!r} vs {theirs!r}"

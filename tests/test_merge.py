@@ -1,0 +1,324 @@
+"""`moot merge`: every method against a plain numpy reference on tiny GGUF models written here,
+chunked merging equal to whole-tensor merging, clear errors, and real merges of the embedded
+SmolLM2 that llama.cpp loads and runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf", reason="merging needs the 'merge' extra")  # in moot[dev]
+
+import moot  # noqa: E402
+import moot.merge  # noqa: E402
+import moot.merge.writer as merge_run  # noqa: E402
+from moot.cli import main  # noqa: E402
+from moot.gguf import GGUFFile  # noqa: E402
+from moot.merge.methods import TensorPlan, random  # noqa: E402
+
+T = gguf.GGMLQuantizationType
+TENSORS = {  # name: (rows, columns, type); 1-D when rows is 0
+    "token_embd.weight": (8, 64, T.Q8_0),
+    "blk.0.attn_q.weight": (16, 32, T.F16),
+    "blk.1.attn_q.weight": (16, 32, T.F16),
+    "blk.1.ffn_down.weight": (4, 64, T.F32),
+    "output_norm.weight": (0, 64, T.F32),
+}
+
+
+def write_model(path: Path, seed: int, tokens: list[str] | None = None, **shapes) -> Path:
+    """A tiny llama-architecture GGUF with random tensors of several types."""
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.add_block_count(2)
+    writer.add_name(f"tiny-{seed}")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens or ["<s>", "</s>", "a", "b"])
+    writer.add_bos_token_id(0)
+    for name, (rows, columns, kind) in {**TENSORS, **shapes}.items():
+        values = rng.standard_normal((rows, columns) if rows else (columns,)).astype(np.float32)
+        writer.add_tensor(name, gguf.quants.quantize(values, kind), raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture
+def models(tmp_path) -> list[Path]:
+    return [write_model(tmp_path / f"m{i}.gguf", seed=i) for i in range(3)]
+
+
+def merged_tensors(path: Path) -> dict[str, np.ndarray]:
+    model = GGUFFile(path)
+    return {name: model.read(name, 0, None) for name in model.tensors}
+
+
+def stored(values: np.ndarray, kind) -> np.ndarray:
+    """What writing `values` as `kind` and reading them back gives."""
+    return gguf.quants.dequantize(gguf.quants.quantize(values.astype(np.float32), kind), kind)
+
+
+def assert_stored_close(actual: np.ndarray, expected: np.ndarray, kind, name: str) -> None:
+    """`actual` is `expected` written as `kind`, but for values that float rounding put on the
+    other side of a rounding boundary (float32 here, float64 in the reference): at most 5% of
+    them, each at most one step of the stored type away."""
+    off = np.abs(actual - stored(expected, kind)) > 1e-5
+    assert off.mean() <= 0.05, name
+    if kind == T.F32:
+        step = 1e-5
+    elif kind == T.F16:
+        step = np.abs(expected) * 2**-10 + 1e-5  # one unit in the last place
+    else:
+        step = np.abs(expected).max() / 127 + 1e-5  # one Q8_0 step of the largest block
+    assert np.all(np.abs(actual - expected) <= step * 1.01), name
+
+
+# -- the reference: whole tensors, plain numpy ---------------------------------------------------
+
+
+def reference(method: str, base, others, weights, densities, t, name, seed=0):
+    if method == "linear":
+        return sum(w * x for w, x in zip(weights, others, strict=True)) / sum(weights)
+    if method == "slerp":
+        a, b = base.ravel().astype(np.float64), others[0].ravel().astype(np.float64)
+        cosine = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+        if abs(cosine) > 0.9995:
+            return (1 - t) * base + t * others[0]
+        theta = np.arccos(cosine)
+        return (np.sin((1 - t) * theta) * base + np.sin(t * theta) * others[0]) / np.sin(theta)
+    deltas = [x - base for x in others]
+    if method == "ties":
+        kept = []
+        for delta, density in zip(deltas, densities, strict=True):
+            magnitude = np.abs(delta).ravel()
+            k = int(density * magnitude.size)
+            threshold = np.partition(magnitude, magnitude.size - k)[magnitude.size - k]
+            kept.append(np.where(np.abs(delta) >= threshold, delta, 0))
+        deltas = kept
+    if method.startswith("dare"):
+        plan = TensorPlan(method=method, weights=weights, densities=densities, seed=seed, name=name)
+        deltas = [
+            np.where(random(plan, i, 0).random(d.shape, dtype=np.float32) < p, d / p, 0)
+            for i, (d, p) in enumerate(zip(deltas, densities, strict=True))
+        ]
+    weighted = np.stack([w * d for w, d in zip(weights, deltas, strict=True)])
+    w = np.array(weights).reshape(-1, *([1] * base.ndim))
+    if method in ("ties", "dare_ties"):
+        sign = np.where(weighted.sum(0) >= 0, 1, -1)
+        agree = np.sign(weighted) == sign
+        divisor = (w * agree).sum(0)
+        divisor[divisor == 0] = 1
+        return base + (weighted * agree).sum(0) / divisor
+    return base + weighted.sum(0) / sum(weights)
+
+
+METHODS = ["linear", "slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear"]
+
+
+def recipe(method: str, paths: list[Path]) -> dict:
+    base, *others = paths
+    if method == "linear":
+        return {
+            "merge_method": "linear",
+            "models": [{"model": str(p), "parameters": {"weight": w}}
+                       for p, w in zip(paths, (0.5, 0.3, 0.2), strict=True)],
+        }  # fmt: skip
+    if method == "slerp":
+        return {
+            "merge_method": "slerp",
+            "base_model": str(base),
+            "models": [{"model": str(base)}, {"model": str(others[0])}],
+            "parameters": {"t": 0.3},
+        }
+    return {
+        "merge_method": method,
+        "base_model": str(base),
+        "models": [
+            {"model": str(others[0]), "parameters": {"weight": 0.7, "density": 0.5}},
+            {"model": str(others[1]), "parameters": {"weight": 0.4, "density": 0.3}},
+        ],
+        "seed": 3,
+    }
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_matches_the_numpy_reference(method, models, tmp_path):
+    out = moot.merge.run(recipe(method, models), tmp_path / "out.gguf", progress=False)
+    inputs = [merged_tensors(path) for path in models]
+    result = merged_tensors(out)
+    written = GGUFFile(out)
+    for name, (_, _, kind) in TENSORS.items():
+        base, others = inputs[0][name], [inputs[i][name] for i in (1, 2)]
+        if method == "linear":
+            expected = reference("linear", None, [base, *others], [0.5, 0.3, 0.2], None, 0, name)
+        elif method == "slerp":
+            expected = reference("slerp", base, others[:1], None, None, 0.3, name)
+        else:
+            expected = reference(method, base, others, [0.7, 0.4], [0.5, 0.3], 0, name, seed=3)
+        out_kind = written.tensors[name].tensor_type
+        assert out_kind == (T.F32 if name == "output_norm.weight" else kind)  # input type kept
+        assert_stored_close(result[name], expected, out_kind, name)
+
+
+@pytest.mark.parametrize("method", ["slerp", "ties", "dare_linear"])
+def test_merging_in_small_chunks_gives_the_same_file(method, models, tmp_path, monkeypatch):
+    whole = moot.merge.run(recipe(method, models), tmp_path / "whole.gguf", progress=False)
+    monkeypatch.setattr(merge_run, "CHUNK_ELEMENTS", 64)  # a row or two per chunk
+    chunked = moot.merge.run(recipe(method, models), tmp_path / "chunked.gguf", progress=False)
+    differing = list(merge_run.differing_tensors(whole, chunked))
+    if method == "dare_linear":  # drops are drawn per chunk: other chunks, other draws
+        assert differing and set(differing) <= set(TENSORS)
+    elif method == "slerp":  # the angle is summed in another order: float32 tensors may move
+        assert set(differing) <= {"blk.1.ffn_down.weight", "output_norm.weight"}
+        a, b = merged_tensors(whole), merged_tensors(chunked)
+        for name in differing:
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)
+    else:  # TIES's threshold is exact whatever the chunks
+        assert differing == []
+
+
+def test_a_list_value_is_interpolated_across_layers(models, tmp_path):
+    config = {
+        "merge_method": "linear",
+        "models": [
+            {"model": str(models[0]), "parameters": {"weight": [1.0, 0.0]}},
+            {"model": str(models[1]), "parameters": {"weight": [0.0, 1.0]}},
+        ],
+    }
+    result = merged_tensors(moot.merge.run(config, tmp_path / "grad.gguf", progress=False))
+    first, second = merged_tensors(models[0]), merged_tensors(models[1])
+    # Layer 0 is all the first model, layer 1 (the last) all the second; outside the layers
+    # a tensor takes the first value (the input side).
+    np.testing.assert_allclose(result["blk.0.attn_q.weight"], first["blk.0.attn_q.weight"])
+    np.testing.assert_allclose(result["blk.1.attn_q.weight"], second["blk.1.attn_q.weight"])
+    np.testing.assert_allclose(result["token_embd.weight"], first["token_embd.weight"])
+
+
+def test_metadata_is_copied_with_a_name_a_file_type_and_the_recipe(models, tmp_path):
+    out = moot.merge.run(recipe("ties", models) | {"dtype": "q8_0"}, tmp_path / "o.gguf",
+                         progress=False)  # fmt: skip
+    merged, base = GGUFFile(out), GGUFFile(models[0])
+    assert merged.value("tokenizer.ggml.tokens") == base.value("tokenizer.ggml.tokens")
+    assert merged.value("llama.block_count") == 2
+    assert merged.value("general.name") == "ties merge of m0, m1, m2"
+    assert merged.value("general.file_type") == gguf.LlamaFileType.MOSTLY_Q8_0
+    assert '"merge_method":"ties"' in merged.value("moot.merge.recipe")
+    assert {t.tensor_type for t in merged.reader.tensors} == {T.Q8_0, T.F32}
+
+
+def test_a_failed_merge_leaves_no_file(models, tmp_path, monkeypatch):
+    calls = []
+
+    def fail_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    original = merge_run.merge_chunk
+    monkeypatch.setattr(merge_run, "merge_chunk", fail_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        moot.merge.run(recipe("linear", models), tmp_path / "out.gguf", progress=False)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["m0.gguf", "m1.gguf", "m2.gguf"]
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def test_models_that_do_not_fit_together_are_refused(models, tmp_path):
+    other_tokens = write_model(tmp_path / "tok.gguf", 5, tokens=["<s>", "</s>", "a", "c"])
+    other_shape = write_model(tmp_path / "shape.gguf", 6, **{"blk.0.attn_q.weight": (8, 32, T.F16)})
+    cases = [
+        (other_tokens, "different tokenizers (tokenizer.ggml.tokens: entry 3 is 'b' vs 'c')"),
+        (other_shape, "tensor blk.0.attn_q.weight has shape (16, 32) in"),
+    ]
+    for other, message in cases:
+        config = recipe("linear", [models[0], other, models[1]])
+        with pytest.raises(moot.ConfigError) as caught:
+            moot.merge.run(config, tmp_path / "x.gguf", progress=False)
+        assert message in str(caught.value) and str(other) in str(caught.value)
+    assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("merge_method: average\nmodels: [{model: m0.gguf}]\n", ":1: merge_method: Input should"),
+        ("merge_method: ties\nbase_model: m0.gguf\nmodels:\n  - model: m1.gguf\n"
+         "    parameters: {density: 1.5}\n", ":5: models.0.parameters.density: "
+         "density must be in (0, 1], got 1.5"),
+        ("merge_method: ties\nmodels: [{model: m1.gguf}]\n", "ties needs a base_model"),
+        ("merge_method: linear\nmodels:\n  - {model: m0.gguf, parameters: {weight: 1}}\n"
+         "  - {model: m1.gguf, parameters: {weight: -1}}\n", "the weights sum to 0"),
+        ("merge_method: linear\nmodels: [{model: nowhere.gguf}]\n", "GGUF file not found"),
+        ("merge_method: linear\nmodels: [{model: m0.gguf}]\nparameters: {colour: red}\n",
+         ":3: parameters: unknown parameter(s) colour"),
+    ],
+)  # fmt: skip
+def test_recipe_mistakes_are_one_error_line(models, tmp_path, capsys, text, message):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    assert main(["merge", str(path), "-o", str(tmp_path / "out.gguf")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_not_gguf_and_missing_folders_are_refused(models, tmp_path, capsys):
+    fake = tmp_path / "fake.gguf"
+    fake.write_text("hello")
+    path = tmp_path / "recipe.yaml"
+    path.write_text("merge_method: linear\nmodels: [{model: m0.gguf}, {model: fake.gguf}]\n")
+    assert main(["merge", str(path), "-o", str(tmp_path / "out.gguf")]) == 2
+    assert "fake.gguf is not a GGUF file" in capsys.readouterr().err
+    path.write_text("merge_method: linear\nmodels: [{model: m0.gguf}, {model: m1.gguf}]\n")
+    assert main(["merge", str(path), "-o", str(tmp_path / "no" / "out.gguf")]) == 2
+    assert "the folder" in capsys.readouterr().err
+
+
+# -- the embedded model, for real ------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_self_merge_of_smollm2_reproduces_it_and_llama_runs_it(tmp_path):
+    from moot.models.embedded import embedded_model_path
+
+    config = {
+        "merge_method": "linear",
+        "models": [{"model": "local", "parameters": {"weight": 0.5}}] * 2,
+    }
+    out = moot.merge.run(config, tmp_path / "self.gguf", progress=False)
+    assert list(merge_run.differing_tensors(embedded_model_path(), out)) == []  # Q4_1 and Q8_0
+    reply = moot.load_model(f"llama:{out}").invoke("Say hi.", max_tokens=8)
+    assert reply.text and reply.usage_metadata["output_tokens"] > 0
+
+
+@pytest.mark.integration
+def test_cli_merges_quantizes_once_and_scores_a_probe(tmp_path, capsys):
+    import shutil
+
+    from moot.models.embedded import embedded_model_path
+
+    shutil.copy(embedded_model_path(), tmp_path / "copy.gguf")
+    probe = tmp_path / "probe.txt"
+    probe.write_text("The capital of France is Paris. Two plus two is four.")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        "merge_method: slerp\nbase_model: local\nmodels: [{model: local}, {model: copy.gguf}]\n"
+        "parameters: {t: 0.5}\n"
+    )
+    out = tmp_path / "merged.gguf"
+    args = ["merge", str(path), "-o", str(out), "--quantize", "Q8_0", "--eval", str(probe)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"merged into {out}" in printed and "loss per token" in printed
+    rows = [line.split("│") for line in printed.splitlines() if line.count("│") == 3]
+    losses = [float(row[2]) for row in rows if ".gguf" in row[1]]
+    assert len(losses) == 3 and abs(losses[0] - losses[2]) < 0.5  # Q8_0 barely moves it
+    assert {t.tensor_type for t in GGUFFile(out).reader.tensors} <= {T.Q8_0, T.F32}
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["copy.gguf", "merged.gguf", "probe.txt", "recipe.yaml"]  # no parts left
