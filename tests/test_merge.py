@@ -160,7 +160,7 @@ def test_each_method_matches_the_numpy_reference(method, models, tmp_path):
             expected = reference("slerp", base, others[:1], None, None, 0.3, name)
         else:
             expected = reference(method, base, others, [0.7, 0.4], [0.5, 0.3], 0, name, seed=3)
-        out_kind = written.tensors[name].tensor_type
+        out_kind = written.tensors[name].kind
         assert out_kind == (T.F32 if name == "output_norm.weight" else kind)  # input type kept
         assert_stored_close(result[name], expected, out_kind, name)
 
@@ -208,7 +208,7 @@ def test_metadata_is_copied_with_a_name_a_file_type_and_the_recipe(models, tmp_p
     assert merged.value("general.name") == "ties merge of m0, m1, m2"
     assert merged.value("general.file_type") == gguf.LlamaFileType.MOSTLY_Q8_0
     assert '"merge_method":"ties"' in merged.value("moot.merge.recipe")
-    assert {t.tensor_type for t in merged.reader.tensors} == {T.Q8_0, T.F32}
+    assert {t.kind for t in merged.tensors.values()} == {T.Q8_0, T.F32}
 
 
 def test_a_failed_merge_leaves_no_file(models, tmp_path, monkeypatch):
@@ -319,6 +319,6 @@ def test_cli_merges_quantizes_once_and_scores_a_probe(tmp_path, capsys):
     rows = [line.split("│") for line in printed.splitlines() if line.count("│") == 3]
     losses = [float(row[2]) for row in rows if ".gguf" in row[1]]
     assert len(losses) == 3 and abs(losses[0] - losses[2]) < 0.5  # Q8_0 barely moves it
-    assert {t.tensor_type for t in GGUFFile(out).reader.tensors} <= {T.Q8_0, T.F32}
+    assert {t.kind for t in GGUFFile(out).tensors.values()} <= {T.Q8_0, T.F32}
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["copy.gguf", "merged.gguf", "probe.txt", "recipe.yaml"]  # no parts left

@@ -5,6 +5,7 @@ and token-level fusion both start here."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,6 @@ from moot.errors import ConfigError, MissingExtraError
 
 if TYPE_CHECKING:
     import numpy as np
-    from gguf import GGUFReader, ReaderTensor
 
 TOKENIZER_KEYS = (
     "tokenizer.ggml.model",
@@ -35,8 +35,25 @@ def gguf_module() -> Any:
     return gguf
 
 
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where a tensor lies in its file and how it is stored."""
+
+    name: str
+    kind: Any
+    """Its gguf.GGMLQuantizationType."""
+    shape: tuple[int, ...]
+    """In numpy order (rows first)."""
+    offset: int
+    """Byte offset of its data in the file."""
+    nbytes: int
+
+
 class GGUFFile:
-    """One GGUF file, memory-mapped: nothing is read until a tensor's rows are asked for."""
+    """One GGUF file: its metadata as Python values and where its tensors are. Tensor data is
+    read on request, a chunk of rows at a time, with plain file reads (a memory map would keep
+    every page read resident, and gguf-py's parsed fields take hundreds of MB for a large
+    vocabulary, so the reader is dropped once parsed)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -46,15 +63,31 @@ class GGUFFile:
             if handle.read(4) != b"GGUF":
                 raise ConfigError(f"{self.path} is not a GGUF file")
         try:
-            self.reader: GGUFReader = gguf_module().GGUFReader(str(self.path))
+            reader = gguf_module().GGUFReader(str(self.path))
         except (ValueError, OSError) as error:
             raise ConfigError(f"{self.path}: cannot read it as GGUF: {error}") from error
-        self.tensors: dict[str, ReaderTensor] = {t.name: t for t in self.reader.tensors}
+        self.fields: dict[str, tuple[Any, list[Any]]] = {
+            key: (field.contents(), list(field.types))
+            for key, field in reader.fields.items()
+            if not key.startswith("GGUF.")
+        }
+        """Metadata: key -> (value, gguf-py value types)."""
+        self.tensors: dict[str, TensorInfo] = {
+            tensor.name: TensorInfo(
+                name=tensor.name,
+                kind=tensor.tensor_type,
+                shape=tuple(int(size) for size in reversed(tensor.shape)),
+                offset=int(tensor.data_offset),
+                nbytes=int(tensor.n_bytes),
+            )
+            for tensor in reader.tensors
+        }
+        del reader
 
     def value(self, key: str) -> Any:
         """The metadata value under `key` (None when absent)."""
-        field = self.reader.fields.get(key)
-        return None if field is None else field.contents()
+        entry = self.fields.get(key)
+        return None if entry is None else entry[0]
 
     @property
     def architecture(self) -> str:
@@ -64,23 +97,42 @@ class GGUFFile:
         count = self.value(f"{self.architecture}.block_count")
         return int(count) if count is not None else None
 
-    def rows(self, name: str) -> int:
-        return int(self.tensors[name].data.shape[0]) if len(self.shape(name)) > 1 else 1
-
     def shape(self, name: str) -> tuple[int, ...]:
         """The tensor's shape in numpy order (rows first)."""
-        return tuple(int(size) for size in reversed(self.tensors[name].shape))
+        return self.tensors[name].shape
+
+    def rows(self, name: str) -> int:
+        shape = self.shape(name)
+        return shape[0] if len(shape) > 1 else 1
+
+    def raw(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The stored bytes of rows [start, stop) (a 1-D tensor whole)."""
+        import numpy as np
+
+        tensor = self.tensors[name]
+        rows = self.rows(name)
+        stop = rows if stop is None else min(stop, rows)
+        row_bytes = tensor.nbytes // rows
+        with self.path.open("rb") as handle:
+            handle.seek(tensor.offset + start * row_bytes)
+            data = handle.read((stop - start) * row_bytes)
+        return np.frombuffer(data, dtype=np.uint8).reshape(stop - start, row_bytes)
 
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows [start, stop) of the tensor, dequantized to float32 (a 1-D tensor whole)."""
         import numpy as np
 
+        gguf = gguf_module()
         tensor = self.tensors[name]
-        data = tensor.data if len(self.shape(name)) == 1 else tensor.data[start:stop]
-        values = gguf_module().quants.dequantize(np.asarray(data), tensor.tensor_type)
-        return np.asarray(values, dtype=np.float32).reshape(
-            self.shape(name) if len(self.shape(name)) == 1 else (-1, self.shape(name)[-1])
-        )
+        kind = tensor.kind
+        raw = self.raw(name, start, stop)
+        if kind in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            values = raw.view(np.float32 if kind == gguf.GGMLQuantizationType.F32 else np.float16)
+        else:
+            values = gguf.quants.dequantize(raw, kind)
+        values = np.asarray(values, dtype=np.float32)
+        shape = self.shape(name)
+        return values.reshape(shape) if len(shape) == 1 else values.reshape(-1, shape[-1])
 
     def chunks(self, name: str, rows_per_chunk: int) -> Iterator[tuple[int, int]]:
         """(start, stop) row ranges covering the tensor."""

@@ -152,7 +152,7 @@ def _output_type(first: GGUFFile, name: str, config: MergeConfig) -> str:
     if len(shape) < 2:
         return "F32"
     wanted = config.dtype
-    kind = _DTYPES.get(wanted, wanted.upper()) if wanted else first.tensors[name].tensor_type.name
+    kind = _DTYPES.get(wanted, wanted.upper()) if wanted else first.tensors[name].kind.name
     if kind not in WRITABLE:
         kind = "Q8_0"
     block, _ = gguf_module().GGML_QUANT_SIZES[gguf_module().GGMLQuantizationType[kind]]
@@ -185,12 +185,11 @@ def _copy_metadata(
     out_types: dict[str, str],
 ) -> None:
     """All metadata of the base (or first) model, a new name and file type, and the recipe."""
-    for key, field in first.reader.fields.items():
+    for key, (value, types) in first.fields.items():
         if key.startswith(_SKIPPED):
             continue
-        value_type = field.types[0]
-        sub_type = field.types[-1] if len(field.types) > 1 else None
-        writer.add_key_value(key, field.contents(), value_type, sub_type=sub_type)
+        sub_type = types[-1] if len(types) > 1 else None
+        writer.add_key_value(key, value, types[0], sub_type=sub_type)
     names = ", ".join(path.path.stem for path in ([first] if config.base_model else []) + inputs)
     writer.add_name(config.name or f"{config.merge_method} merge of {names}")
     writer.add_file_type(_file_type(out_types))
@@ -235,7 +234,7 @@ def differing_tensors(first: str | Path, second: str | Path) -> Iterable[str]:
         other = b.tensors.get(name)
         if (
             other is None
-            or other.tensor_type != tensor.tensor_type
-            or not np.array_equal(np.asarray(tensor.data), np.asarray(other.data))
+            or other.kind != tensor.kind
+            or not np.array_equal(a.raw(name), b.raw(name))
         ):
             yield name
