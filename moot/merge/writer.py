@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -132,10 +132,14 @@ class _Streamed:
 
     def tofile(self, handle: Any) -> None:
         gguf = gguf_module()
-        stats = gather_stats(self.plan, self._chunks)
+        passes: Callable[[], Iterable[list[np.ndarray]]] = self._chunks
+        if self.first.rows(self.name) <= self.rows_per_chunk:  # one chunk: read it once
+            whole = list(self._chunks())
+            passes = lambda: whole  # noqa: E731
+        stats = gather_stats(self.plan, passes)
         qtype = gguf.GGMLQuantizationType[self.kind]
         written = 0
-        for index, arrays in enumerate(self._chunks()):
+        for index, arrays in enumerate(passes()):
             merged = merge_chunk(self.plan, stats, arrays, index)
             if len(self.first.shape(self.name)) == 1:
                 merged = merged.reshape(-1)
