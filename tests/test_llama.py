@@ -162,7 +162,7 @@ def test_a_timeout_stops_the_generation_and_frees_the_model(embedded_model):
     cut_off = time.monotonic() - started
     assert cut_off < 5  # not the minutes 3000 tokens would take
     generated = embedded_model.stats.output_tokens - before
-    assert 0 < generated < 3000  # it stopped part-way
+    assert generated < 3000  # it stopped part-way (on a busy machine, maybe before a token)
     reply = embedded_model.invoke("Say hi.", max_tokens=8)  # the model is free again
     assert 0 < reply.usage_metadata["output_tokens"] <= 8
 

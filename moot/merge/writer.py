@@ -29,8 +29,9 @@ from moot.merge.config import (
 )
 from moot.merge.methods import TensorPlan, gather_stats, merge_chunk
 
-CHUNK_ELEMENTS = 1 << 22
-"""About this many values per row chunk and input (16 MiB of float32)."""
+CHUNK_ELEMENTS = 1 << 24
+"""At most this many values per row chunk and input (64 MiB of float32): every tensor of a
+1.5B model but the embedding and output fits one chunk, read once."""
 WRITABLE = ("F32", "F16", "BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")
 """Types gguf-py can write; other input types (K-quants, IQ) are written as Q8_0."""
 _DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
