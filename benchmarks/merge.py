@@ -84,10 +84,11 @@ def recipe(method: str, base: Path, other: Path) -> dict:
 
 def measure(config: dict, out: Path) -> tuple[float, float]:
     """(seconds, peak RSS in GiB) of one merge in a fresh process."""
+    # VmHWM, not ru_maxrss: ru_maxrss keeps the parent's peak across fork and exec.
     code = (
-        "import json, resource, sys, moot.merge; "
+        "import json, re, sys, moot.merge; "
         "moot.merge.run(json.loads(sys.argv[1]), sys.argv[2], progress=False); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
     )
     started = time.perf_counter()
     run = subprocess.run(
