@@ -53,7 +53,7 @@ def test_seed_makes_sampling_reproducible(embedded_model):
     assert len(others) > 1
 
 
-def test_threads_sharing_the_model_are_serialised_by_its_lock(embedded_model):
+def test_threads_sharing_the_model_all_get_replies(embedded_model):
     replies: list[str] = []
     errors: list[BaseException] = []
 
@@ -86,8 +86,11 @@ async def test_async_call_does_not_block_the_event_loop(embedded_model):
     assert ticks >= 3
 
 
-def test_logprobs_when_loaded_for_them():
-    model = moot.load_model("local", logprobs=True, n_ctx=512)
+@pytest.mark.parametrize(
+    "options", [{"engine": "simple", "logprobs": True}, {"engine": "batched"}], ids=str
+)
+def test_logprobs(options):
+    model = moot.load_model("local", n_ctx=512, **options)
     reply = model.invoke(
         "Is the sky blue? Answer yes or no.", logprobs=True, top_logprobs=3, max_tokens=4
     )
@@ -98,13 +101,15 @@ def test_logprobs_when_loaded_for_them():
     assert len(first["top_logprobs"]) == 3
 
 
-def test_logprobs_without_loading_for_them_is_a_clear_error(embedded_model):
+def test_logprobs_on_the_simple_engine_need_loading_for_them():
+    model = moot.load_model("local", engine="simple", n_ctx=512)
     with pytest.raises(moot.ConfigError, match="load it with logprobs=True"):
-        embedded_model.invoke("hi", logprobs=True)
+        model.invoke("hi", logprobs=True)
 
 
-def test_prefix_cache_skips_an_agents_own_earlier_conversation():
-    model = moot.load_model("local", n_ctx=1024)
+@pytest.mark.parametrize("options", [{"engine": "simple"}, {"sequences": 2}], ids=str)
+def test_prefix_cache_skips_an_agents_own_earlier_conversation(options):
+    model = moot.load_model("local", n_ctx=1024, **options)
     other = [SystemMessage("You are b."), HumanMessage("Tell me about rivers.")]
     mine = [SystemMessage("You are a."), HumanMessage("Tell me about mountains.")]
     first = model.invoke(mine, max_tokens=24)
@@ -116,8 +121,9 @@ def test_prefix_cache_skips_an_agents_own_earlier_conversation():
     assert evaluated < sent / 2
 
 
-def test_a_prompt_longer_than_the_context_is_a_clear_error():
-    model = moot.load_model("local", n_ctx=256, prefix_cache=False)
+@pytest.mark.parametrize("engine", ["simple", "batched"])
+def test_a_prompt_longer_than_the_context_is_a_clear_error(engine):
+    model = moot.load_model("local", n_ctx=256, prefix_cache=False, engine=engine)
     with pytest.raises(moot.ContextLengthError, match="does not fit the context window of 256"):
         model.invoke("word " * 600)
 

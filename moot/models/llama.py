@@ -1,9 +1,12 @@
 """llama.cpp as a LangChain chat model.
 
-One `Llama` per GGUF file and load settings, shared by every agent that names it and guarded by
-one lock (a `Llama` must not be called from two threads). Each agent's conversation prefix stays
-in a RAM cache of llama.cpp states, so agents taking turns on one instance do not evict each
-other's prefix and only the new part of each prompt is evaluated.
+Each GGUF file is loaded once per set of load options and shared by every agent that names it.
+Two engines run it:
+- `batched` (default, `moot/models/_engine.py`): a pool of contexts with several sequences each;
+  calls that arrive together decode together, and each conversation keeps its KV cache in its own
+  sequence, so a continued conversation evaluates only its new tokens, seeded or not.
+- `simple`: one llama-cpp-python `Llama` behind one lock, calls one after another, each agent's
+  prefix kept in a RAM cache of llama.cpp states (skipped by seeded calls).
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
+import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -37,6 +41,8 @@ from moot.errors import (
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
+    from moot.models._engine import Engine, Request
+
 _GGUF_MAGIC = b"GGUF"
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
 _SAMPLING = ("temperature", "max_tokens", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
@@ -47,8 +53,17 @@ class LoadOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    engine: Literal["batched", "simple"] = "batched"
+    """`batched`: calls decode together on a pool of contexts and each conversation keeps its
+    own KV cache; `simple`: one call at a time on one llama-cpp-python `Llama`."""
     n_ctx: int = Field(default=4096, ge=0)
-    """Context window in tokens (0: the model's own)."""
+    """Context window in tokens of one conversation (0: the model's own)."""
+    sequences: int = Field(default=4, ge=1, le=256)
+    """Batched engine: conversations each context holds at once (llama.cpp's n_seq_max); more
+    wait their turn. Each takes n_ctx tokens of KV cache."""
+    contexts: int = Field(default=1, ge=1, le=64)
+    """Batched engine: contexts decoding in parallel on the one loaded model (each with
+    n_threads threads)."""
     n_gpu_layers: int = Field(default=0, ge=-1)
     """Layers to offload to the GPU (-1: all); needs a GPU build of llama-cpp-python."""
     n_threads: int | None = Field(default=None, ge=1)
@@ -57,10 +72,13 @@ class LoadOptions(BaseModel):
     chat_format: str | None = None
     """A llama-cpp-python chat format name; None uses the template stored in the GGUF."""
     logprobs: bool = False
-    """Keep logits for every token (llama.cpp's logits_all), needed to return logprobs."""
+    """Simple engine: keep logits for every token (llama.cpp's logits_all), needed to return
+    logprobs. The batched engine returns logprobs without it."""
     prefix_cache: bool = True
-    """Keep each conversation's state in RAM so a continued conversation skips its prefix."""
+    """Simple engine: keep each conversation's state in RAM so a continued conversation skips
+    its prefix. (The batched engine always keeps conversations in their sequences.)"""
     cache_bytes: int = Field(default=1 << 30, ge=0)
+    """Simple engine: size of that RAM cache."""
 
 
 class LlamaStats(BaseModel):
@@ -75,7 +93,7 @@ class LlamaStats(BaseModel):
 
 
 class _SharedLlama:
-    """A loaded model, its lock and its counters."""
+    """The simple engine: a loaded model, its lock and its counters."""
 
     def __init__(self, path: Path, options: LoadOptions) -> None:
         llama_class = _counting_llama_class()
@@ -103,16 +121,126 @@ class _SharedLlama:
         self.lock = threading.Lock()
         self.stats = LlamaStats()
 
+    @property
+    def context_window(self) -> int:
+        return self.llama.n_ctx()
 
-_loaded: dict[tuple[Path, LoadOptions], _SharedLlama] = {}
+    def tokenize(self, text: str) -> list[int]:
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=False)
+
+    def close(self) -> None:
+        self.llama.close()
+
+
+class _SharedEngine:
+    """The batched engine: a loaded model, the chat template that makes its prompts, counters."""
+
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        try:
+            from moot.models._engine import Engine
+        except ImportError as error:
+            raise MissingExtraError("llama-cpp-python", "local", "the llama.cpp backend") from error
+        self.engine: Engine = Engine(
+            path,
+            n_ctx=options.n_ctx,
+            sequences=options.sequences,
+            contexts=options.contexts,
+            n_threads=options.n_threads,
+            n_batch=options.n_batch,
+            n_gpu_layers=options.n_gpu_layers,
+        )
+        self.formatter = _chat_formatter(self.engine, options.chat_format)
+        self.lock = threading.Lock()
+        self.stats = LlamaStats()
+
+    @property
+    def context_window(self) -> int:
+        return self.engine.n_ctx
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.engine.tokenize(text, add_bos=False, special=False)
+
+    def prompt(
+        self, messages: list[BaseMessage], stop: list[str]
+    ) -> tuple[list[int], list[int], list[str]]:
+        """The prompt's tokens, as llama-cpp-python's chat handlers make them; where its messages
+        end (the engine cuts chunks there, so conversations sharing their first messages can
+        share their KV cache); and the stop strings with the template's own."""
+        from moot.models._engine import common_prefix
+
+        chat = [_to_llama_message(message) for message in messages]
+        result = self.formatter(messages=chat)
+        add_bos = not result.added_special
+        tokens = self.engine.tokenize(result.prompt, add_bos=add_bos, special=True)
+        cuts = set()
+        for end in range(1, len(chat)):
+            shorter = self.formatter(messages=chat[:end]).prompt  # ends in an assistant header
+            shorter_tokens = self.engine.tokenize(shorter, add_bos=add_bos, special=True)
+            cuts.add(common_prefix(shorter_tokens, tokens))
+        template_stop = result.stop if isinstance(result.stop, list) else [result.stop]
+        return tokens, sorted(cuts), [*stop, *(s for s in template_stop if s)]
+
+    def count(self, usage: dict[str, int]) -> UsageMetadata:
+        with self.lock:
+            self.stats.calls += 1
+            self.stats.prompt_tokens += usage["prompt_tokens"]
+            self.stats.prompt_tokens_evaluated += usage["prompt_tokens_evaluated"]
+            self.stats.output_tokens += usage["completion_tokens"]
+        return UsageMetadata(
+            input_tokens=usage["prompt_tokens"],
+            output_tokens=usage["completion_tokens"],
+            total_tokens=usage["prompt_tokens"] + usage["completion_tokens"],
+        )
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _chat_formatter(engine: Engine, chat_format: str | None) -> Any:
+    """The formatter llama-cpp-python's `Llama` would pick: `chat_format` by name, else a
+    format recognised from the GGUF's template, else that template itself."""
+    from llama_cpp import llama_chat_format as formats
+
+    model = engine.model
+    metadata = model.metadata()
+    if chat_format is None:
+        chat_format = formats.guess_chat_format_from_gguf_metadata(metadata)
+        template = metadata.get("tokenizer.chat_template")
+        if chat_format is None and template is not None:
+            eos, bos = model.token_eos(), model.token_bos()
+            return formats.Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+                stop_token_ids=[eos],
+            )
+        chat_format = chat_format or "llama-2"
+    try:
+        handler = formats.LlamaChatCompletionHandlerRegistry().get_chat_completion_handler_by_name(
+            chat_format
+        )
+    except ValueError as error:
+        raise ModelSpecError(f"unknown chat_format {chat_format!r}: {error}") from error
+    # llama-cpp-python registers a formatter wrapped in a handler; the formatter is its closure.
+    for cell in getattr(handler, "__closure__", None) or ():
+        if callable(cell.cell_contents) and cell.cell_contents is not handler:
+            return cell.cell_contents
+    raise ModelSpecError(
+        f"chat_format {chat_format!r} is a handler, not a prompt format: load the model with "
+        "engine=simple to use it"
+    )
+
+
+_loaded: dict[tuple[Path, LoadOptions], _SharedLlama | _SharedEngine] = {}
 _loaded_lock = threading.Lock()
 
 
-def _shared_llama(path: Path, options: LoadOptions) -> _SharedLlama:
+def _shared_model(path: Path, options: LoadOptions) -> _SharedLlama | _SharedEngine:
     key = (path, options)
     with _loaded_lock:
         if key not in _loaded:
-            _loaded[key] = _SharedLlama(path, options)
+            shared_class = _SharedEngine if options.engine == "batched" else _SharedLlama
+            _loaded[key] = shared_class(path, options)
         return _loaded[key]
 
 
@@ -121,7 +249,7 @@ def _close_all() -> None:
     """Free loaded models before interpreter teardown, where Llama.__del__ prints errors."""
     with _loaded_lock:
         for shared in _loaded.values():
-            shared.llama.close()
+            shared.close()
         _loaded.clear()
 
 
@@ -197,8 +325,10 @@ class ChatLlama(BaseChatModel):
     and `top_logprobs=k` return token logprobs in `response_metadata["logprobs"]` (OpenAI's
     shape) when the model was loaded with `logprobs=True`.
 
-    A call with a `seed` is reproducible: it evaluates its whole prompt instead of reusing a
-    cached prefix, because llama.cpp's logits differ in the last bits between the two.
+    A call with a `seed` is reproducible. On the batched engine a seeded call still reuses its
+    conversation's cached prefix and decodes batched with other calls: its logits are the same
+    bits as when decoded alone (see `moot/models/_engine.py`). On the simple engine it evaluates
+    its whole prompt, because there a cached prefix changes logits in the last bits.
     """
 
     model_path: str
@@ -212,7 +342,7 @@ class ChatLlama(BaseChatModel):
     repeat_penalty: float = Field(default=1.1, gt=0)
     seed: int | None = None
 
-    _shared: _SharedLlama = PrivateAttr()
+    _shared: _SharedLlama | _SharedEngine = PrivateAttr()
 
     @classmethod
     def from_path(cls, path: str | Path, **options: Any) -> ChatLlama:
@@ -234,7 +364,7 @@ class ChatLlama(BaseChatModel):
             raise ModelSpecError(f"llama option {describe(error)}") from error
 
     def model_post_init(self, context: Any, /) -> None:
-        self._shared = _shared_llama(_check_gguf(Path(self.model_path)), self.load)
+        self._shared = _shared_model(_check_gguf(Path(self.model_path)), self.load)
 
     @property
     def _llm_type(self) -> str:
@@ -247,7 +377,7 @@ class ChatLlama(BaseChatModel):
     @property
     def context_window(self) -> int:
         """Tokens the loaded context holds (llama.cpp may round n_ctx up)."""
-        return self._shared.llama.n_ctx()
+        return self._shared.context_window
 
     @property
     def stats(self) -> LlamaStats:
@@ -255,7 +385,7 @@ class ChatLlama(BaseChatModel):
         return self._shared.stats
 
     def get_num_tokens(self, text: str) -> int:
-        return len(self._shared.llama.tokenize(text.encode("utf-8"), add_bos=False))
+        return len(self._shared.tokenize(text))
 
     def _params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {name: getattr(self, name) for name in _SAMPLING}
@@ -263,7 +393,7 @@ class ChatLlama(BaseChatModel):
         if stop:
             params["stop"] = stop
         if kwargs.get("logprobs"):
-            if not self.load.logprobs:
+            if not self.load.logprobs and self.load.engine == "simple":
                 raise ConfigError(
                     "logprobs were asked for but the model was loaded without them: "
                     "load it with logprobs=True"
@@ -281,11 +411,14 @@ class ChatLlama(BaseChatModel):
         while it waits for the lock: generation stops at the next token and the call raises.
         """
         shared = self._shared
-        llama = shared.llama
         params = self._params(stop, kwargs)
+        halt = _Halt(kwargs.get("timeout"), kwargs.get("cancel"))
+        if isinstance(shared, _SharedEngine):
+            yield from self._engine_completion(shared, messages, params, halt)
+            return
+        llama = shared.llama
         top_logprobs = params.get("top_logprobs")
         reproducible = params.get("seed") is not None
-        halt = _Halt(kwargs.get("timeout"), kwargs.get("cancel"))
         while not shared.lock.acquire(timeout=0.05):
             halt.raise_if_due()
         try:
@@ -325,6 +458,90 @@ class ChatLlama(BaseChatModel):
         finally:
             shared.lock.release()
 
+    def _engine_request(
+        self,
+        shared: _SharedEngine,
+        messages: list[BaseMessage],
+        params: dict[str, Any],
+        halt: _Halt,
+        emit: Callable[[Any], None],
+    ) -> Request:
+        from moot.models._engine import Request, Sampling
+
+        tokens, cuts, stop = shared.prompt(messages, params.get("stop") or [])
+        sampling = Sampling(
+            temperature=params["temperature"],
+            top_p=params["top_p"],
+            top_k=params["top_k"],
+            min_p=params["min_p"],
+            repeat_penalty=params["repeat_penalty"],
+            seed=params["seed"],
+            max_tokens=params["max_tokens"],
+            top_logprobs=params.get("top_logprobs"),
+        )
+        return Request(
+            prompt=tokens, cuts=cuts, sampling=sampling, stop=stop, emit=emit, halted=halt.due
+        )
+
+    def _engine_completion(
+        self,
+        shared: _SharedEngine,
+        messages: list[BaseMessage],
+        params: dict[str, Any],
+        halt: _Halt,
+    ) -> Iterator[dict[str, Any]]:
+        """Chunks of one request on the batched engine; a halt ends this request alone."""
+        items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        request = self._engine_request(shared, messages, params, halt, items.put)
+        shared.engine.submit(request)
+        try:
+            while True:
+                try:
+                    item = items.get(timeout=0.05)
+                except queue.Empty:
+                    halt.raise_if_due()  # also while the request waits for a free sequence
+                    continue
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield {"usage": shared.count(item["usage"])} if "usage" in item else item
+            halt.raise_if_due()  # the generation was cut short
+        finally:
+            request.abandoned = True  # frees the sequence if the caller stopped early
+
+    async def _aengine_completion(
+        self,
+        shared: _SharedEngine,
+        messages: list[BaseMessage],
+        params: dict[str, Any],
+        halt: _Halt,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """`_engine_completion` without a thread: the worker hands chunks to the event loop."""
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[Any] = asyncio.Queue()
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(items.put_nowait, item)
+
+        request = self._engine_request(shared, messages, params, halt, emit)
+        shared.engine.submit(request)
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(items.get(), timeout=0.05)
+                except TimeoutError:
+                    halt.raise_if_due()
+                    continue
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield {"usage": shared.count(item["usage"])} if "usage" in item else item
+            halt.raise_if_due()
+        finally:
+            request.abandoned = True  # a cancelled task frees its sequence at the next step
+
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -333,25 +550,12 @@ class ChatLlama(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         for chunk in self._completion(messages, stop, kwargs):
-            if "usage" in chunk:
-                yield ChatGenerationChunk(
-                    message=AIMessageChunk(content="", usage_metadata=chunk["usage"])
-                )
+            generation = _generation_chunk(chunk)
+            if generation is None:
                 continue
-            choice = chunk["choices"][0]
-            text = choice["delta"].get("content") or ""
-            info: dict[str, Any] = {}
-            if choice.get("finish_reason"):
-                info["finish_reason"] = choice["finish_reason"]
-            if choice.get("logprobs"):
-                info["logprobs"] = choice["logprobs"]
-            if text and run_manager:
-                run_manager.on_llm_new_token(text)
-            if text or info:
-                yield ChatGenerationChunk(
-                    message=AIMessageChunk(content=text, response_metadata=info),
-                    generation_info=info or None,
-                )
+            if generation.text and run_manager:
+                run_manager.on_llm_new_token(generation.text)
+            yield generation
 
     def _generate(
         self,
@@ -360,11 +564,14 @@ class ChatLlama(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        return self._result(self._completion(messages, stop, kwargs))
+
+    def _result(self, chunks: Iterable[dict[str, Any]]) -> ChatResult:
         text: list[str] = []
         logprobs: list[dict[str, Any]] = []
         metadata: dict[str, Any] = {"model_name": Path(self.model_path).name}
         usage: UsageMetadata | None = None
-        for chunk in self._completion(messages, stop, kwargs):
+        for chunk in chunks:
             if "usage" in chunk:
                 usage = chunk["usage"]
                 continue
@@ -386,8 +593,21 @@ class ChatLlama(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        """`_stream` in a worker thread; a cancelled task stops the generation at once (the
-        thread is told through an event), so an abandoned call frees the model."""
+        """On the batched engine, chunks come straight from its worker; on the simple one,
+        `_stream` runs in a worker thread. Either way a cancelled task stops its generation at
+        the next token, so an abandoned call frees the model."""
+        shared = self._shared
+        if isinstance(shared, _SharedEngine):
+            halt = _Halt(kwargs.get("timeout"), kwargs.get("cancel"))
+            params = self._params(stop, kwargs)
+            async for chunk in self._aengine_completion(shared, messages, params, halt):
+                generation = _generation_chunk(chunk)
+                if generation is None:
+                    continue
+                if run_manager and generation.text:
+                    await run_manager.on_llm_new_token(generation.text, chunk=generation)
+                yield generation
+            return
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
@@ -420,6 +640,12 @@ class ChatLlama(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        shared = self._shared
+        if isinstance(shared, _SharedEngine):
+            halt = _Halt(kwargs.get("timeout"), kwargs.get("cancel"))
+            params = self._params(stop, kwargs)
+            chunks = [c async for c in self._aengine_completion(shared, messages, params, halt)]
+            return self._result(chunks)
         cancel = threading.Event()
         call = functools.partial(self._generate, messages, stop, None, cancel=cancel, **kwargs)
         try:
@@ -466,6 +692,26 @@ def cancel_all() -> None:
 
 class CallCancelledError(MootError):
     """A llama.cpp call stopped because it was cancelled."""
+
+
+def _generation_chunk(chunk: dict[str, Any]) -> ChatGenerationChunk | None:
+    """A completion chunk as LangChain's chunk (None for one that carries nothing)."""
+    if "usage" in chunk:
+        return ChatGenerationChunk(
+            message=AIMessageChunk(content="", usage_metadata=chunk["usage"])
+        )
+    choice = chunk["choices"][0]
+    text = choice["delta"].get("content") or ""
+    info: dict[str, Any] = {}
+    if choice.get("finish_reason"):
+        info["finish_reason"] = choice["finish_reason"]
+    if choice.get("logprobs"):
+        info["logprobs"] = choice["logprobs"]
+    if not text and not info:
+        return None
+    return ChatGenerationChunk(
+        message=AIMessageChunk(content=text, response_metadata=info), generation_info=info or None
+    )
 
 
 def _trim_top_logprobs(chunk: dict[str, Any], k: int) -> None:

@@ -1,0 +1,571 @@
+"""A llama.cpp engine that decodes many conversations together on one loaded model.
+
+The model is loaded once; a small pool of contexts runs on it, each holding several sequences
+(llama.cpp's `n_seq_max`). Every conversation lives in a sequence and stays there between calls,
+so a continued conversation evaluates only its new tokens. Each context has one worker thread.
+At every step it decodes the next prompt chunk of one sequence that is reading its prompt, then
+one batch holding the next token of every generating sequence (continuous batching: a request
+that arrives mid-way joins at the next step, one that ends leaves). A new prompt that shares a
+prefix with a sequence of the same context copies it (`llama_memory_seq_cp`) instead of
+evaluating it again.
+
+Seeded calls repeat exactly, however requests interleave, because a sequence's logits depend
+only on its own tokens and on how they were cut into chunks, never on other sequences:
+- Weights are not repacked (`use_extra_bufts=False`): llama.cpp's repacked CPU kernels compute a
+  row differently when it falls in a group of four, so a sequence's logits depended on how many
+  others shared its batch (logits moved by up to 0.4).
+- On CPU, flash attention is off: its kernel sums a row's attention differently when sequences
+  of other lengths share the batch (up to 0.45). With both off, one generated token per
+  sequence decodes bit-identically alone or batched with any others (measured on SmolLM2 135M
+  and Qwen2.5 0.5B), at no speed cost measurable here.
+- How a prompt is cut into chunks does change logits (evaluating N tokens at once or N-1 then 1
+  differs by up to 0.8 on both test models), so chunks are cut by one rule that depends only on
+  the conversation: each call evaluates its new tokens from the end of the longest cached prefix
+  that ends where an earlier call's chunk ended (a *boundary*), in n_batch pieces, the last
+  prompt token alone; generated tokens are decoded one at a time. A prompt chunk is never mixed
+  with other sequences' tokens in one decode (llama.cpp would re-split it).
+On a GPU, kernels chosen by batch size may still differ in the last bits; seeded runs are then
+repeatable only up to that.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moot.errors import ContextLengthError, ModelSpecError
+
+Chunk = dict[str, Any]
+"""A completion chunk in llama-cpp-python's streaming shape, or `{"usage": ...}` at the end."""
+
+_PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size, so both engines sample alike
+_MIN_SHARED_PREFIX = 16  # a prefix worth copying from another sequence instead of evaluating
+
+
+@dataclass
+class Sampling:
+    """Per-request sampling, the same chain llama-cpp-python builds."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    repeat_penalty: float
+    seed: int | None
+    max_tokens: int
+    top_logprobs: int | None = None
+    """Return logprobs with this many alternatives per token (None: no logprobs)."""
+
+
+@dataclass(eq=False)
+class Request:
+    """One completion: a prompt's tokens in, chunks out through `emit`."""
+
+    prompt: list[int]
+    cuts: list[int]
+    """Prompt lengths where a message ends; a chunk ends there (see `_chunks`)."""
+    sampling: Sampling
+    stop: list[str]
+    emit: Callable[[Chunk | BaseException | None], None]
+    """Receives each chunk, then None at the end, or an exception."""
+    halted: Callable[[], bool]
+    """Checked at every step; True ends this request alone (a deadline, a cancel)."""
+    abandoned: bool = False
+    """Set by a consumer that stopped reading; the worker drops the request."""
+    evaluated: int = 0
+    generated: int = 0
+
+
+@dataclass(eq=False)
+class _Slot:
+    """A sequence of one context: the tokens its KV cache holds and who uses it."""
+
+    context: _Context
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)
+    boundaries: set[int] = field(default_factory=lambda: {0})
+    """Lengths of `tokens` at which a chunk ended: the only places a cached prefix may end."""
+    request: Request | None = None
+    last_used: int = 0
+    # Set on admission, carried out by the context's worker before its next decode:
+    keep: int = 0
+    """Tokens of `tokens` kept; the rest is removed from the KV cache."""
+    donor: _Slot | None = None
+    """A slot of the same context whose first `copy` tokens are copied in first."""
+    lending: int = 0
+    """Slots waiting to copy from this one; until they have, it takes no new request."""
+    copy: int = 0
+    # While the request runs:
+    pending: deque[list[int]] = field(default_factory=deque)
+    """Prompt chunks still to evaluate."""
+    next_token: int | None = None
+    """A sampled token not yet evaluated."""
+    sampler: Any = None
+    text: _Text | None = None
+
+    def reusable(self, prompt: list[int], upcoming: bool = False) -> int:
+        """How many first tokens of `prompt` this sequence can give: the longest common prefix,
+        cut back to a boundary and short of the last prompt token (whose logits are needed).
+        `upcoming` counts the boundaries the prompt being read will reach."""
+        tokens, boundaries = self.tokens, self.boundaries
+        if upcoming and self.request is not None and self.pending:
+            tokens = tokens + [t for chunk in self.pending for t in chunk]
+            ends = itertools.accumulate(len(chunk) for chunk in self.pending)
+            boundaries = boundaries | {len(self.tokens) + end for end in ends}
+        limit = min(common_prefix(tokens, prompt), len(prompt) - 1)
+        return max(b for b in boundaries if b <= limit)
+
+
+class Engine:
+    """A GGUF loaded once, decoding requests from any thread on a pool of contexts."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_ctx: int,
+        sequences: int,
+        contexts: int,
+        n_threads: int | None,
+        n_batch: int,
+        n_gpu_layers: int,
+    ) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self._llama_cpp = llama_cpp
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = n_gpu_layers
+        model_params.use_extra_bufts = False  # see the module docstring
+        try:
+            self.model = _internals.LlamaModel(
+                path_model=str(path), params=model_params, verbose=False
+            )
+        except ValueError as error:
+            raise ModelSpecError(f"llama.cpp could not load {path}: {error}") from error
+        self.n_vocab = self.model.n_vocab()
+        self.n_ctx = n_ctx or self.model.n_ctx_train()
+        """Tokens one conversation holds."""
+        self.n_batch = max(n_batch, sequences)  # room for one token of every sequence
+        self.on_cpu = n_gpu_layers == 0
+        self.lock = threading.Condition()
+        self.queue: deque[Request] = deque()
+        self.clock = itertools.count(1)
+        self.closed = False
+        self.contexts = [
+            _Context(self, sequences=sequences, n_threads=n_threads) for _ in range(contexts)
+        ]
+        for context in self.contexts:
+            context.thread.start()
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for (special tokens as nothing, as in replies)."""
+        buffer = ctypes.create_string_buffer(64)
+        api = self._llama_cpp
+        n = api.llama_token_to_piece(self.model.vocab, token, buffer, len(buffer), 0, False)
+        if n < 0:
+            buffer = ctypes.create_string_buffer(-n)
+            n = api.llama_token_to_piece(self.model.vocab, token, buffer, len(buffer), 0, False)
+        return buffer.raw[:n]
+
+    def tokenize(self, text: str, add_bos: bool, special: bool) -> list[int]:
+        return self.model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def submit(self, request: Request) -> None:
+        """Queue a request; its chunks arrive through `request.emit` from a worker thread."""
+        if len(request.prompt) >= self.n_ctx:
+            raise ContextLengthError(
+                f"the prompt ({len(request.prompt)} tokens) does not fit the context window of "
+                f"{self.n_ctx} tokens: shorten it or load the model with a larger n_ctx"
+            )
+        with self.lock:
+            if self.closed:
+                raise ModelSpecError("the llama.cpp engine was closed")
+            self.queue.append(request)
+            self._admit()
+            self.lock.notify_all()
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.lock.notify_all()
+        for context in self.contexts:
+            context.thread.join(timeout=5)
+        for context in self.contexts:
+            context.free()
+        self.model.close()
+
+    def _admit(self) -> None:
+        """Give queued requests idle sequences, first come first served (holding the lock).
+
+        A request takes the idle sequence that saves it the most evaluation: its own earlier
+        conversation (the longest cached prefix), or a sequence of a context where another
+        sequence holds a long shared prefix to copy; otherwise the least recently used one.
+        """
+        while self.queue:
+            request = self.queue[0]
+            if request.abandoned:
+                self.queue.popleft()
+                continue
+            idle = [
+                slot
+                for context in self.contexts
+                for slot in context.slots
+                if not slot.request and not slot.lending
+            ]
+            if not idle:
+                return
+            self.queue.popleft()
+            best: tuple[int, bool, int, int] | None = None
+            chosen: tuple[_Slot, _Slot | None, int] | None = None
+            for slot in idle:
+                own = slot.reusable(request.prompt)
+                donor, shared = slot.context.best_donor(request.prompt, exclude=slot)
+                copies = shared >= own + _MIN_SHARED_PREFIX
+                saved = shared if copies else own
+                busy = sum(1 for other in slot.context.slots if other.request)
+                rank = (saved, not copies, -busy, -slot.last_used)
+                if best is None or rank > best:
+                    best = rank
+                    chosen = (slot, None if saved == own else donor, shared)
+            assert chosen is not None
+            slot, donor, shared = chosen
+            slot.request = request
+            slot.last_used = next(self.clock)
+            slot.keep = slot.reusable(request.prompt)
+            slot.donor = donor
+            slot.copy = shared if donor else 0
+            if donor is not None:
+                donor.lending += 1
+
+
+class _Context:
+    """One llama.cpp context with `sequences` sequences and the worker thread that decodes it."""
+
+    def __init__(self, engine: Engine, *, sequences: int, n_threads: int | None) -> None:
+        llama_cpp = engine._llama_cpp
+        self.engine = engine
+        self.api = llama_cpp
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = engine.n_ctx * sequences
+        params.n_batch = params.n_ubatch = engine.n_batch
+        params.n_seq_max = sequences
+        params.kv_unified = False  # each sequence gets its own n_ctx cells
+        if engine.on_cpu:  # see the module docstring
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        if n_threads is not None:
+            # The batch default is every core, which oversubscribes a busy machine.
+            params.n_threads = params.n_threads_batch = n_threads
+        self.ctx = llama_cpp.llama_init_from_model(engine.model.model, params)
+        if not self.ctx:
+            raise ModelSpecError(
+                f"llama.cpp could not create a context of {sequences} x {engine.n_ctx} tokens: "
+                "lower n_ctx or sequences"
+            )
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.batch = llama_cpp.llama_batch_init(engine.n_batch, 0, 1)
+        self.slots = [_Slot(self, seq_id) for seq_id in range(sequences)]
+        self.thread = threading.Thread(target=self._work, name="moot-llama", daemon=True)
+
+    def free(self) -> None:
+        for slot in self.slots:
+            if slot.sampler is not None:
+                self.api.llama_sampler_free(slot.sampler)
+                slot.sampler = None
+        self.api.llama_batch_free(self.batch)
+        self.api.llama_free(self.ctx)
+
+    def best_donor(self, prompt: list[int], exclude: _Slot) -> tuple[_Slot | None, int]:
+        """The sequence of this context with the longest reusable prefix of `prompt`, counting
+        the boundaries of a prompt it is still reading (holding the engine lock)."""
+        best: tuple[_Slot | None, int] = (None, 0)
+        for slot in self.slots:
+            if slot is exclude or (slot.request is not None and slot.text is None):
+                continue  # a sequence about to be cut back to its new request's prefix
+            shared = slot.reusable(prompt, upcoming=True)
+            if shared > best[1]:
+                best = (slot, shared)
+        return best
+
+    def _work(self) -> None:
+        engine = self.engine
+        while True:
+            with engine.lock:
+                while not engine.closed and not any(slot.request for slot in self.slots):
+                    engine.lock.wait()
+                if engine.closed:
+                    return
+                active = [slot for slot in self.slots if slot.request]
+            try:
+                with engine.lock:
+                    ready = [slot for slot in active if self._prepare(slot)]
+                self._step(ready)
+            except Exception as error:  # noqa: BLE001 - delivered to each request, worker lives
+                with engine.lock:
+                    for slot in active:
+                        self._finish(slot, error)
+
+    def _prepare(self, slot: _Slot) -> bool:  # noqa: C901 - one decision list, read in order
+        """Start a newly admitted request (KV edits, sampler); False while it must wait for
+        a donor's prefix. Holding the engine lock."""
+        request = slot.request
+        assert request is not None
+        if request.abandoned or request.halted():
+            self._finish(slot, None)
+            return False
+        if slot.text is not None:
+            return True  # already running
+        if slot.donor is not None:
+            donor = slot.donor
+            if donor.reusable(request.prompt) < slot.copy:
+                if donor.request is not None and donor.pending:
+                    return False  # the donor is still reading the shared prefix: wait a step
+                donor.lending -= 1
+                slot.donor = None  # the donor failed or was cut short: evaluate here
+            else:
+                donor.lending -= 1
+                self.api.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+                self.api.llama_memory_seq_cp(self.memory, donor.seq_id, slot.seq_id, -1, -1)
+                self.api.llama_memory_seq_rm(self.memory, slot.seq_id, slot.copy, -1)
+                slot.tokens = donor.tokens[: slot.copy]
+                slot.boundaries = {b for b in donor.boundaries if b <= slot.copy}
+                slot.keep = slot.copy
+                slot.donor = None
+        self.api.llama_memory_seq_rm(self.memory, slot.seq_id, slot.keep, -1)
+        del slot.tokens[slot.keep :]
+        slot.boundaries = {b for b in slot.boundaries if b <= slot.keep}
+        slot.pending = _chunks(request, slot.keep, self.engine.n_batch)
+        request.evaluated = len(request.prompt) - slot.keep
+        slot.next_token = None
+        slot.sampler = _sampler_chain(self.api, request.sampling, self.engine.n_vocab)
+        slot.text = _Text(request.stop)
+        return True
+
+    def _step(self, slots: list[_Slot]) -> None:
+        """The next prompt chunk of the longest-waiting sequence reading its prompt, then one
+        token of every generating sequence, as two decodes (see the module docstring)."""
+        reading = [slot for slot in slots if slot.pending]
+        generating = [slot for slot in slots if slot.next_token is not None]
+        if not reading and not generating:
+            time.sleep(0.005)  # every request waits for a donor
+            return
+        if reading:
+            slot = min(reading, key=lambda s: s.last_used)
+            chunk = slot.pending.popleft()
+            for row, token in enumerate(chunk):
+                self._add(row, token, len(slot.tokens), slot.seq_id, row == len(chunk) - 1)
+                slot.tokens.append(token)
+            self._decode(len(chunk), [(slot, len(chunk) - 1)] if not slot.pending else [])
+            slot.boundaries.add(len(slot.tokens))
+        if generating:
+            for row, slot in enumerate(generating):
+                assert slot.next_token is not None
+                self._add(row, slot.next_token, len(slot.tokens), slot.seq_id, True)
+                slot.tokens.append(slot.next_token)
+                slot.boundaries.add(len(slot.tokens))
+                slot.next_token = None
+            self._decode(len(generating), [(slot, row) for row, slot in enumerate(generating)])
+
+    def _decode(self, n: int, rows: list[tuple[_Slot, int]]) -> None:
+        """Decode the first n batch rows, then sample each (slot, row) and deliver its token."""
+        self.batch.n_tokens = n
+        status = self.api.llama_decode(self.ctx, self.batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed with status {status}")
+        outputs = [(slot, self._sample(slot, row)) for slot, row in rows]
+        with self.engine.lock:
+            for slot, sampled in outputs:
+                if slot.request is not None:
+                    self._deliver(slot, sampled)
+
+    def _add(self, row: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        batch = self.batch
+        batch.token[row] = token
+        batch.pos[row] = pos
+        batch.n_seq_id[row] = 1
+        batch.seq_id[row][0] = seq_id
+        batch.logits[row] = logits
+
+    def _sample(self, slot: _Slot, row: int) -> tuple[int, dict[str, Any] | None]:
+        request = slot.request
+        assert request is not None
+        token = self.api.llama_sampler_sample(slot.sampler, self.ctx, row)
+        logprobs = None
+        if request.sampling.top_logprobs is not None:
+            logits = np.ctypeslib.as_array(
+                self.api.llama_get_logits_ith(self.ctx, row), shape=(self.engine.n_vocab,)
+            )
+            logprobs = self._logprobs(logits, token, request.sampling.top_logprobs)
+        return token, logprobs
+
+    def _logprobs(self, logits: np.ndarray, token: int, k: int) -> dict[str, Any]:
+        shifted = logits.astype(np.float64) - logits.max()
+        log_probs = shifted - np.log(np.exp(shifted).sum())
+        top = np.argpartition(-log_probs, k)[:k] if k < len(log_probs) else np.arange(k)
+        top = top[np.argsort(-log_probs[top])]
+
+        def entry(candidate: int) -> dict[str, Any]:
+            piece = self.engine.piece(int(candidate))
+            return {
+                "token": piece.decode("utf-8", errors="replace"),
+                "logprob": float(log_probs[candidate]),
+                "bytes": list(piece),
+            }
+
+        return {**entry(token), "top_logprobs": [entry(int(c)) for c in top]}
+
+    def _deliver(self, slot: _Slot, sampled: tuple[int, dict[str, Any] | None]) -> None:
+        """Turn a sampled token into text and chunks; end the request where due (locked)."""
+        request, text = slot.request, slot.text
+        assert request is not None and text is not None
+        token, logprobs = sampled
+        engine = self.engine
+        if request.abandoned or request.halted():
+            self._finish(slot, None)
+            return
+        if self.api.llama_vocab_is_eog(engine.model.vocab, token):
+            self._end(slot, "stop", text.flush())
+            return
+        request.generated += 1
+        piece = engine.piece(token)
+        shown, stopped = text.add(piece)
+        if stopped:
+            self._end(slot, "stop", shown)
+            return
+        if shown or logprobs:
+            request.emit(_chunk(shown, None, logprobs))
+        full = len(slot.tokens) >= engine.n_ctx  # no cell left for the next token
+        if request.generated >= request.sampling.max_tokens or full:
+            self._end(slot, "length", text.flush())
+            return
+        slot.next_token = token
+
+    def _end(self, slot: _Slot, reason: str, text: str) -> None:
+        request = slot.request
+        assert request is not None
+        request.emit(_chunk(text, reason, None))
+        request.emit(
+            {
+                "usage": {
+                    "prompt_tokens": len(request.prompt),
+                    "prompt_tokens_evaluated": request.evaluated,
+                    "completion_tokens": request.generated,
+                }
+            }
+        )
+        self._finish(slot, None)
+
+    def _finish(self, slot: _Slot, error: BaseException | None) -> None:
+        """Free the slot; its KV cache stays for the conversation's next call."""
+        request = slot.request
+        if request is not None:
+            request.emit(error)
+        if error is not None:  # what the KV cache holds is unknown: start afresh
+            self.api.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+            slot.tokens, slot.boundaries = [], {0}
+        slot.pending.clear()  # a prompt cut short: what was evaluated stays, up to a boundary
+        if slot.sampler is not None:
+            self.api.llama_sampler_free(slot.sampler)
+            slot.sampler = None
+        if slot.donor is not None:  # ended while waiting to copy
+            slot.donor.lending -= 1
+        slot.request, slot.text, slot.next_token, slot.donor = None, None, None, None
+        self.engine._admit()
+        self.engine.lock.notify_all()
+
+
+class _Text:
+    """Incremental UTF-8 decoding and stop strings: text is released once no stop string can
+    start in it."""
+
+    def __init__(self, stop: list[str]) -> None:
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.stop = [s for s in stop if s]
+        self.held = ""
+
+    def add(self, piece: bytes) -> tuple[str, bool]:
+        """(text to show now, whether a stop string ended the reply)."""
+        self.held += self.decoder.decode(piece)
+        for stop in self.stop:
+            at = self.held.find(stop)
+            if at >= 0:
+                shown, self.held = self.held[:at], ""
+                return shown, True
+        keep = max((_partial_stop(self.held, stop) for stop in self.stop), default=0)
+        cut = len(self.held) - keep
+        shown, self.held = self.held[:cut], self.held[cut:]
+        return shown, False
+
+    def flush(self) -> str:
+        shown, self.held = self.held + self.decoder.decode(b"", final=True), ""
+        return shown
+
+
+def _partial_stop(text: str, stop: str) -> int:
+    """Length of the longest end of `text` that begins `stop`."""
+    for length in range(min(len(text), len(stop) - 1), 0, -1):
+        if stop.startswith(text[-length:]):
+            return length
+    return 0
+
+
+def _chunk(text: str, finish_reason: str | None, logprobs: dict[str, Any] | None) -> Chunk:
+    choice: dict[str, Any] = {"delta": {"content": text}, "finish_reason": finish_reason}
+    if logprobs is not None:
+        choice["logprobs"] = {"content": [logprobs]}
+    return {"choices": [choice]}
+
+
+def _chunks(request: Request, start: int, size: int) -> deque[list[int]]:
+    """A call's prompt from `start` as chunks, cut where a message ends, then every `size`
+    tokens, and the last token alone (so an identical prompt can reuse all but that token)."""
+    prompt = request.prompt
+    ends = sorted({cut for cut in request.cuts if start < cut < len(prompt) - 1})
+    ends.append(len(prompt) - 1)
+    pieces: deque[list[int]] = deque()
+    for end in ends:
+        while start < end:
+            pieces.append(prompt[start : min(start + size, end)])
+            start += len(pieces[-1])
+    pieces.append(prompt[-1:])
+    return pieces
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _sampler_chain(api: Any, sampling: Sampling, n_vocab: int) -> Any:
+    """llama-cpp-python's chain (`Llama._init_sampler`): penalties over the last 64 generated
+    tokens, then greedy at temperature 0, else top-k, top-p, min-p, temperature and a draw."""
+    chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params())
+    add = api.llama_sampler_chain_add
+    penalties = api.llama_sampler_init_penalties(
+        n_vocab, _PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0
+    )
+    add(chain, penalties)
+    if sampling.temperature == 0:
+        add(chain, api.llama_sampler_init_greedy())
+        return chain
+    seed = api.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed
+    add(chain, api.llama_sampler_init_top_k(sampling.top_k))
+    add(chain, api.llama_sampler_init_top_p(sampling.top_p, 1))
+    add(chain, api.llama_sampler_init_min_p(sampling.min_p, 1))
+    add(chain, api.llama_sampler_init_temp(sampling.temperature))
+    add(chain, api.llama_sampler_init_dist(ctypes.c_uint32(seed & 0xFFFFFFFF).value))
+    return chain

@@ -1,0 +1,194 @@
+"""The batched llama.cpp engine on the real embedded GGUF: requests decoded together."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+import moot
+from moot.models.llama import ChatLlama
+
+pytestmark = pytest.mark.integration
+
+SYSTEM = SystemMessage(
+    "You are a patient teacher of arithmetic. Explain each step of your working in short "
+    "sentences, and finish with a line of the form 'Answer: N'."
+)
+QUESTIONS = ["What is 12+30?", "What is 7*8?", "What is 100-37?", "What is 9*9?", "What is 5+5?"]
+LONG = "Write a very long story about a lighthouse keeper, at least 3000 words."
+
+
+def engine_model(**options: object) -> ChatLlama:
+    model = moot.load_model("local", n_ctx=1024, **options)
+    assert isinstance(model, ChatLlama)
+    return model
+
+
+def ask_all(model: ChatLlama, prompts: list[list], **kwargs: object) -> list[AIMessage]:
+    """The prompts sent at once, from one thread each."""
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        return list(pool.map(lambda messages: model.invoke(messages, **kwargs), prompts))
+
+
+def prompts(n: int) -> list[list]:
+    return [[SYSTEM, HumanMessage(QUESTIONS[i % len(QUESTIONS)])] for i in range(n)]
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 0.9, "seed": 7}])
+def test_concurrent_requests_give_the_tokens_of_sequential_ones(sampling):
+    model = engine_model(sequences=4)
+    alone = [model.invoke(messages, max_tokens=40, **sampling).text for messages in prompts(4)]
+    model_b = engine_model(sequences=4, n_batch=64)  # another load: a cold cache
+    together = [r.text for r in ask_all(model_b, prompts(4), max_tokens=40, **sampling)]
+    assert together == alone
+
+
+def test_a_seeded_debate_repeats_exactly_and_reuses_each_agents_history():
+    model = engine_model(sequences=4)
+
+    def debate():  # noqa: ANN202
+        agents = [moot.Agent(name=f"a{i}", model=model, max_tokens=32, seed=i) for i in range(3)]
+        return moot.Society(agents=agents, protocol=moot.Debate(rounds=3)).run("What is 12+30?")
+
+    before = model.stats.model_copy()
+    first = debate()
+    sent = model.stats.prompt_tokens - before.prompt_tokens
+    evaluated = model.stats.prompt_tokens_evaluated - before.prompt_tokens_evaluated
+    second = debate()
+    assert [t.text for t in first.turns] == [t.text for t in second.turns]
+    assert evaluated / sent < 0.6  # own history in each sequence, the shared prefix copied once
+
+
+def test_a_shared_prefix_is_evaluated_once():
+    model = engine_model(sequences=4)
+    shared = SystemMessage("Background: " + "the river flows north past the mill. " * 20)
+    messages = [[shared, HumanMessage(q)] for q in QUESTIONS[:3]]
+    alone = engine_model(sequences=1, n_batch=256)
+    expected = [alone.invoke(m, max_tokens=12, temperature=0).text for m in messages]
+    before = model.stats.model_copy()
+    replies = ask_all(model, messages, max_tokens=12, temperature=0)
+    sent = model.stats.prompt_tokens - before.prompt_tokens
+    evaluated = model.stats.prompt_tokens_evaluated - before.prompt_tokens_evaluated
+    assert [r.text for r in replies] == expected
+    assert evaluated < sent / 2  # the ~200-token background once, not three times
+
+
+def test_more_requests_than_sequences_all_complete_in_order():
+    model = engine_model(sequences=2)
+    replies = ask_all(model, prompts(7), max_tokens=8, temperature=0)
+    assert len(replies) == 7 and all(r.text for r in replies)
+    assert all(0 < r.usage_metadata["output_tokens"] <= 8 for r in replies)
+
+
+def test_a_cancelled_sequence_frees_its_slot_and_the_others_go_on():
+    model = engine_model(sequences=2)
+    cancel = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def long_call() -> None:
+        try:
+            model.invoke(LONG, max_tokens=3000, temperature=0, cancel=cancel)
+        except moot.MootError as error:
+            outcome["error"] = error
+
+    worker = threading.Thread(target=long_call)
+    worker.start()
+    with ThreadPoolExecutor(1) as pool:
+        neighbour = pool.submit(model.invoke, "Count from one to ten.", max_tokens=48)
+        time.sleep(1.0)
+        cancel.set()
+        worker.join(timeout=10)
+        assert not worker.is_alive()
+        assert "cancelled" in str(outcome["error"])
+        assert neighbour.result(timeout=60).text  # the batch went on without it
+    # Both sequences are free again: two calls run at once.
+    assert all(r.text for r in ask_all(model, prompts(2), max_tokens=8))
+
+
+def test_a_timeout_ends_one_request_not_the_batch():
+    model = engine_model(sequences=3)
+    with ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(model.invoke, LONG, max_tokens=3000, timeout=1.0)
+        quick = pool.submit(model.invoke, "Name three colours.", max_tokens=24)
+        with pytest.raises(moot.MootError, match="did not finish within 1 s"):
+            slow.result(timeout=30)
+        assert quick.result(timeout=60).text
+
+
+def test_a_stream_closed_early_frees_its_sequence():
+    model = engine_model(sequences=1)
+    stream = model.stream(LONG, max_tokens=3000)
+    next(stream)
+    stream.close()
+    reply = model.invoke("Say hi.", max_tokens=8)  # would wait forever on a held sequence
+    assert reply.text
+
+
+def test_usage_counts_equal_the_simple_engines():
+    batched = engine_model()
+    simple = moot.load_model("local", n_ctx=1024, engine="simple", prefix_cache=False)
+    for messages in prompts(3):
+        mine = batched.invoke(messages, max_tokens=24, temperature=0)
+        theirs = simple.invoke(messages, max_tokens=24, temperature=0)
+        assert mine.usage_metadata["input_tokens"] == theirs.usage_metadata["input_tokens"]
+        if mine.text == theirs.text:
+            assert mine.usage_metadata == theirs.usage_metadata
+
+
+def test_stop_strings_cut_the_reply_and_are_not_shown():
+    model = engine_model()
+    full = model.invoke("Count from 1 to 20, separated by commas.", max_tokens=60, temperature=0)
+    assert "7" in full.text
+    cut = model.invoke(
+        "Count from 1 to 20, separated by commas.", max_tokens=60, temperature=0, stop=["7"]
+    )
+    assert cut.text == full.text[: full.text.index("7")]
+    assert cut.response_metadata["finish_reason"] == "stop"
+
+
+def test_streamed_text_equals_the_whole_reply():
+    model = engine_model()
+    whole = model.invoke("Describe a cat in one sentence.", max_tokens=32, seed=5)
+    chunks = list(model.stream("Describe a cat in one sentence.", max_tokens=32, seed=5))
+    assert "".join(c.text for c in chunks) == whole.text
+    assert sum(chunks[1:], chunks[0]).usage_metadata == whole.usage_metadata
+
+
+async def test_async_calls_decode_together():
+    model = engine_model(sequences=4)
+    expected = [model.invoke(m, max_tokens=24, temperature=0).text for m in prompts(4)]
+    replies = await asyncio.gather(
+        *(model.ainvoke(m, max_tokens=24, temperature=0) for m in prompts(4))
+    )
+    assert [r.text for r in replies] == expected
+
+
+async def test_a_cancelled_async_call_frees_its_sequence():
+    model = engine_model(sequences=1)
+    task = asyncio.create_task(model.ainvoke(LONG, max_tokens=3000))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    reply = await asyncio.wait_for(model.ainvoke("Say hi.", max_tokens=8), timeout=30)
+    assert reply.text
+
+
+def test_absurd_engine_options_are_clear_errors():
+    with pytest.raises(moot.ModelSpecError, match="sequences"):
+        moot.load_model("local", sequences=0)
+    with pytest.raises(moot.ModelSpecError, match="engine"):
+        moot.load_model("local", engine="turbo")
+    with pytest.raises(moot.ModelSpecError, match="contexts"):
+        moot.load_model("local", contexts=1000)
+
+
+def test_two_contexts_share_one_model_and_agree():
+    pooled = engine_model(sequences=2, contexts=2, n_threads=1)
+    expected = [pooled.invoke(m, max_tokens=24, temperature=0).text for m in prompts(4)]
+    assert [r.text for r in ask_all(pooled, prompts(4), max_tokens=24, temperature=0)] == expected
