@@ -1,10 +1,10 @@
 """llama.cpp inside a debate, on the embedded model (or any GGUF with --model).
 
 (c) generated tokens/s: the requests of a seeded 3-agent x 2-round debate, run by moot, then the
-    same requests replayed straight through llama-cpp-python's create_chat_completion on a
-    separately loaded Llama; both produce the same tokens (seeded calls are reproducible).
+    same requests replayed one by one through llama-cpp-python's create_chat_completion on a
+    separately loaded Llama (which evaluates each whole prompt, as a seeded call must there).
 (d) prompt tokens llama.cpp evaluates / prompt tokens sent, over 3-agent x 3-round debates,
-    with each agent's prefix kept in the RAM cache against one live KV slot shared by agents.
+    seeded and not, on the batched engine and on the simple one.
 
     python benchmarks/llama_debate.py [--model local] [--max-tokens 96] [--repeats 3]
 """
@@ -92,14 +92,18 @@ def prefix_reuse(spec: str, max_tokens: int) -> None:
         "| sent | evaluated | evaluated / sent |"
     )
     print("| --- | --- | --- | --- |")
-    for label, cached in (
-        ("per-agent prefix cache (default)", True),
-        ("one shared KV slot", False),
+    for label, engine, seeded in (
+        ("batched engine, seeded", "batched", True),
+        ("batched engine, unseeded", "batched", False),
+        ("simple engine, seeded", "simple", True),
+        ("simple engine, unseeded", "simple", False),
     ):
-        model = moot.load_model(spec, prefix_cache=cached, max_tokens=max_tokens)
+        model = moot.load_model(spec, engine=engine, max_tokens=max_tokens)
         assert isinstance(model, ChatLlama)
         before = model.stats.model_copy()
-        agents = [moot.Agent(name=f"a{i}", model=model) for i in range(3)]
+        agents = [
+            moot.Agent(name=f"a{i}", model=model, seed=i if seeded else None) for i in range(3)
+        ]
         society = moot.Society(agents=agents, protocol=moot.Debate(rounds=3))
         for question in questions:
             society.run(question)

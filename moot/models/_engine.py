@@ -116,14 +116,26 @@ class _Slot:
     def reusable(self, prompt: list[int], upcoming: bool = False) -> int:
         """How many first tokens of `prompt` this sequence can give: the longest common prefix,
         cut back to a boundary and short of the last prompt token (whose logits are needed).
-        `upcoming` counts the boundaries the prompt being read will reach."""
-        tokens, boundaries = self.tokens, self.boundaries
-        if upcoming and self.request is not None and self.pending:
-            tokens = tokens + [t for chunk in self.pending for t in chunk]
-            ends = itertools.accumulate(len(chunk) for chunk in self.pending)
-            boundaries = boundaries | {len(self.tokens) + end for end in ends}
+        `upcoming` counts what the prompt it is about to read, or reading, will give."""
+        tokens, boundaries = self.planned() if upcoming else (self.tokens, self.boundaries)
         limit = min(common_prefix(tokens, prompt), len(prompt) - 1)
         return max(b for b in boundaries if b <= limit)
+
+    def planned(self) -> tuple[list[int], set[int]]:
+        """The tokens and boundaries this sequence will hold once its prompt is read."""
+        request = self.request
+        if request is None:
+            return self.tokens, self.boundaries
+        if self.text is None:  # admitted, not started: it will keep `keep` tokens, then read
+            if self.donor is not None:
+                return [], {0}  # what it copies is not settled yet
+            chunks = _chunks(request, self.keep, self.context.engine.n_batch)
+            kept = {b for b in self.boundaries if b <= self.keep}
+        else:
+            chunks, kept = self.pending, self.boundaries
+        start = len(request.prompt) - sum(len(chunk) for chunk in chunks)
+        ends = itertools.accumulate((len(chunk) for chunk in chunks), initial=start)
+        return request.prompt, kept | set(ends)
 
 
 class Engine:
@@ -141,8 +153,9 @@ class Engine:
         n_gpu_layers: int,
     ) -> None:
         import llama_cpp
-        from llama_cpp import _internals
+        from llama_cpp import _internals, _logger
 
+        _logger.set_verbose(False)  # llama.cpp logs every KV copy and graph to stderr
         self._llama_cpp = llama_cpp
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = n_gpu_layers
@@ -290,8 +303,8 @@ class _Context:
         the boundaries of a prompt it is still reading (holding the engine lock)."""
         best: tuple[_Slot | None, int] = (None, 0)
         for slot in self.slots:
-            if slot is exclude or (slot.request is not None and slot.text is None):
-                continue  # a sequence about to be cut back to its new request's prefix
+            if slot is exclude:
+                continue
             shared = slot.reusable(prompt, upcoming=True)
             if shared > best[1]:
                 best = (slot, shared)
