@@ -1,7 +1,7 @@
 """Latency and throughput of `moot serve` under 1 and N concurrent clients.
 
     python benchmarks/serve_latency.py --requests 12 --clients 1 4
-    python benchmarks/serve_latency.py --model llama:/path/qwen.gguf --concurrent-runs 2
+    python benchmarks/serve_latency.py --model llama:/path/qwen.gguf --concurrent-runs 1
 
 Starts `moot serve` on 127.0.0.1 with a small debate society (2 agents, 1 round, 32 tokens a
 reply, temperature 0), sends the same number of requests at each client count (each client
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--model", default="local")
     parser.add_argument("--requests", type=int, default=12)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--concurrent-runs", type=int, default=1)
+    parser.add_argument("--concurrent-runs", type=int, default=4)
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp())

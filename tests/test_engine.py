@@ -192,3 +192,29 @@ def test_two_contexts_share_one_model_and_agree():
     pooled = engine_model(sequences=2, contexts=2, n_threads=1)
     expected = [pooled.invoke(m, max_tokens=24, temperature=0).text for m in prompts(4)]
     assert [r.text for r in ask_all(pooled, prompts(4), max_tokens=24, temperature=0)] == expected
+
+
+def test_a_failed_decode_fails_its_calls_and_the_engine_goes_on():
+    model = engine_model(sequences=2)
+    context = model._shared.engine.contexts[0]
+    real_api = context.api
+
+    class FailOnce:
+        failed = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real_api, name)
+
+        def llama_decode(self, ctx: object, batch: object) -> int:
+            if not FailOnce.failed:
+                FailOnce.failed = True
+                return -3  # what llama.cpp returns when a compute fails
+            return real_api.llama_decode(ctx, batch)
+
+    context.api = FailOnce()
+    try:
+        with pytest.raises(RuntimeError, match="llama_decode failed with status -3"):
+            model.invoke("Say hi.", max_tokens=8)
+        assert model.invoke("Say hi.", max_tokens=8).text  # the worker lives
+    finally:
+        context.api = real_api

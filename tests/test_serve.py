@@ -264,7 +264,7 @@ def test_requests_are_served_first_come_first_served(live_app):
     from concurrent.futures import ThreadPoolExecutor
 
     recorder = Recorder(delay=0.15, rounds=2)  # one run: 2 rounds of 0.15 s
-    url = live_app({"slow": recorder.society})
+    url = live_app({"slow": recorder.society}, concurrent_runs=1)
     finished: list[int] = []
 
     def ask(number: int) -> float:

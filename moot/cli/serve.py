@@ -16,8 +16,8 @@ def add_command(commands: Any) -> None:
     serve.add_argument("--port", type=port, default=8000, help="port (8000)")
     serve.add_argument("--model", help="model spec that replaces every agent's model")
     serve.add_argument(
-        "--concurrent-runs", type=positive, default=1,
-        help="runs at once; later requests wait their turn, first come first served (1)",
+        "--concurrent-runs", type=positive, default=4,
+        help="runs at once; later requests wait their turn, first come first served (4)",
     )  # fmt: skip
     serve.set_defaults(handler=serve_command)
 

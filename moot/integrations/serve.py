@@ -30,12 +30,12 @@ if TYPE_CHECKING:
 
 
 def create_app(
-    societies: dict[str, Society], *, concurrent_runs: int = 1, queue: int = 64
+    societies: dict[str, Society], *, concurrent_runs: int = 4, queue: int = 64
 ) -> Starlette:
     """The ASGI app serving `societies` by name.
 
-    At most `concurrent_runs` runs go at once and the rest wait their turn, first come first
-    served (sharing one local model, simultaneous runs only slow each other down); beyond
+    At most `concurrent_runs` runs go at once (their calls to one local model decode together
+    on the batched engine) and the rest wait their turn, first come first served; beyond
     `queue` waiting requests the server answers 429. A client that hangs up cancels its run.
     """
     try:
@@ -269,7 +269,7 @@ async def _chunks(
         run.cancel()  # no-op once the run is over
 
 
-def serve(societies: dict[str, Society], host: str, port: int, *, concurrent_runs: int = 1) -> None:
+def serve(societies: dict[str, Society], host: str, port: int, *, concurrent_runs: int = 4) -> None:
     """Serve until interrupted; the port is bound first, so a taken port is a clear error."""
     try:
         import uvicorn
