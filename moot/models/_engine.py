@@ -85,6 +85,13 @@ class Request:
     evaluated: int = 0
     generated: int = 0
 
+    def send(self, item: Chunk | BaseException | None) -> None:
+        """Hand an item to the consumer; one that is gone (a closed event loop) is dropped."""
+        try:
+            self.emit(item)
+        except Exception:  # noqa: BLE001 - the worker must outlive any consumer
+            self.abandoned = True
+
 
 @dataclass(eq=False)
 class _Slot:
@@ -250,7 +257,7 @@ class Engine:
                 rank = (saved, not copies, -busy, -slot.last_used)
                 if best is None or rank > best:
                     best = rank
-                    chosen = (slot, None if saved == own else donor, shared)
+                    chosen = (slot, donor if copies else None, shared)
             assert chosen is not None
             slot, donor, shared = chosen
             slot.request = request
@@ -318,15 +325,16 @@ class _Context:
                     engine.lock.wait()
                 if engine.closed:
                     return
-                active = [slot for slot in self.slots if slot.request]
+                active = [(slot, slot.request) for slot in self.slots if slot.request]
             try:
                 with engine.lock:
-                    ready = [slot for slot in active if self._prepare(slot)]
+                    ready = [slot for slot, _ in active if self._prepare(slot)]
                 self._step(ready)
             except Exception as error:  # noqa: BLE001 - delivered to each request, worker lives
                 with engine.lock:
-                    for slot in active:
-                        self._finish(slot, error)
+                    for slot, request in active:
+                        if slot.request is request:
+                            self._finish(slot, error)
 
     def _prepare(self, slot: _Slot) -> bool:  # noqa: C901 - one decision list, read in order
         """Start a newly admitted request (KV edits, sampler); False while it must wait for
@@ -456,7 +464,7 @@ class _Context:
             self._end(slot, "stop", shown)
             return
         if shown or logprobs:
-            request.emit(_chunk(shown, None, logprobs))
+            request.send(_chunk(shown, None, logprobs))
         full = len(slot.tokens) >= engine.n_ctx  # no cell left for the next token
         if request.generated >= request.sampling.max_tokens or full:
             self._end(slot, "length", text.flush())
@@ -466,8 +474,8 @@ class _Context:
     def _end(self, slot: _Slot, reason: str, text: str) -> None:
         request = slot.request
         assert request is not None
-        request.emit(_chunk(text, reason, None))
-        request.emit(
+        request.send(_chunk(text, reason, None))
+        request.send(
             {
                 "usage": {
                     "prompt_tokens": len(request.prompt),
@@ -482,7 +490,7 @@ class _Context:
         """Free the slot; its KV cache stays for the conversation's next call."""
         request = slot.request
         if request is not None:
-            request.emit(error)
+            request.send(error)
         if error is not None:  # what the KV cache holds is unknown: start afresh
             self.api.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
             slot.tokens, slot.boundaries = [], {0}
