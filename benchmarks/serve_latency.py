@@ -2,6 +2,7 @@
 
     python benchmarks/serve_latency.py --requests 12 --clients 1 4
     python benchmarks/serve_latency.py --model llama:/path/qwen.gguf --concurrent-runs 1
+    python benchmarks/serve_latency.py --engine simple   # the one-call-at-a-time llama.cpp path
 
 Starts `moot serve` on 127.0.0.1 with a small debate society (2 agents, 1 round, 32 tokens a
 reply, temperature 0), sends the same number of requests at each client count (each client
@@ -24,9 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 SOCIETY = """\
+models:
+  m: {{spec: "{spec}", engine: {engine}}}
 agents:
-  - {name: a, copies: 2, max_tokens: 32, temperature: 0}
-protocol: {kind: debate, rounds: 1}
+  - {{name: a, copies: 2, model: m, max_tokens: 32, temperature: 0}}
+protocol: {{kind: debate, rounds: 1}}
 """
 
 
@@ -78,15 +81,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=12)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--concurrent-runs", type=int, default=4)
+    parser.add_argument("--engine", choices=["batched", "simple"], default="batched")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp())
-    (folder / "pair.yaml").write_text(SOCIETY)
+    (folder / "pair.yaml").write_text(SOCIETY.format(spec=args.model, engine=args.engine))
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     command = [sys.executable, "-m", "moot.cli", "serve", str(folder / "pair.yaml"),
-               "--port", str(port), "--model", args.model,
-               "--concurrent-runs", str(args.concurrent_runs)]  # fmt: skip
+               "--port", str(port), "--concurrent-runs", str(args.concurrent_runs)]  # fmt: skip
     log = (folder / "serve.log").open("w")
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -100,7 +103,7 @@ def main() -> None:
                     raise SystemExit((folder / "serve.log").read_text()) from None
                 time.sleep(0.2)
         ask(url, 0)  # warm-up: loads the model
-        print(f"model {args.model}, {args.requests} requests per row, "
+        print(f"model {args.model}, engine {args.engine}, {args.requests} requests per row, "
               f"--concurrent-runs {args.concurrent_runs}\n")  # fmt: skip
         print("| clients | p50 latency (s) | p95 latency (s) | wall (s) | output tokens/s |")
         print("|---:|---:|---:|---:|---:|")

@@ -349,8 +349,8 @@ class _Context:
         if slot.donor is not None:
             donor = slot.donor
             if donor.reusable(request.prompt) < slot.copy:
-                if donor.request is not None and donor.pending:
-                    return False  # the donor is still reading the shared prefix: wait a step
+                if donor.request is not None and (donor.text is None or donor.pending):
+                    return False  # the donor is still to read the shared prefix: wait a step
                 donor.lending -= 1
                 slot.donor = None  # the donor failed or was cut short: evaluate here
             else:
