@@ -22,8 +22,8 @@ from moot.models.llama import ChatLlama
 TOPICS = ["a lighthouse", "a river", "a mountain", "a city", "a forest", "a ship", "a desert"]
 LAYOUTS = {
     "simple (one call at a time)": {"engine": "simple"},
-    "batched, 1 context x 2 threads": {"contexts": 1},
-    "batched, 2 contexts x 1 thread": {"contexts": 2, "n_threads": 1},
+    "batched, 1 context x 2 threads": {"engine": "batched", "contexts": 1},
+    "batched, 2 contexts x 1 thread": {"engine": "batched", "contexts": 2, "n_threads": 1},
 }
 
 

@@ -34,7 +34,7 @@ class Recorder(ChatLlama):
 def throughput(spec: str, max_tokens: int, repeats: int) -> None:
     from llama_cpp import Llama
 
-    base = moot.load_model(spec)
+    base = moot.load_model(spec, engine="batched")
     assert isinstance(base, ChatLlama)
     model = Recorder(model_path=base.model_path, load=base.load, max_tokens=max_tokens)
     agents = [moot.Agent(name=f"a{i}", model=model, seed=100 + i) for i in range(3)]

@@ -24,7 +24,7 @@ LONG = "Write a very long story about a lighthouse keeper, at least 3000 words."
 
 
 def engine_model(**options: object) -> ChatLlama:
-    model = moot.load_model("local", n_ctx=1024, **options)
+    model = moot.load_model("local", n_ctx=1024, engine="batched", **options)
     assert isinstance(model, ChatLlama)
     return model
 

@@ -107,7 +107,9 @@ def test_logprobs_on_the_simple_engine_need_loading_for_them():
         model.invoke("hi", logprobs=True)
 
 
-@pytest.mark.parametrize("options", [{"engine": "simple"}, {"sequences": 2}], ids=str)
+@pytest.mark.parametrize(
+    "options", [{"engine": "simple"}, {"engine": "batched", "sequences": 2}], ids=str
+)
 def test_prefix_cache_skips_an_agents_own_earlier_conversation(options):
     model = moot.load_model("local", n_ctx=1024, **options)
     other = [SystemMessage("You are b."), HumanMessage("Tell me about rivers.")]

@@ -33,6 +33,7 @@ from __future__ import annotations
 import codecs
 import ctypes
 import itertools
+import os
 import threading
 import time
 from collections import deque
@@ -182,8 +183,11 @@ class Engine:
         self.queue: deque[Request] = deque()
         self.clock = itertools.count(1)
         self.closed = False
+        # llama.cpp's default is 4 threads whatever the machine, and threads beyond the cores
+        # spin at every barrier: by default the usable cores are shared among the contexts.
+        threads = n_threads or max(1, _usable_cores() // contexts)
         self.contexts = [
-            _Context(self, sequences=sequences, n_threads=n_threads) for _ in range(contexts)
+            _Context(self, sequences=sequences, n_threads=threads) for _ in range(contexts)
         ]
         for context in self.contexts:
             context.thread.start()
@@ -272,7 +276,7 @@ class Engine:
 class _Context:
     """One llama.cpp context with `sequences` sequences and the worker thread that decodes it."""
 
-    def __init__(self, engine: Engine, *, sequences: int, n_threads: int | None) -> None:
+    def __init__(self, engine: Engine, *, sequences: int, n_threads: int) -> None:
         llama_cpp = engine._llama_cpp
         self.engine = engine
         self.api = llama_cpp
@@ -283,9 +287,7 @@ class _Context:
         params.kv_unified = False  # each sequence gets its own n_ctx cells
         if engine.on_cpu:  # see the module docstring
             params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        if n_threads is not None:
-            # The batch default is every core, which oversubscribes a busy machine.
-            params.n_threads = params.n_threads_batch = n_threads
+        params.n_threads = params.n_threads_batch = n_threads
         self.ctx = llama_cpp.llama_init_from_model(engine.model.model, params)
         if not self.ctx:
             raise ModelSpecError(
@@ -545,6 +547,13 @@ def _chunk(text: str, finish_reason: str | None, logprobs: dict[str, Any] | None
     if logprobs is not None:
         choice["logprobs"] = {"content": [logprobs]}
     return {"choices": [choice]}
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _chunks(request: Request, start: int, size: int) -> deque[list[int]]:

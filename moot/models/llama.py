@@ -2,11 +2,13 @@
 
 Each GGUF file is loaded once per set of load options and shared by every agent that names it.
 Two engines run it:
-- `batched` (default, `moot/models/_engine.py`): a pool of contexts with several sequences each;
+- `batched` (`moot/models/_engine.py`): a pool of contexts with several sequences each;
   calls that arrive together decode together, and each conversation keeps its KV cache in its own
   sequence, so a continued conversation evaluates only its new tokens, seeded or not.
-- `simple`: one llama-cpp-python `Llama` behind one lock, calls one after another, each agent's
-  prefix kept in a RAM cache of llama.cpp states (skipped by seeded calls).
+- `simple` (the default until `batched` wins every benchmark of BENCHMARKS.md's issue-12
+  section; it loses `moot serve` throughput on the embedded 135M model): one llama-cpp-python
+  `Llama` behind one lock, calls one after another, each agent's prefix kept in a RAM cache of
+  llama.cpp states (skipped by seeded calls).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class LoadOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    engine: Literal["batched", "simple"] = "batched"
+    engine: Literal["batched", "simple"] = "simple"
     """`batched`: calls decode together on a pool of contexts and each conversation keeps its
     own KV cache; `simple`: one call at a time on one llama-cpp-python `Llama`."""
     n_ctx: int = Field(default=4096, ge=0)
@@ -67,7 +69,9 @@ class LoadOptions(BaseModel):
     n_gpu_layers: int = Field(default=0, ge=-1)
     """Layers to offload to the GPU (-1: all); needs a GPU build of llama-cpp-python."""
     n_threads: int | None = Field(default=None, ge=1)
-    """CPU threads, for generation and prompt evaluation alike (None: llama.cpp's default)."""
+    """CPU threads, for generation and prompt evaluation alike (None: simple engine, half the
+    cores for generation as llama-cpp-python does; batched engine, the cores shared among the
+    contexts)."""
     n_batch: int = Field(default=512, ge=1)
     chat_format: str | None = None
     """A llama-cpp-python chat format name; None uses the template stored in the GGUF."""
@@ -542,6 +546,44 @@ class ChatLlama(BaseChatModel):
         finally:
             request.abandoned = True  # a cancelled task frees its sequence at the next step
 
+    async def _aengine_whole(
+        self,
+        shared: _SharedEngine,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        halt: _Halt,
+    ) -> list[dict[str, Any]]:
+        """All chunks of one request, the event loop woken once at the end rather than per
+        token (with many concurrent calls, per-token wake-ups crowd a server's loop)."""
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[BaseException | None] = loop.create_future()
+        chunks: list[dict[str, Any]] = []
+
+        def settle(item: BaseException | None) -> None:
+            if not ended.done():
+                ended.set_result(item)
+
+        def emit(item: Any) -> None:
+            if item is None or isinstance(item, BaseException):
+                loop.call_soon_threadsafe(settle, item)
+            else:
+                chunks.append(item)
+
+        request = self._engine_request(shared, messages, self._params(stop, kwargs), halt, emit)
+        shared.engine.submit(request)
+        try:
+            while not ended.done():
+                await asyncio.wait({ended}, timeout=0.05)
+                if not ended.done():
+                    halt.raise_if_due()
+        finally:
+            request.abandoned = True  # a cancelled task frees its sequence at the next step
+        if (error := ended.result()) is not None:
+            raise error
+        halt.raise_if_due()
+        return [{"usage": shared.count(c["usage"])} if "usage" in c else c for c in chunks]
+
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -643,9 +685,7 @@ class ChatLlama(BaseChatModel):
         shared = self._shared
         if isinstance(shared, _SharedEngine):
             halt = _Halt(kwargs.get("timeout"), kwargs.get("cancel"))
-            params = self._params(stop, kwargs)
-            chunks = [c async for c in self._aengine_completion(shared, messages, params, halt)]
-            return self._result(chunks)
+            return self._result(await self._aengine_whole(shared, messages, stop, kwargs, halt))
         cancel = threading.Event()
         call = functools.partial(self._generate, messages, stop, None, cancel=cancel, **kwargs)
         try:
