@@ -24,7 +24,7 @@ from moot.graphs.moa import MixtureOfAgents
 from moot.graphs.pipeline import Pipeline
 from moot.graphs.router import Router
 from moot.models import load_model, register_backend
-from moot.result import Result, RoundStats, Turn, Usage
+from moot.result import FusionStats, Result, RoundStats, Turn, Usage
 from moot.society import Society
 from moot.society_file import load_society
 
@@ -39,6 +39,8 @@ __all__ = [
     "CriticLoop",
     "Debate",
     "Event",
+    "FusedChatModel",
+    "FusionStats",
     "Judge",
     "MajorityVote",
     "MissingExtraError",
@@ -63,3 +65,12 @@ __all__ = [
     "load_society",
     "register_backend",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`moot.FusedChatModel`, imported on first use (it needs numpy, from the fusion extra)."""
+    if name == "FusedChatModel":
+        from moot.fusion import FusedChatModel
+
+        return FusedChatModel
+    raise AttributeError(f"module 'moot' has no attribute {name!r}")

@@ -39,6 +39,22 @@ class Usage(BaseModel):
         return total
 
 
+class FusionStats(BaseModel):
+    """How a fused model (`moot.fusion.FusedChatModel`) produced a reply."""
+
+    strategy: str
+    """prob, logit or colm."""
+    models: list[str]
+    """The fused models' file names, base model first."""
+    tokens_by_model: list[int]
+    """Tokens each model gave: colm, the tokens it generated; prob and logit, the tokens it
+    gave the highest probability of all models."""
+    evaluated_by_model: list[int]
+    """Tokens each model decoded (its uncached prompt and every step)."""
+    deferral_rate: float | None = None
+    """colm: share of the reply's tokens the base deferred to the assistant."""
+
+
 class Turn(BaseModel):
     """One agent's contribution in one round."""
 
@@ -61,6 +77,8 @@ class Turn(BaseModel):
     them, else from a "Confidence:" line in the reply, else None."""
     error: str | None = None
     """Why the model call failed, or None when it succeeded."""
+    fusion: FusionStats | None = None
+    """For a fused model's reply: which model gave how many tokens (None otherwise)."""
 
     @property
     def failed(self) -> bool:

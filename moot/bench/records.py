@@ -44,6 +44,8 @@ class BenchRecord(BaseModel):
     output_tokens: int = 0
     tokens: int = 0
     calls: int = 0
+    deferred_tokens: int = 0
+    """Fused models (colm): reply tokens the base deferred to the assistant."""
     seconds: float = 0.0
     """Wall time of this question (varies between runs; everything else is reproducible)."""
     rounds: int = 0

@@ -24,7 +24,7 @@ from moot.bench.progress import Progress
 from moot.bench.records import BenchPlan, BenchRecord, RoundRecord, WorkItem
 from moot.bench.store import ResultStore
 from moot.errors import MootError
-from moot.result import Result
+from moot.result import Result, Turn
 from moot.society import Society
 
 Backend = Literal["local", "ray"]
@@ -79,6 +79,7 @@ class QuestionRunner:
                 "output_tokens": result.usage.output_tokens,
                 "tokens": result.usage.total_tokens,
                 "calls": result.usage.calls,
+                "deferred_tokens": sum(_deferred(turn) for turn in result.turns),
                 "seconds": round(time.perf_counter() - started, 3),
                 "rounds": result.rounds,
                 "stop_reason": result.stop_reason,
@@ -160,3 +161,8 @@ def _ray_pool(plan: BenchPlan, workers: int, concurrency: int, address: str | No
     from moot.bench.ray import RayPool
 
     return RayPool(plan, workers, concurrency, address)
+
+
+def _deferred(turn: Turn) -> int:
+    fusion = turn.fusion
+    return fusion.tokens_by_model[1] if fusion and fusion.deferral_rate is not None else 0

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from moot.cli import bench, debate, merge, models, serve
+from moot.cli import bench, debate, fusion, merge, models, serve
 from moot.cli._common import Parser, fail
 from moot.config import describe
 from moot.errors import MootError
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_command(commands)
     bench.add_command(commands)
     merge.add_command(commands)
+    fusion.add_command(commands)
     models.add_command(commands)
     return parser
 

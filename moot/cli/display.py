@@ -37,10 +37,16 @@ def turn_panel(turn: Turn | None, agent: str, round: int, streamed: str) -> Pane
     if turn.failed:
         return Panel(Text(turn.error or "", style="red"), title=f"{agent} · round {round} · failed")
     subtitle = f"answer: {turn.answer}" if turn.answer is not None else "no answer found"
+    subtitle += f" · {turn.usage.total_tokens} tokens"
+    if turn.fusion is not None and turn.fusion.deferral_rate is not None:
+        subtitle += f" · deferred {turn.fusion.deferral_rate:.0%}"
+    elif turn.fusion is not None:
+        shares = "/".join(str(count) for count in turn.fusion.tokens_by_model)
+        subtitle += f" · tokens led by model {shares}"
     return Panel(
         Text(turn.text),
         title=f"{agent} · round {round}",
-        subtitle=f"{subtitle} · {turn.usage.total_tokens} tokens",
+        subtitle=subtitle,
         border_style="green",
     )
 

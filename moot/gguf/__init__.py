@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moot.errors import ConfigError, MissingExtraError
+from moot.gguf._header import read_header
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,10 +51,10 @@ class TensorInfo:
 
 
 class GGUFFile:
-    """One GGUF file: its metadata as Python values and where its tensors are. Tensor data is
-    read on request, a chunk of rows at a time, with plain file reads (a memory map would keep
-    every page read resident, and gguf-py's parsed fields take hundreds of MB for a large
-    vocabulary, so the reader is dropped once parsed)."""
+    """One GGUF file: its metadata as Python values and where its tensors are. The header is
+    read by `_header` (gguf-py's reader takes 16 s on a large vocabulary); tensor data is read
+    on request, a chunk of rows at a time, with plain file reads (a memory map would keep every
+    page read resident)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -62,27 +63,30 @@ class GGUFFile:
         with self.path.open("rb") as handle:
             if handle.read(4) != b"GGUF":
                 raise ConfigError(f"{self.path} is not a GGUF file")
+        gguf = gguf_module()
         try:
-            reader = gguf_module().GGUFReader(str(self.path))
+            header = read_header(self.path)
         except (ValueError, OSError) as error:
             raise ConfigError(f"{self.path}: cannot read it as GGUF: {error}") from error
         self.fields: dict[str, tuple[Any, list[Any]]] = {
-            key: (field.contents(), list(field.types))
-            for key, field in reader.fields.items()
-            if not key.startswith("GGUF.")
+            key: (value, [gguf.GGUFValueType(kind) for kind in kinds])
+            for key, (value, kinds) in header.fields.items()
         }
         """Metadata: key -> (value, gguf-py value types)."""
-        self.tensors: dict[str, TensorInfo] = {
-            tensor.name: TensorInfo(
-                name=tensor.name,
-                kind=tensor.tensor_type,
-                shape=tuple(int(size) for size in reversed(tensor.shape)),
-                offset=int(tensor.data_offset),
-                nbytes=int(tensor.n_bytes),
+        self.tensors: dict[str, TensorInfo] = {}
+        for raw in header.tensors:
+            kind = gguf.GGMLQuantizationType(raw.kind)
+            block, block_bytes = gguf.GGML_QUANT_SIZES[kind]
+            elements = 1
+            for size in raw.shape:
+                elements *= size
+            self.tensors[raw.name] = TensorInfo(
+                name=raw.name,
+                kind=kind,
+                shape=tuple(reversed(raw.shape)),
+                offset=raw.offset,
+                nbytes=elements // block * block_bytes,
             )
-            for tensor in reader.tensors
-        }
-        del reader
 
     def value(self, key: str) -> Any:
         """The metadata value under `key` (None when absent)."""
@@ -153,15 +157,7 @@ def check_compatible(files: list[GGUFFile], what: str = "merged") -> None:
                 f"cannot be {what}: {pair} differ in architecture "
                 f"({first.architecture} vs {other.architecture})"
             )
-        for key in TOKENIZER_KEYS:
-            mine, theirs = first.value(key), other.value(key)
-            if mine != theirs:
-                detail = _first_difference(mine, theirs)
-                raise ConfigError(
-                    f"cannot be {what}: {pair} have different tokenizers ({key}{detail}); "
-                    "models must share one vocabulary (mapping between vocabularies is not "
-                    "supported)"
-                )
+        check_same_tokenizer([first, other], what)
         missing = sorted(set(first.tensors) ^ set(other.tensors))
         if missing:
             where = first.path if missing[0] in first.tensors else other.path
@@ -174,6 +170,22 @@ def check_compatible(files: list[GGUFFile], what: str = "merged") -> None:
                 raise ConfigError(
                     f"cannot be {what}: tensor {name} has shape {first.shape(name)} in "
                     f"{first.path} but {other.shape(name)} in {other.path}"
+                )
+
+
+def check_same_tokenizer(files: list[GGUFFile], what: str) -> None:
+    """Raise one ConfigError naming the first tokenizer difference (token list, token types,
+    pre-tokenizer, special tokens) between the first file and any other."""
+    first = files[0]
+    for other in files[1:]:
+        for key in TOKENIZER_KEYS:
+            mine, theirs = first.value(key), other.value(key)
+            if mine != theirs:
+                detail = _first_difference(mine, theirs)
+                raise ConfigError(
+                    f"cannot be {what}: {first.path} and {other.path} have different tokenizers "
+                    f"({key}{detail}); models must share one vocabulary (mapping between "
+                    "different vocabularies, as DeePEn or UniTE do, is not supported)"
                 )
 
 

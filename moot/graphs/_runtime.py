@@ -31,7 +31,7 @@ from moot.agents import Agent
 from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.confidence import logprob_confidence, stated_confidence
 from moot.errors import CallTimeoutError
-from moot.result import StopReason, Turn, Usage
+from moot.result import FusionStats, StopReason, Turn, Usage
 
 
 class SocietyState(TypedDict, total=False):
@@ -320,12 +320,14 @@ def _turn(call: Call, reply: BaseMessage, retries: int) -> Turn:
     try:
         text = valid_text(reply.text)
         confidence = logprob_confidence(reply.response_metadata.get("logprobs"))
+        fusion = reply.response_metadata.get("fusion")
         return Turn(
             **_recorded(call),
             text=text,
             answer=call.speaker.answer_format.extractor()(text),
             usage=usage,
             confidence=confidence if confidence is not None else stated_confidence(text),
+            fusion=FusionStats.model_validate(fusion, strict=False) if fusion else None,
         )
     except Exception as error:  # noqa: BLE001
         failed = _failed_turn(call, error, retries)

@@ -3,6 +3,7 @@
     load_model("local")                   the embedded SmolLM2-135M-Instruct, offline
     load_model("llama:/path/model.gguf")  any GGUF through llama.cpp
     load_model("openai:MODEL")            an OpenAI-compatible API (base_url= for any server)
+    load_model("fuse:local+llama:/b.gguf?strategy=prob")  llama.cpp models decoding together
     load_model("test")                    a scripted model for trying the pipeline and for tests
     load_model(chat_model)                any BaseChatModel, returned as it is
 
@@ -96,6 +97,12 @@ register_backend(
 )
 
 
+def _load_fused(spec: str, options: dict[str, Any]) -> BaseChatModel:
+    from moot.fusion import fused_model
+
+    return fused_model(spec, options)
+
+
 def _load_test(reply: str, options: dict[str, Any]) -> BaseChatModel:
     from moot.testing import test_model
 
@@ -103,8 +110,15 @@ def _load_test(reply: str, options: dict[str, Any]) -> BaseChatModel:
 
 
 register_backend(
+    "fuse",
+    _load_fused,
+    "fuse:MODEL+MODEL[?strategy=prob|logit|colm&weights=..&threshold=..&gate=FILE]  "
+    "token-level fusion of llama.cpp models sharing a tokenizer",
+)
+register_backend(
     "test", _load_test, "test[:REPLY]  a scripted model: names agent and round, answers 42"
 )
 _SPEC_HELP = (
-    "use 'local', 'llama:/path/to/model.gguf', 'openai:MODEL' or 'test' (see `moot models`)"
+    "use 'local', 'llama:/path/to/model.gguf', 'openai:MODEL', 'fuse:MODEL+MODEL' or 'test' "
+    "(see `moot models`)"
 )

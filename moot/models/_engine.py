@@ -49,7 +49,7 @@ from moot.errors import ContextLengthError, ModelSpecError
 Chunk = dict[str, Any]
 """A completion chunk in llama-cpp-python's streaming shape, or `{"usage": ...}` at the end."""
 
-_PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size, so both engines sample alike
+PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size, so both engines sample alike
 _MIN_SHARED_PREFIX = 16  # a prefix worth copying from another sequence instead of evaluating
 
 
@@ -119,7 +119,7 @@ class _Slot:
     next_token: int | None = None
     """A sampled token not yet evaluated."""
     sampler: Any = None
-    text: _Text | None = None
+    text: Text | None = None
 
     def reusable(self, prompt: list[int], upcoming: bool = False) -> int:
         """How many first tokens of `prompt` this sequence can give: the longest common prefix,
@@ -137,7 +137,9 @@ class _Slot:
         if self.text is None:  # admitted, not started: it will keep `keep` tokens, then read
             if self.donor is not None:
                 return [], {0}  # what it copies is not settled yet
-            chunks = _chunks(request, self.keep, self.context.engine.n_batch)
+            chunks = prompt_chunks(
+                request.prompt, request.cuts, self.keep, self.context.engine.n_batch
+            )
             kept = {b for b in self.boundaries if b <= self.keep}
         else:
             chunks, kept = self.pending, self.boundaries
@@ -161,19 +163,9 @@ class Engine:
         n_gpu_layers: int,
     ) -> None:
         import llama_cpp
-        from llama_cpp import _internals, _logger
 
-        _logger.set_verbose(False)  # llama.cpp logs every KV copy and graph to stderr
         self._llama_cpp = llama_cpp
-        model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = n_gpu_layers
-        model_params.use_extra_bufts = False  # see the module docstring
-        try:
-            self.model = _internals.LlamaModel(
-                path_model=str(path), params=model_params, verbose=False
-            )
-        except ValueError as error:
-            raise ModelSpecError(f"llama.cpp could not load {path}: {error}") from error
+        self.model = load_model(path, n_gpu_layers)
         self.n_vocab = self.model.n_vocab()
         self.n_ctx = n_ctx or self.model.n_ctx_train()
         """Tokens one conversation holds."""
@@ -185,7 +177,7 @@ class Engine:
         self.closed = False
         # llama.cpp's default is 4 threads whatever the machine, and threads beyond the cores
         # spin at every barrier: by default the usable cores are shared among the contexts.
-        threads = n_threads or max(1, _usable_cores() // contexts)
+        threads = n_threads or max(1, usable_cores() // contexts)
         self.contexts = [
             _Context(self, sequences=sequences, n_threads=threads) for _ in range(contexts)
         ]
@@ -193,14 +185,7 @@ class Engine:
             context.thread.start()
 
     def piece(self, token: int) -> bytes:
-        """The bytes a token stands for (special tokens as nothing, as in replies)."""
-        buffer = ctypes.create_string_buffer(64)
-        api = self._llama_cpp
-        n = api.llama_token_to_piece(self.model.vocab, token, buffer, len(buffer), 0, False)
-        if n < 0:
-            buffer = ctypes.create_string_buffer(-n)
-            n = api.llama_token_to_piece(self.model.vocab, token, buffer, len(buffer), 0, False)
-        return buffer.raw[:n]
+        return token_piece(self.model, token)
 
     def tokenize(self, text: str, add_bos: bool, special: bool) -> list[int]:
         return self.model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
@@ -280,20 +265,14 @@ class _Context:
         llama_cpp = engine._llama_cpp
         self.engine = engine
         self.api = llama_cpp
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = engine.n_ctx * sequences
-        params.n_batch = params.n_ubatch = engine.n_batch
-        params.n_seq_max = sequences
-        params.kv_unified = False  # each sequence gets its own n_ctx cells
-        if engine.on_cpu:  # see the module docstring
-            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        params.n_threads = params.n_threads_batch = n_threads
-        self.ctx = llama_cpp.llama_init_from_model(engine.model.model, params)
-        if not self.ctx:
-            raise ModelSpecError(
-                f"llama.cpp could not create a context of {sequences} x {engine.n_ctx} tokens: "
-                "lower n_ctx or sequences"
-            )
+        self.ctx = new_context(
+            engine.model,
+            n_ctx=engine.n_ctx,
+            n_batch=engine.n_batch,
+            sequences=sequences,
+            n_threads=n_threads,
+            on_cpu=engine.on_cpu,
+        )
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(engine.n_batch, 0, 1)
         self.slots = [_Slot(self, seq_id) for seq_id in range(sequences)]
@@ -367,11 +346,11 @@ class _Context:
         self.api.llama_memory_seq_rm(self.memory, slot.seq_id, slot.keep, -1)
         del slot.tokens[slot.keep :]
         slot.boundaries = {b for b in slot.boundaries if b <= slot.keep}
-        slot.pending = _chunks(request, slot.keep, self.engine.n_batch)
+        slot.pending = prompt_chunks(request.prompt, request.cuts, slot.keep, self.engine.n_batch)
         request.evaluated = len(request.prompt) - slot.keep
         slot.next_token = None
-        slot.sampler = _sampler_chain(self.api, request.sampling, self.engine.n_vocab)
-        slot.text = _Text(request.stop)
+        slot.sampler = sampler_chain(self.api, request.sampling, self.engine.n_vocab)
+        slot.text = Text(request.stop)
         return True
 
     def _step(self, slots: list[_Slot]) -> None:
@@ -428,24 +407,10 @@ class _Context:
             logits = np.ctypeslib.as_array(
                 self.api.llama_get_logits_ith(self.ctx, row), shape=(self.engine.n_vocab,)
             )
-            logprobs = self._logprobs(logits, token, request.sampling.top_logprobs)
+            logprobs = token_logprobs(
+                logits, token, request.sampling.top_logprobs, self.engine.piece
+            )
         return token, logprobs
-
-    def _logprobs(self, logits: np.ndarray, token: int, k: int) -> dict[str, Any]:
-        shifted = logits.astype(np.float64) - logits.max()
-        log_probs = shifted - np.log(np.exp(shifted).sum())
-        top = np.argpartition(-log_probs, k)[:k] if k < len(log_probs) else np.arange(k)
-        top = top[np.argsort(-log_probs[top])]
-
-        def entry(candidate: int) -> dict[str, Any]:
-            piece = self.engine.piece(int(candidate))
-            return {
-                "token": piece.decode("utf-8", errors="replace"),
-                "logprob": float(log_probs[candidate]),
-                "bytes": list(piece),
-            }
-
-        return {**entry(token), "top_logprobs": [entry(int(c)) for c in top]}
 
     def _deliver(self, slot: _Slot, sampled: tuple[int, dict[str, Any] | None]) -> None:
         """Turn a sampled token into text and chunks; end the request where due (locked)."""
@@ -466,7 +431,7 @@ class _Context:
             self._end(slot, "stop", shown)
             return
         if shown or logprobs:
-            request.send(_chunk(shown, None, logprobs))
+            request.send(chunk(shown, None, logprobs))
         full = len(slot.tokens) >= engine.n_ctx  # no cell left for the next token
         if request.generated >= request.sampling.max_tokens or full:
             self._end(slot, "length", text.flush())
@@ -476,7 +441,7 @@ class _Context:
     def _end(self, slot: _Slot, reason: str, text: str) -> None:
         request = slot.request
         assert request is not None
-        request.send(_chunk(text, reason, None))
+        request.send(chunk(text, reason, None))
         request.send(
             {
                 "usage": {
@@ -507,7 +472,7 @@ class _Context:
         self.engine.lock.notify_all()
 
 
-class _Text:
+class Text:
     """Incremental UTF-8 decoding and stop strings: text is released once no stop string can
     start in it."""
 
@@ -542,32 +507,113 @@ def _partial_stop(text: str, stop: str) -> int:
     return 0
 
 
-def _chunk(text: str, finish_reason: str | None, logprobs: dict[str, Any] | None) -> Chunk:
+def token_logprobs(
+    logits: np.ndarray, token: int, k: int, piece: Callable[[int], bytes]
+) -> dict[str, Any]:
+    """OpenAI's logprobs entry for `token` with the k most likely alternatives."""
+    shifted = logits.astype(np.float64) - logits.max()
+    log_probs = shifted - np.log(np.exp(shifted).sum())
+    top = np.argpartition(-log_probs, k)[:k] if k < len(log_probs) else np.arange(k)
+    top = top[np.argsort(-log_probs[top])]
+
+    def entry(candidate: int) -> dict[str, Any]:
+        text = piece(int(candidate))
+        return {
+            "token": text.decode("utf-8", errors="replace"),
+            "logprob": float(log_probs[candidate]),
+            "bytes": list(text),
+        }
+
+    return {**entry(token), "top_logprobs": [entry(int(c)) for c in top]}
+
+
+def chunk(text: str, finish_reason: str | None, logprobs: dict[str, Any] | None) -> Chunk:
     choice: dict[str, Any] = {"delta": {"content": text}, "finish_reason": finish_reason}
     if logprobs is not None:
         choice["logprobs"] = {"content": [logprobs]}
     return {"choices": [choice]}
 
 
-def _usable_cores() -> int:
+def token_piece(model: Any, token: int) -> bytes:
+    """The bytes a token stands for (special tokens as nothing, as in replies)."""
+    import llama_cpp
+
+    buffer = ctypes.create_string_buffer(64)
+    n = llama_cpp.llama_token_to_piece(model.vocab, token, buffer, len(buffer), 0, False)
+    if n < 0:
+        buffer = ctypes.create_string_buffer(-n)
+        n = llama_cpp.llama_token_to_piece(model.vocab, token, buffer, len(buffer), 0, False)
+    return buffer.raw[:n]
+
+
+def load_model(path: Path, n_gpu_layers: int) -> Any:
+    """A llama-cpp-python `LlamaModel`, its weights not repacked (see the module docstring)."""
+    import llama_cpp
+    from llama_cpp import _internals, _logger
+
+    _logger.set_verbose(False)  # llama.cpp logs every KV copy and graph to stderr
+    model_params = llama_cpp.llama_model_default_params()
+    model_params.n_gpu_layers = n_gpu_layers
+    model_params.use_extra_bufts = False
+    try:
+        return _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
+    except ValueError as error:
+        raise ModelSpecError(f"llama.cpp could not load {path}: {error}") from error
+
+
+def new_context(
+    model: Any,
+    *,
+    n_ctx: int,
+    n_batch: int,
+    sequences: int,
+    n_threads: int,
+    on_cpu: bool,
+) -> Any:
+    """A llama.cpp context on `model` (a `LlamaModel`) of `sequences` sequences of n_ctx tokens
+    each; flash attention off on CPU (see the module docstring)."""
+    import llama_cpp
+
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n_ctx * sequences
+    params.n_batch = params.n_ubatch = n_batch
+    params.n_seq_max = sequences
+    params.kv_unified = False  # each sequence gets its own n_ctx cells
+    if on_cpu:
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    params.n_threads = params.n_threads_batch = n_threads
+    ctx = llama_cpp.llama_init_from_model(model.model, params)
+    if not ctx:
+        raise ModelSpecError(
+            f"llama.cpp could not create a context of {sequences} x {n_ctx} tokens: "
+            "lower n_ctx or sequences"
+        )
+    return ctx
+
+
+def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
 
-def _chunks(request: Request, start: int, size: int) -> deque[list[int]]:
+def prompt_chunks(
+    prompt: list[int], cuts: list[int], start: int, size: int, split_last: bool = True
+) -> deque[list[int]]:
     """A call's prompt from `start` as chunks, cut where a message ends, then every `size`
-    tokens, and the last token alone (so an identical prompt can reuse all but that token)."""
-    prompt = request.prompt
-    ends = sorted({cut for cut in request.cuts if start < cut < len(prompt) - 1})
-    ends.append(len(prompt) - 1)
+    tokens, and the last token alone (so an identical prompt can reuse all but that token;
+    unless `split_last` is False)."""
+    last = len(prompt) - 1 if split_last else len(prompt)
+    ends = sorted({cut for cut in cuts if start < cut < last})
+    ends.append(last)
     pieces: deque[list[int]] = deque()
     for end in ends:
         while start < end:
             pieces.append(prompt[start : min(start + size, end)])
             start += len(pieces[-1])
-    pieces.append(prompt[-1:])
+    if split_last:
+        pieces.append(prompt[-1:])
     return pieces
 
 
@@ -580,15 +626,19 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _sampler_chain(api: Any, sampling: Sampling, n_vocab: int) -> Any:
+def sampler_chain(api: Any, sampling: Sampling, n_vocab: int, penalties: bool = True) -> Any:
     """llama-cpp-python's chain (`Llama._init_sampler`): penalties over the last 64 generated
-    tokens, then greedy at temperature 0, else top-k, top-p, min-p, temperature and a draw."""
+    tokens (unless `penalties` is False), then greedy at temperature 0, else top-k, top-p, min-p,
+    temperature and a draw."""
     chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params())
     add = api.llama_sampler_chain_add
-    penalties = api.llama_sampler_init_penalties(
-        n_vocab, _PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0
-    )
-    add(chain, penalties)
+    if penalties:
+        add(
+            chain,
+            api.llama_sampler_init_penalties(
+                n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0
+            ),
+        )
     if sampling.temperature == 0:
         add(chain, api.llama_sampler_init_greedy())
         return chain

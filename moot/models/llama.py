@@ -153,7 +153,7 @@ class _SharedEngine:
             n_batch=options.n_batch,
             n_gpu_layers=options.n_gpu_layers,
         )
-        self.formatter = _chat_formatter(self.engine, options.chat_format)
+        self.formatter = chat_formatter(self.engine.model, options.chat_format)
         self.lock = threading.Lock()
         self.stats = LlamaStats()
 
@@ -167,22 +167,7 @@ class _SharedEngine:
     def prompt(
         self, messages: list[BaseMessage], stop: list[str]
     ) -> tuple[list[int], list[int], list[str]]:
-        """The prompt's tokens, as llama-cpp-python's chat handlers make them; where its messages
-        end (the engine cuts chunks there, so conversations sharing their first messages can
-        share their KV cache); and the stop strings with the template's own."""
-        from moot.models._engine import common_prefix
-
-        chat = [_to_llama_message(message) for message in messages]
-        result = self.formatter(messages=chat)
-        add_bos = not result.added_special
-        tokens = self.engine.tokenize(result.prompt, add_bos=add_bos, special=True)
-        cuts = set()
-        for end in range(1, len(chat)):
-            shorter = self.formatter(messages=chat[:end]).prompt  # ends in an assistant header
-            shorter_tokens = self.engine.tokenize(shorter, add_bos=add_bos, special=True)
-            cuts.add(common_prefix(shorter_tokens, tokens))
-        template_stop = result.stop if isinstance(result.stop, list) else [result.stop]
-        return tokens, sorted(cuts), [*stop, *(s for s in template_stop if s)]
+        return chat_prompt(self.formatter, self.engine.tokenize, messages, stop)
 
     def count(self, usage: dict[str, int]) -> UsageMetadata:
         with self.lock:
@@ -200,12 +185,36 @@ class _SharedEngine:
         self.engine.close()
 
 
-def _chat_formatter(engine: Engine, chat_format: str | None) -> Any:
-    """The formatter llama-cpp-python's `Llama` would pick: `chat_format` by name, else a
-    format recognised from the GGUF's template, else that template itself."""
+def chat_prompt(
+    formatter: Any,
+    tokenize: Callable[[str, bool, bool], list[int]],
+    messages: list[BaseMessage],
+    stop: list[str],
+) -> tuple[list[int], list[int], list[str]]:
+    """The prompt's tokens, as llama-cpp-python's chat handlers make them; where its messages
+    end (the engine cuts chunks there, so conversations sharing their first messages can share
+    their KV cache); and the stop strings with the template's own. `tokenize(text, add_bos,
+    special)`."""
+    from moot.models._engine import common_prefix
+
+    chat = [_to_llama_message(message) for message in messages]
+    result = formatter(messages=chat)
+    add_bos = not result.added_special
+    tokens = tokenize(result.prompt, add_bos, True)
+    cuts = set()
+    for end in range(1, len(chat)):
+        shorter = formatter(messages=chat[:end]).prompt  # ends in an assistant header
+        cuts.add(common_prefix(tokenize(shorter, add_bos, True), tokens))
+    template_stop = result.stop if isinstance(result.stop, list) else [result.stop]
+    return tokens, sorted(cuts), [*stop, *(s for s in template_stop if s)]
+
+
+def chat_formatter(model: Any, chat_format: str | None) -> Any:
+    """The formatter llama-cpp-python's `Llama` would pick for `model` (a `LlamaModel`):
+    `chat_format` by name, else a format recognised from the GGUF's template, else that
+    template itself."""
     from llama_cpp import llama_chat_format as formats
 
-    model = engine.model
     metadata = model.metadata()
     if chat_format is None:
         chat_format = formats.guess_chat_format_from_gguf_metadata(metadata)
@@ -416,7 +425,7 @@ class ChatLlama(BaseChatModel):
         """
         shared = self._shared
         params = self._params(stop, kwargs)
-        halt = _Halt(kwargs.get("timeout"), kwargs.get("cancel"))
+        halt = Halt(kwargs.get("timeout"), kwargs.get("cancel"))
         if isinstance(shared, _SharedEngine):
             yield from self._engine_completion(shared, messages, params, halt)
             return
@@ -467,7 +476,7 @@ class ChatLlama(BaseChatModel):
         shared: _SharedEngine,
         messages: list[BaseMessage],
         params: dict[str, Any],
-        halt: _Halt,
+        halt: Halt,
         emit: Callable[[Any], None],
     ) -> Request:
         from moot.models._engine import Request, Sampling
@@ -492,7 +501,7 @@ class ChatLlama(BaseChatModel):
         shared: _SharedEngine,
         messages: list[BaseMessage],
         params: dict[str, Any],
-        halt: _Halt,
+        halt: Halt,
     ) -> Iterator[dict[str, Any]]:
         """Chunks of one request on the batched engine; a halt ends this request alone."""
         items: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -519,7 +528,7 @@ class ChatLlama(BaseChatModel):
         shared: _SharedEngine,
         messages: list[BaseMessage],
         params: dict[str, Any],
-        halt: _Halt,
+        halt: Halt,
     ) -> AsyncIterator[dict[str, Any]]:
         """`_engine_completion` without a thread: the worker hands chunks to the event loop."""
         loop = asyncio.get_running_loop()
@@ -552,7 +561,7 @@ class ChatLlama(BaseChatModel):
         messages: list[BaseMessage],
         stop: list[str] | None,
         kwargs: dict[str, Any],
-        halt: _Halt,
+        halt: Halt,
     ) -> list[dict[str, Any]]:
         """All chunks of one request, the event loop woken once at the end rather than per
         token (with many concurrent calls, per-token wake-ups crowd a server's loop)."""
@@ -606,27 +615,7 @@ class ChatLlama(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return self._result(self._completion(messages, stop, kwargs))
-
-    def _result(self, chunks: Iterable[dict[str, Any]]) -> ChatResult:
-        text: list[str] = []
-        logprobs: list[dict[str, Any]] = []
-        metadata: dict[str, Any] = {"model_name": Path(self.model_path).name}
-        usage: UsageMetadata | None = None
-        for chunk in chunks:
-            if "usage" in chunk:
-                usage = chunk["usage"]
-                continue
-            choice = chunk["choices"][0]
-            text.append(choice["delta"].get("content") or "")
-            if choice.get("logprobs"):
-                logprobs.extend(choice["logprobs"].get("content") or [])
-            if choice.get("finish_reason"):
-                metadata["finish_reason"] = choice["finish_reason"]
-        if logprobs:
-            metadata["logprobs"] = {"content": logprobs}
-        message = AIMessage(content="".join(text), usage_metadata=usage, response_metadata=metadata)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return chat_result(Path(self.model_path).name, self._completion(messages, stop, kwargs))
 
     async def _astream(
         self,
@@ -640,7 +629,7 @@ class ChatLlama(BaseChatModel):
         the next token, so an abandoned call frees the model."""
         shared = self._shared
         if isinstance(shared, _SharedEngine):
-            halt = _Halt(kwargs.get("timeout"), kwargs.get("cancel"))
+            halt = Halt(kwargs.get("timeout"), kwargs.get("cancel"))
             params = self._params(stop, kwargs)
             async for chunk in self._aengine_completion(shared, messages, params, halt):
                 generation = _generation_chunk(chunk)
@@ -650,30 +639,8 @@ class ChatLlama(BaseChatModel):
                     await run_manager.on_llm_new_token(generation.text, chunk=generation)
                 yield generation
             return
-        loop = asyncio.get_running_loop()
-        chunks: asyncio.Queue[Any] = asyncio.Queue()
-        cancel = threading.Event()
-        finished = object()
-
-        def work() -> None:
-            try:
-                for chunk in self._stream(messages, stop, None, cancel=cancel, **kwargs):
-                    loop.call_soon_threadsafe(chunks.put_nowait, chunk)
-            except BaseException as error:  # noqa: BLE001 - raised in the task below
-                loop.call_soon_threadsafe(chunks.put_nowait, error)
-            finally:
-                loop.call_soon_threadsafe(chunks.put_nowait, finished)
-
-        loop.run_in_executor(None, work)
-        try:
-            while (item := await chunks.get()) is not finished:
-                if isinstance(item, BaseException):
-                    raise item
-                if run_manager and item.text:
-                    await run_manager.on_llm_new_token(item.text, chunk=item)
-                yield item
-        finally:
-            cancel.set()  # no-op once the generation ended
+        async for item in stream_in_thread(self._stream, messages, stop, kwargs, run_manager):
+            yield item
 
     async def _agenerate(
         self,
@@ -684,18 +651,86 @@ class ChatLlama(BaseChatModel):
     ) -> ChatResult:
         shared = self._shared
         if isinstance(shared, _SharedEngine):
-            halt = _Halt(kwargs.get("timeout"), kwargs.get("cancel"))
-            return self._result(await self._aengine_whole(shared, messages, stop, kwargs, halt))
-        cancel = threading.Event()
-        call = functools.partial(self._generate, messages, stop, None, cancel=cancel, **kwargs)
+            halt = Halt(kwargs.get("timeout"), kwargs.get("cancel"))
+            chunks = await self._aengine_whole(shared, messages, stop, kwargs, halt)
+            return chat_result(Path(self.model_path).name, chunks)
+        return await generate_in_thread(self._generate, messages, stop, kwargs)
+
+
+def chat_result(model_name: str, chunks: Iterable[dict[str, Any]]) -> ChatResult:
+    """The whole reply from completion chunks (text, logprobs, finish reason, usage)."""
+    text: list[str] = []
+    logprobs: list[dict[str, Any]] = []
+    metadata: dict[str, Any] = {"model_name": model_name}
+    usage: UsageMetadata | None = None
+    for chunk in chunks:
+        if "usage" in chunk:
+            usage = chunk["usage"]
+            continue
+        choice = chunk["choices"][0]
+        text.append(choice["delta"].get("content") or "")
+        if choice.get("logprobs"):
+            logprobs.extend(choice["logprobs"].get("content") or [])
+        if choice.get("finish_reason"):
+            metadata["finish_reason"] = choice["finish_reason"]
+    if logprobs:
+        metadata["logprobs"] = {"content": logprobs}
+    message = AIMessage(content="".join(text), usage_metadata=usage, response_metadata=metadata)
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+async def stream_in_thread(
+    stream: Callable[..., Iterator[ChatGenerationChunk]],
+    messages: list[BaseMessage],
+    stop: list[str] | None,
+    kwargs: dict[str, Any],
+    run_manager: AsyncCallbackManagerForLLMRun | None,
+) -> AsyncIterator[ChatGenerationChunk]:
+    """A model's `_stream` run in a worker thread; a cancelled task sets the call's `cancel`
+    event, so the generation stops at its next token and frees the model."""
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[Any] = asyncio.Queue()
+    cancel = threading.Event()
+    finished = object()
+
+    def work() -> None:
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, call)
-        except asyncio.CancelledError:
-            cancel.set()  # the worker thread stops at its next token
-            raise
+            for chunk in stream(messages, stop, None, cancel=cancel, **kwargs):
+                loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+        except BaseException as error:  # noqa: BLE001 - raised in the task below
+            loop.call_soon_threadsafe(chunks.put_nowait, error)
+        finally:
+            loop.call_soon_threadsafe(chunks.put_nowait, finished)
+
+    loop.run_in_executor(None, work)
+    try:
+        while (item := await chunks.get()) is not finished:
+            if isinstance(item, BaseException):
+                raise item
+            if run_manager and item.text:
+                await run_manager.on_llm_new_token(item.text, chunk=item)
+            yield item
+    finally:
+        cancel.set()  # no-op once the generation ended
 
 
-class _Halt:
+async def generate_in_thread(
+    generate: Callable[..., ChatResult],
+    messages: list[BaseMessage],
+    stop: list[str] | None,
+    kwargs: dict[str, Any],
+) -> ChatResult:
+    """A model's `_generate` run in a worker thread, stopped at its next token if cancelled."""
+    cancel = threading.Event()
+    call = functools.partial(generate, messages, stop, None, cancel=cancel, **kwargs)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+    except asyncio.CancelledError:
+        cancel.set()  # the worker thread stops at its next token
+        raise
+
+
+class Halt:
     """When a call must stop early: past its deadline, or cancelled (by its caller, or by
     `cancel_all` on Ctrl-C)."""
 

@@ -1,0 +1,144 @@
+"""Accuracy of token-level fusion on GSM8K and arithmetic: each model alone, prob, logit, and
+Co-LLM at several thresholds and with a learned gate (issue 14's accuracy targets).
+
+Each setting is a `moot bench --methods single` run of its own (greedy, one question at a time)
+in benchmarks/results/fusion/TASK/SETTING, so a run resumes where it stopped and `--limit` can
+grow slice by slice. Then one table per task (accuracy with 95% Wilson intervals, McNemar
+against the small model alone, share of the small->large gap recovered, output tokens/s,
+deferral rate) and a plot of accuracy against deferral rate.
+
+    python benchmarks/fusion_accuracy.py --small $(../shared/models/bench-model.sh qwen0.5b) \
+        --large $(../shared/models/bench-model.sh qwen1.5b) --gate gate.json --limit 20
+    python benchmarks/fusion_accuracy.py ... --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from moot.bench.records import BenchRecord
+from moot.bench.report import Interval, mcnemar_exact
+from moot.bench.store import ResultStore
+from moot.cli import main as moot
+
+ROOT = Path(__file__).resolve().parent
+OUT = ROOT / "results" / "fusion"
+GSM8K = ROOT.parent / ".." / "shared" / "data" / "gsm8k" / "dev.jsonl"
+TASKS = {
+    "gsm8k": ["--data", str(GSM8K), "--max-tokens", "384"],
+    "arithmetic": ["--data", "arithmetic", "--range", "0-30", "--max-tokens", "256"],
+}
+
+
+def settings(small: str, large: str, gate: str | None) -> dict[str, str]:
+    pair = f"fuse:{small}+{large}"
+    table = {
+        "0.5B alone": f"llama:{small}",
+        "1.5B alone": f"llama:{large}",
+        "prob": f"{pair}?strategy=prob",
+        "logit": f"{pair}?strategy=logit",
+    }
+    for threshold in (0.3, 0.5, 0.7, 0.9):
+        table[f"colm p<={threshold}"] = f"{pair}?strategy=colm&threshold={threshold}"
+    if gate:
+        table["colm gate"] = f"{pair}?strategy=colm&gate={gate}"
+    return table
+
+
+def folder(task: str, name: str) -> Path:
+    return OUT / task / name.replace(" ", "_").replace("<=", "le")
+
+
+def run(task: str, name: str, spec: str, limit: int) -> None:
+    args = ["bench", *TASKS[task], "--limit", str(limit), "--methods", "single"]
+    args += ["--model", spec, "--temperature", "0", "--concurrency", "1"]
+    args += ["--out", str(folder(task, name))]
+    if spec.startswith("llama:"):
+        args += ["-o", "n_threads=2"]
+    status = moot(args)
+    if status != 0:
+        raise SystemExit(f"moot bench failed for {task} / {name} (status {status})")
+
+
+def report(task: str, names: list[str], limit: int) -> None:
+    records: dict[str, dict[str, BenchRecord]] = {}
+    for name in names:
+        done = ResultStore(folder(task, name)).records()
+        records[name] = {record.question_id: record for record in done}
+    common = sorted(set.intersection(*(set(r) for r in records.values())))[: limit or None]
+    if not common:
+        print(f"{task}: no question answered by every setting yet")
+        return
+    small = [records["0.5B alone"][q].correct for q in common]
+    large = [records["1.5B alone"][q].correct for q in common]
+    gap = sum(large) - sum(small)
+    print(f"\n{task}: {len(common)} questions answered by every setting\n")
+    print(
+        "| setting | accuracy [95% CI] | vs 0.5B (McNemar p) | gap recovered | tokens/s "
+        "| deferred |"
+    )
+    print("|---|---|---|---|---|---|")
+    points = []
+    for name in names:
+        rows = [records[name][q] for q in common]
+        right = [row.correct for row in rows]
+        interval = Interval.wilson(sum(right), len(right))
+        b = sum(s and not r for s, r in zip(small, right, strict=True))
+        c = sum(r and not s for s, r in zip(small, right, strict=True))
+        recovered = f"{(sum(right) - sum(small)) / gap:.0%}" if gap > 0 else "-"
+        output = sum(row.output_tokens for row in rows)
+        speed = output / max(1e-9, sum(row.seconds for row in rows))
+        deferred = sum(row.deferred_tokens for row in rows) / max(1, output)
+        shown = f"{deferred:.0%}" if name.startswith("colm") else "-"
+        print(
+            f"| {name} | {interval.value:.0%} [{interval.low:.0%}, {interval.high:.0%}] "
+            f"| {b}/{c} (p={mcnemar_exact(b, c):.2f}) | {recovered} | {speed:.1f} | {shown} |"
+        )
+        if name.startswith("colm") or "alone" in name:
+            share = deferred if name.startswith("colm") else (0.0 if "0.5B" in name else 1.0)
+            points.append((name, share, interval.value))
+    _plot(task, points)
+
+
+def _plot(task: str, points: list[tuple[str, float, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for name, share, accuracy in points:
+        axes.scatter(share, accuracy)
+        axes.annotate(name, (share, accuracy), textcoords="offset points", xytext=(4, 4))
+    axes.set_xlabel("share of tokens from the 1.5B (deferral rate)")
+    axes.set_ylabel("accuracy")
+    axes.set_title(f"Co-LLM on {task}: Qwen2.5-Coder 0.5B base, 1.5B assistant")
+    figure.tight_layout()
+    path = OUT / task / "accuracy_vs_deferral.png"
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    print(f"\nplot: {path.relative_to(ROOT.parent)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--small", required=True)
+    parser.add_argument("--large", required=True)
+    parser.add_argument("--gate")
+    parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--tasks", default="gsm8k,arithmetic")
+    parser.add_argument("--only", help="comma-separated settings to run (default: all)")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    table = settings(args.small, args.large, args.gate)
+    chosen = args.only.split(",") if args.only else list(table)
+    for task in args.tasks.split(","):
+        if not args.report_only:
+            for name in chosen:
+                run(task, name, table[name], args.limit)
+        report(task, [name for name in table if folder(task, name).exists()], args.limit)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""`moot fusion train-gate`: learn when a Co-LLM base model should defer to its assistant."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from moot.cli._common import console, count, errors, positive
+from moot.errors import ConfigError
+
+
+def add_command(commands: Any) -> None:
+    fusion = commands.add_parser("fusion", help="token-level fusion tools (Co-LLM gates)")
+    actions = fusion.add_subparsers(dest="action", required=True)
+    train = actions.add_parser(
+        "train-gate",
+        help="train a Co-LLM gate from question/answer pairs",
+        description="Label each reference-answer token 'defer' where the assistant gives it a "
+        "higher probability than the base, and fit a logistic regression on the base's hidden "
+        "state. Use the gate with fuse:BASE+ASSISTANT?strategy=colm&gate=GATE.json.",
+    )
+    train.add_argument("--base", required=True, metavar="SPEC", help="the base model (GGUF)")
+    train.add_argument("--assistant", required=True, metavar="SPEC", help="the assistant (GGUF)")
+    train.add_argument("--data", required=True, metavar="FILE.jsonl", help="question/answer pairs")
+    train.add_argument("-o", "--out", required=True, metavar="GATE.json", help="where to write it")
+    train.add_argument(
+        "--target-field",
+        default="answer",
+        help="the JSONL field holding the reference answer (GSM8K: solution)",
+    )
+    train.add_argument(
+        "--skip", type=count, default=0, help="leave out the first N pairs (kept for scoring)"
+    )
+    train.add_argument("--limit", type=positive, help="use N pairs (after --skip)")
+    train.add_argument(
+        "--threshold", type=float, default=0.5, help="defer when P(defer) >= this (default 0.5)"
+    )
+    train.add_argument("--n-ctx", type=positive, default=4096)
+    train.set_defaults(handler=train_gate_command)
+
+
+def train_gate_command(args: argparse.Namespace) -> int:
+    from moot.fusion.train import read_pairs, train_gate
+
+    if not 0 <= args.threshold <= 1:
+        raise ConfigError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write {out}: the folder {out.parent} does not exist")
+    pairs = read_pairs(Path(args.data), args.target_field)[args.skip :][: args.limit]
+    if not pairs:
+        raise ConfigError(f"--skip {args.skip} leaves no pairs of {args.data}")
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=errors, transient=True) as progress:
+        task = progress.add_task("scoring pairs", total=len(pairs))
+        gate = train_gate(
+            args.base,
+            args.assistant,
+            pairs,
+            threshold=args.threshold,
+            n_ctx=args.n_ctx,
+            progress=lambda done: progress.update(task, completed=done),
+        )
+    gate.save(out)
+    assert gate.training is not None
+    console.print(f"gate for {gate.base}, deferring to {gate.assistant}", soft_wrap=True)
+    table = Table("", "value", show_edge=False)
+    table.add_row("pairs", str(gate.training.examples))
+    table.add_row("answer tokens", str(gate.training.positions))
+    table.add_row("labelled defer", f"{gate.training.defer_share:.1%}")
+    table.add_row("gate agrees with labels", f"{gate.training.accuracy:.1%}")
+    table.add_row(
+        f"defers at threshold {gate.threshold:g}", f"{gate.training.predicted_defer_share:.1%}"
+    )
+    console.print(table)
+    console.print(f"wrote {out}", soft_wrap=True)
+    return 0

@@ -1,0 +1,453 @@
+"""`FusedChatModel`: several llama.cpp models decode one answer together, token by token.
+
+At every token each model that takes part is stepped on its own context (its KV cache kept
+between tokens and between calls), its repeat penalty applied to its own logits, and then:
+- `prob`: the next token is drawn from the weighted average of the models' probabilities
+  (GaC, Yu et al. 2024);
+- `logit`: from the weighted average of their logits;
+- `colm`: the base model (the first) generates, and a gate decides per token whether to defer
+  to the assistant (the second), which then draws that token (Co-LLM, Shen et al. 2024). The
+  assistant is fed lazily: only when the gate defers is it caught up, in one batch, on the tokens
+  since its last step.
+The fused distribution then goes through llama.cpp's own sampler chain (top-k, top-p, min-p,
+temperature, a seeded draw; greedy at temperature 0), as a single model's would.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
+
+from moot.config import describe
+from moot.errors import ConfigError, ContextLengthError, MissingExtraError, ModelSpecError
+from moot.fusion.gates import LearnedGate
+
+Strategy = Literal["prob", "logit", "colm"]
+_SAMPLING = ("temperature", "max_tokens", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
+
+
+class FusedChatModel(BaseChatModel):
+    """Several GGUF models (one tokenizer) decoding one reply; a LangChain chat model, so any
+    agent can use it. `response_metadata["fusion"]` says which model gave each token
+    (`sources`, indexes into `models`), each model's share, the deferral rate (colm) and what
+    each model evaluated; `usage_metadata` counts the prompt once per model that read it."""
+
+    models: list[str] = Field(min_length=1)
+    """GGUF paths, `llama:PATH` or `local`; for colm the base model first, then the assistant."""
+    strategy: Strategy = "prob"
+    weights: list[float] | None = None
+    """prob/logit: one weight per model (normalised to sum 1); None: equal weights."""
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    """colm: without a gate, defer when the base model's top probability is at most this
+    (default 0.5; 0 never defers, 1 always); with a gate, defer when the gate's P(defer) is at
+    least this (default: the gate's own)."""
+    gate: str | None = None
+    """colm: a learned gate's JSON file (`moot fusion train-gate`)."""
+    n_ctx: int = Field(default=4096, ge=0)
+    n_batch: int = Field(default=512, ge=1)
+    n_threads: int | None = Field(default=None, ge=1)
+    """Threads of each model's context, for generation and prompt alike (None: all usable
+    cores; the models run one after another)."""
+    n_gpu_layers: int = Field(default=0, ge=-1)
+    temperature: float = Field(default=0.7, ge=0)
+    max_tokens: int = Field(default=512, ge=1)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    top_k: int = Field(default=40, ge=0)
+    min_p: float = Field(default=0.05, ge=0, le=1)
+    repeat_penalty: float = Field(default=1.1, gt=0)
+    seed: int | None = None
+
+    _decoders: list[Any] = PrivateAttr()
+    _gate: LearnedGate | None = PrivateAttr(default=None)
+    _formatter: Any = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _settings_fit_the_strategy(self) -> FusedChatModel:
+        count = len(self.models)
+        if self.strategy == "colm":
+            if count != 2:
+                raise ValueError(f"colm takes two models (base, assistant), got {count}")
+            if self.weights is not None:
+                raise ValueError("weights are for prob and logit; colm uses a gate or threshold")
+        else:
+            if self.gate is not None or self.threshold is not None:
+                raise ValueError(f"gate and threshold are for colm, not {self.strategy}")
+            if self.weights is not None:
+                if len(self.weights) != count:
+                    raise ValueError(f"{len(self.weights)} weights for {count} models")
+                if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                    raise ValueError("weights must be at least 0 and not all 0")
+        return self
+
+    def __init__(self, **fields: Any) -> None:
+        """Check the settings, then load the models (errors are moot's own, not pydantic's)."""
+        try:
+            super().__init__(**fields)
+        except ValidationError as error:
+            raise ConfigError(f"FusedChatModel: {describe(error)}") from error
+        self._load()
+
+    def _load(self) -> None:
+        from moot.gguf import GGUFFile, check_same_tokenizer
+
+        paths = [_gguf_path(spec) for spec in self.models]
+        check_same_tokenizer([GGUFFile(path) for path in paths], what="fused")
+        if self.gate is not None:
+            self._gate = LearnedGate.load(self.gate)
+        hidden = [self._gate is not None and index == 0 for index in range(len(paths))]
+        self._decoders = [
+            shared_decoder(
+                path,
+                n_ctx=self.n_ctx,
+                n_batch=self.n_batch,
+                n_threads=self.n_threads,
+                n_gpu_layers=self.n_gpu_layers,
+                hidden=want_hidden,
+            )
+            for path, want_hidden in zip(paths, hidden, strict=True)
+        ]
+        if self._gate is not None and self._gate.hidden_size != self._decoders[0].n_embd:
+            raise ConfigError(
+                f"gate {self.gate} was trained on {self._gate.base} (hidden size "
+                f"{self._gate.hidden_size}) but the base model {paths[0].name} has hidden size "
+                f"{self._decoders[0].n_embd}: train a gate for this base model"
+            )
+        from moot.models.llama import chat_formatter
+
+        self._formatter = chat_formatter(self._decoders[0].model, None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "moot-fused"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"models": self.models, "strategy": self.strategy, "weights": self.weights}
+
+    def _sampling(self, kwargs: dict[str, Any]) -> Any:
+        from moot.models._engine import Sampling
+
+        values = {name: kwargs.get(name, getattr(self, name)) for name in _SAMPLING}
+        top_logprobs = kwargs.get("top_logprobs", 1) if kwargs.get("logprobs") else None
+        return Sampling(**values, top_logprobs=top_logprobs)
+
+    def _completion(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        """Chunks of the reply, then `{"usage": ..., "fusion": ...}`; `timeout` and `cancel`
+        end it at the next token, as for ChatLlama."""
+        from moot.models.llama import Halt, chat_prompt
+
+        halt = Halt(kwargs.get("timeout"), kwargs.get("cancel"))
+        base = self._decoders[0]
+        prompt, cuts, stops = chat_prompt(
+            self._formatter,
+            lambda text, bos, special: base.tokenize(text, bos, special),
+            messages,
+            stop or [],
+        )
+        window = min(decoder.n_ctx for decoder in self._decoders)
+        if len(prompt) >= window:
+            raise ContextLengthError(
+                f"the prompt ({len(prompt)} tokens) does not fit the context window of {window} "
+                "tokens: shorten it or raise n_ctx"
+            )
+        with ExitStack() as held:
+            for decoder in sorted(set(self._decoders), key=id):
+                while not decoder.lock.acquire(timeout=0.05):
+                    halt.raise_if_due()
+                held.callback(decoder.lock.release)
+            yield from _Fusion(self, prompt, cuts, stops, self._sampling(kwargs), halt).run()
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        from moot.models.llama import _generation_chunk
+
+        for chunk in self._completion(messages, stop, kwargs):
+            if "fusion" in chunk:
+                message = AIMessageChunk(
+                    content="",
+                    usage_metadata=chunk["usage"],
+                    response_metadata={"fusion": chunk["fusion"]},
+                )
+                yield ChatGenerationChunk(message=message)
+                continue
+            generation = _generation_chunk(chunk)
+            if generation is None:
+                continue
+            if generation.text and run_manager:
+                run_manager.on_llm_new_token(generation.text)
+            yield generation
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        from moot.models.llama import chat_result
+
+        chunks = list(self._completion(messages, stop, kwargs))
+        result = chat_result("fused:" + "+".join(d.name for d in self._decoders), chunks)
+        fusion = next(chunk["fusion"] for chunk in chunks if "fusion" in chunk)
+        result.generations[0].message.response_metadata["fusion"] = fusion
+        return result
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        from moot.models.llama import stream_in_thread
+
+        async for item in stream_in_thread(self._stream, messages, stop, kwargs, run_manager):
+            yield item
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        from moot.models.llama import generate_in_thread
+
+        return await generate_in_thread(self._generate, messages, stop, kwargs)
+
+
+class _Fusion:
+    """One fused generation (the decoders' locks held)."""
+
+    def __init__(
+        self,
+        model: FusedChatModel,
+        prompt: list[int],
+        cuts: list[int],
+        stop: list[str],
+        sampling: Any,
+        halt: Any,
+    ) -> None:
+        from moot.models._engine import Text, sampler_chain
+
+        self.model = model
+        self.decoders = model._decoders
+        self.prompt, self.cuts = prompt, cuts
+        self.sampling = sampling
+        self.halt = halt
+        self.text = Text(stop)
+        self.api = self.decoders[0].api
+        from llama_cpp._internals import LlamaTokenDataArray
+
+        self.chain = sampler_chain(self.api, sampling, self.decoders[0].n_vocab, penalties=False)
+        self.candidates = LlamaTokenDataArray(n_vocab=self.decoders[0].n_vocab)
+        self.generated: list[int] = []
+        self.sources: list[int] = []
+        weights = np.asarray(model.weights or [1.0] * len(self.decoders), dtype=np.float64)
+        self.weights = weights / weights.sum()
+        self.every_token = (
+            [0] if model.strategy == "colm" else [i for i, w in enumerate(self.weights) if w > 0]
+        )
+        """Models stepped at every token: colm's assistant is caught up when consulted, a model
+        of weight 0 never runs."""
+        self.read = [False] * len(self.decoders)
+        """Which models have read the prompt (colm's assistant only once consulted)."""
+        for decoder in self.decoders:
+            decoder.evaluated = 0
+
+    def run(self) -> Iterator[dict[str, Any]]:
+        from moot.models._engine import chunk
+
+        try:
+            for index in self.every_token:
+                self._catch_up(index)
+            finish = "length"
+            while len(self.generated) < self.sampling.max_tokens:
+                self.halt.raise_if_due()
+                token, source, values = self._next()
+                if self.decoders[0].is_end(token):
+                    finish = "stop"
+                    break
+                self.generated.append(token)
+                self.sources.append(source)
+                shown, stopped = self.text.add(self.decoders[0].piece(token))
+                logprobs = self._logprobs(values, token)
+                if stopped:
+                    yield chunk(shown, "stop", logprobs)
+                    finish = ""
+                    break
+                if shown or logprobs:
+                    yield chunk(shown, None, logprobs)
+                if len(self.prompt) + len(self.generated) >= min(d.n_ctx for d in self.decoders):
+                    break  # no cell left for the next token
+                for index in self.every_token:
+                    self.decoders[index].step(token)
+            self.halt.raise_if_due()  # the generation was cut short
+            if finish:
+                yield chunk(self.text.flush(), finish, None)
+            yield {"usage": self._usage(), "fusion": self._report()}
+        finally:
+            self.api.llama_sampler_free(self.chain)
+
+    def _catch_up(self, index: int) -> None:
+        """Bring a model to the prompt plus every token generated so far: the prompt by the
+        engine's chunking rule, generated tokens missed since its last step in one batch."""
+        self.decoders[index].reach(
+            self.prompt + self.generated, self.cuts, split_last=not self.generated
+        )
+        self.read[index] = True
+
+    def _penalised(self, index: int) -> np.ndarray:
+        """The model's logits with llama.cpp's repeat penalty over the last generated tokens."""
+        from moot.models._engine import PENALTY_LAST_N
+
+        logits = self.decoders[index].logits()
+        penalty = self.sampling.repeat_penalty
+        if penalty != 1.0 and self.generated:
+            seen = np.unique(np.asarray(self.generated[-PENALTY_LAST_N:], dtype=np.intp))
+            values = logits[seen]
+            logits[seen] = np.where(values <= 0, values * penalty, values / penalty)
+        return logits
+
+    def _next(self) -> tuple[int, int, np.ndarray]:
+        """The next token, the model it is credited to, and the distribution it came from."""
+        strategy = self.model.strategy
+        if strategy == "colm":
+            base = self._penalised(0)
+            if self._defers(base):
+                self._catch_up(1)
+                values, source = self._penalised(1), 1
+            else:
+                values, source = base, 0
+            return self._draw(values), source, values
+        active = self.every_token
+        logits = [self._penalised(index) for index in active]
+        weights = [self.weights[index] for index in active]
+        if strategy == "prob":
+            probs = [_softmax(row) for row in logits]
+            mixed = sum(w * p for w, p in zip(weights, probs, strict=True))
+            with np.errstate(divide="ignore"):  # a probability of 0 is a logit of -inf
+                values = np.log(mixed).astype(np.float32)
+            token = self._draw(values)
+            support = [p[token] for p in probs]
+        else:
+            mixed = sum(w * row.astype(np.float64) for w, row in zip(weights, logits, strict=True))
+            values = np.asarray(mixed, dtype=np.float32)
+            token = self._draw(values)
+            support = [row[token] - _log_sum_exp(row) for row in logits]
+        return token, active[int(np.argmax(support))], values
+
+    def _defers(self, base_logits: np.ndarray) -> bool:
+        gate = self.model._gate
+        if gate is not None:
+            threshold = self.model.threshold if self.model.threshold is not None else gate.threshold
+            return gate.probability(self.decoders[0].hidden()) >= threshold
+        threshold = 0.5 if self.model.threshold is None else self.model.threshold
+        return float(_softmax(base_logits).max()) <= threshold
+
+    def _draw(self, values: np.ndarray) -> int:
+        """A token drawn from `values` (logits) by llama.cpp's sampler chain."""
+        import ctypes
+
+        candidates = self.candidates
+        candidates.copy_logits(values)
+        self.api.llama_sampler_apply(self.chain, ctypes.byref(candidates.candidates))
+        token = int(candidates.candidates_data.id[candidates.candidates.selected])
+        self.api.llama_sampler_accept(self.chain, token)
+        return token
+
+    def _logprobs(self, values: np.ndarray, token: int) -> dict[str, Any] | None:
+        from moot.models._engine import token_logprobs
+
+        k = self.sampling.top_logprobs
+        return None if k is None else token_logprobs(values, token, k, self.decoders[0].piece)
+
+    def _usage(self) -> UsageMetadata:
+        sent = len(self.prompt) * sum(self.read)
+        output = len(self.generated)
+        return UsageMetadata(input_tokens=sent, output_tokens=output, total_tokens=sent + output)
+
+    def _report(self) -> dict[str, Any]:
+        counts = [self.sources.count(index) for index in range(len(self.decoders))]
+        total = max(1, len(self.sources))
+        report: dict[str, Any] = {
+            "strategy": self.model.strategy,
+            "models": [decoder.name for decoder in self.decoders],
+            "sources": self.sources,
+            "tokens_by_model": counts,
+            "share_by_model": [count / total for count in counts],
+            "evaluated_by_model": [decoder.evaluated for decoder in self.decoders],
+            "deferral_rate": counts[1] / total if self.model.strategy == "colm" else None,
+        }
+        return report
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits.astype(np.float64) - logits.max())
+    return exp / exp.sum()
+
+
+def _log_sum_exp(logits: np.ndarray) -> float:
+    top = float(logits.max())
+    return top + float(np.log(np.exp(logits.astype(np.float64) - top).sum()))
+
+
+def _gguf_path(spec: str) -> Path:
+    """A fused model's path from `local`, `llama:PATH` or a plain path."""
+    from moot.models.llama import _check_gguf
+
+    if spec == "local":
+        from moot.models.embedded import embedded_model_path
+
+        return Path(embedded_model_path()).resolve()
+    path = spec.removeprefix("llama:")
+    if ":" in path.split("/")[0] and not Path(path).exists():
+        raise ModelSpecError(
+            f"cannot fuse {spec!r}: token-level fusion runs local llama.cpp models only "
+            "(use 'local', 'llama:/path/model.gguf' or a .gguf path)"
+        )
+    return _check_gguf(Path(path).expanduser())
+
+
+_decoders: dict[tuple[Any, ...], Any] = {}
+_decoders_lock = threading.Lock()
+
+
+def shared_decoder(path: Path, **options: Any) -> Any:
+    """The decoder for `path` with these options, loaded once per process."""
+    try:
+        from moot.fusion._decoder import Decoder
+    except ImportError as error:
+        raise MissingExtraError("llama-cpp-python", "local", "token-level fusion") from error
+    key = (path, *sorted(options.items()))
+    with _decoders_lock:
+        if key not in _decoders:
+            _decoders[key] = Decoder(path, **options)
+        return _decoders[key]
+
+
+@atexit.register
+def _close_all() -> None:
+    with _decoders_lock:
+        for decoder in _decoders.values():
+            decoder.close()
+        _decoders.clear()
