@@ -21,6 +21,7 @@ from moot.bench.records import BenchRecord
 from moot.bench.report import Interval, mcnemar_exact
 from moot.bench.store import ResultStore
 from moot.cli import main as moot
+from moot.fusion import LearnedGate
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "fusion"
@@ -41,8 +42,9 @@ def settings(small: str, large: str, gate: str | None) -> dict[str, str]:
     }
     for threshold in (0.3, 0.5, 0.7, 0.9):
         table[f"colm p<={threshold}"] = f"{pair}?strategy=colm&threshold={threshold}"
-    if gate:
-        table["colm gate"] = f"{pair}?strategy=colm&gate={gate}"
+    if gate:  # at the threshold that deferred 30% of the gate's training tokens
+        threshold = LearnedGate.load(gate).training.thresholds["30%"]  # type: ignore[union-attr]
+        table["colm gate"] = f"{pair}?strategy=colm&gate={gate}&threshold={threshold:.3f}"
     return table
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from langchain_core.messages import HumanMessage
 
 import moot
-from moot.fusion import FusedChatModel
+from moot.fusion import FusedChatModel, LearnedGate
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gsm8k" / "dev.jsonl"
 
@@ -51,9 +51,10 @@ def main() -> None:
         settings[f"colm p<={threshold}"] = FusedChatModel(
             models=pair, strategy="colm", threshold=threshold, **sampling
         )
-    if args.gate:
+    if args.gate:  # at the threshold that deferred 30% of the gate's training tokens
+        threshold = LearnedGate.load(args.gate).training.thresholds["30%"]  # type: ignore[union-attr]
         settings["colm gate"] = FusedChatModel(
-            models=pair, strategy="colm", gate=args.gate, **sampling
+            models=pair, strategy="colm", gate=args.gate, threshold=threshold, **sampling
         )
     rates: dict[str, list[float]] = {name: [] for name in settings}
     deferred: dict[str, list[float]] = {name: [] for name in settings}

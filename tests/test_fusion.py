@@ -53,6 +53,12 @@ def test_all_weight_on_one_model_gives_its_own_greedy_tokens(q8_copy, strategy):
     assert reply.text == second
 
 
+def test_a_model_fused_with_itself_runs_on_two_contexts_and_gives_its_own_tokens():
+    model = FusedChatModel(models=["local", "local"], strategy="prob", **GREEDY)
+    assert model._decoders[0] is not model._decoders[1]
+    assert model.invoke(QUESTION).text == alone("local")
+
+
 def test_colm_threshold_0_is_the_base_and_1_the_assistant(q8_copy):
     base = fused(q8_copy, strategy="colm", threshold=0).invoke(QUESTION)
     assert base.text == alone("local")
@@ -69,8 +75,10 @@ def test_colm_threshold_0_is_the_base_and_1_the_assistant(q8_copy):
 def test_an_even_mix_differs_from_both_and_credits_both(q8_copy):
     reply = fused(q8_copy, strategy="prob", max_tokens=40).invoke(QUESTION)
     info = reply.response_metadata["fusion"]
-    assert len(info["sources"]) == reply.usage_metadata["output_tokens"] == sum(
-        info["tokens_by_model"]
+    assert (
+        len(info["sources"])
+        == reply.usage_metadata["output_tokens"]
+        == sum(info["tokens_by_model"])
     )
     assert reply.usage_metadata["input_tokens"] % 2 == 0  # the prompt, read by both models
 
@@ -161,6 +169,9 @@ def test_the_spec_makes_the_model_and_bad_specs_say_what_is_wrong(q8_copy, tmp_p
         (f"fuse:local+{q8_copy}?strategy=vote", "strategy"),
         (f"fuse:local+{q8_copy}?weights=1,2,3", "3 weights for 2 models"),
         (f"fuse:local+{q8_copy}?weights=1,-1", "at least 0"),
+        (f"fuse:local+{q8_copy}?weights=nan,1", "finite number"),
+        (f"fuse:local+{q8_copy}?strategy", "key=value pairs"),
+        (f"fuse:local+{q8_copy}?strategy=colm&threshold=nan", "threshold"),
         (f"fuse:local+{q8_copy}?colour=red", "unknown fuse option"),
         (f"fuse:local+{q8_copy}?threshold=0.5", "gate and threshold are for colm"),
         (f"fuse:local+{q8_copy}+local?strategy=colm", "colm takes two models"),
@@ -222,6 +233,7 @@ def test_train_gate_learns_and_the_gate_drives_colm(q8_copy, tmp_path, capsys):
     assert gate.hidden_size == 576 and gate.training is not None
     assert gate.training.examples == 4 and gate.training.positions > 20
     assert 0 < gate.training.defer_share < 1
+    assert 0 <= gate.training.thresholds["30%"] <= gate.training.thresholds["10%"] <= 1
     assert gate.training.accuracy >= max(gate.training.defer_share, 1 - gate.training.defer_share)
     model = fused(q8_copy, strategy="colm", gate=str(out))
     info = model.invoke(QUESTION).response_metadata["fusion"]

@@ -76,6 +76,8 @@ def train_gate_command(args: argparse.Namespace) -> int:
     table.add_row(
         f"defers at threshold {gate.threshold:g}", f"{gate.training.predicted_defer_share:.1%}"
     )
+    for share, value in gate.training.thresholds.items():
+        table.add_row(f"threshold deferring {share}", f"{value:.3f}")
     console.print(table)
     console.print(f"wrote {out}", soft_wrap=True)
     return 0

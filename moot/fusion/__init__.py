@@ -30,7 +30,13 @@ def fused_model(spec: str, options: dict[str, Any]) -> FusedChatModel:
     if len(models) < 2:
         raise ModelSpecError(f"'fuse:{spec}' names {len(models)} model(s): {SPEC_USAGE}")
     fields: dict[str, Any] = dict(options)
-    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ModelSpecError(
+            f"'fuse:{spec}': after '?' write key=value pairs joined by '&': {SPEC_USAGE}"
+        ) from None
+    for key, value in pairs:
         fields[key] = [part.strip() for part in value.split(",")] if key == "weights" else value
     unknown = set(fields) - set(FusedChatModel.model_fields) - {"models"}
     if unknown:

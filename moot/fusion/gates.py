@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, FiniteFloat, PrivateAttr, ValidationError, model_validator
 
 from moot.config import Config, describe
 from moot.errors import ConfigError
@@ -27,6 +27,9 @@ class GateTraining(Config):
     """Share of training positions the gate labels as the weak supervision does."""
     predicted_defer_share: float
     """Share of training positions the gate defers at its threshold."""
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    """Threshold that defers a given share of training positions ("30%": 0.93): pass it as
+    `threshold` to aim at that deferral rate."""
 
 
 class LearnedGate(Config):
@@ -39,10 +42,10 @@ class LearnedGate(Config):
     """File name of the base model it was trained on (its hidden states are the input)."""
     assistant: str
     hidden_size: int = Field(ge=1)
-    mean: list[float]
-    scale: list[float]
-    weights: list[float]
-    bias: float
+    mean: list[FiniteFloat]
+    scale: list[FiniteFloat]
+    weights: list[FiniteFloat]
+    bias: FiniteFloat
     threshold: float = Field(default=0.5, ge=0, le=1)
     """Defer when P(defer) is at least this."""
     training: GateTraining | None = None

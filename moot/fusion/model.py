@@ -28,7 +28,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, FiniteFloat, PrivateAttr, ValidationError, model_validator
 
 from moot.config import describe
 from moot.errors import ConfigError, ContextLengthError, MissingExtraError, ModelSpecError
@@ -47,7 +47,7 @@ class FusedChatModel(BaseChatModel):
     models: list[str] = Field(min_length=1)
     """GGUF paths, `llama:PATH` or `local`; for colm the base model first, then the assistant."""
     strategy: Strategy = "prob"
-    weights: list[float] | None = None
+    weights: list[FiniteFloat] | None = None
     """prob/logit: one weight per model (normalised to sum 1); None: equal weights."""
     threshold: float | None = Field(default=None, ge=0, le=1)
     """colm: without a gate, defer when the base model's top probability is at most this
@@ -115,8 +115,9 @@ class FusedChatModel(BaseChatModel):
                 n_threads=self.n_threads,
                 n_gpu_layers=self.n_gpu_layers,
                 hidden=want_hidden,
+                copy=paths[:index].count(path),  # a model named twice runs on two contexts
             )
-            for path, want_hidden in zip(paths, hidden, strict=True)
+            for index, (path, want_hidden) in enumerate(zip(paths, hidden, strict=True))
         ]
         if self._gate is not None and self._gate.hidden_size != self._decoders[0].n_embd:
             raise ConfigError(
@@ -165,7 +166,7 @@ class FusedChatModel(BaseChatModel):
                 "tokens: shorten it or raise n_ctx"
             )
         with ExitStack() as held:
-            for decoder in sorted(set(self._decoders), key=id):
+            for decoder in sorted(self._decoders, key=id):  # one order: no deadlock
                 while not decoder.lock.acquire(timeout=0.05):
                     halt.raise_if_due()
                 held.callback(decoder.lock.release)
@@ -432,13 +433,14 @@ _decoders: dict[tuple[Any, ...], Any] = {}
 _decoders_lock = threading.Lock()
 
 
-def shared_decoder(path: Path, **options: Any) -> Any:
-    """The decoder for `path` with these options, loaded once per process."""
+def shared_decoder(path: Path, copy: int = 0, **options: Any) -> Any:
+    """The decoder for `path` with these options, loaded once per process (`copy` numbers
+    further instances of the same model, for a fusion that names it more than once)."""
     try:
         from moot.fusion._decoder import Decoder
     except ImportError as error:
         raise MissingExtraError("llama-cpp-python", "local", "token-level fusion") from error
-    key = (path, *sorted(options.items()))
+    key = (path, copy, *sorted(options.items()))
     with _decoders_lock:
         if key not in _decoders:
             _decoders[key] = Decoder(path, **options)

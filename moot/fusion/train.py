@@ -118,6 +118,10 @@ def train_gate(
             defer_share=float(y.mean()),
             accuracy=float(((predicted >= 0.5) == (y == 1)).mean()),
             predicted_defer_share=float((predicted >= threshold).mean()),
+            thresholds={
+                f"{share}%": float(np.quantile(predicted, 1 - share / 100))
+                for share in (10, 20, 30, 50)
+            },
         ),
     )
 
