@@ -144,7 +144,7 @@ def load_jsonl(
     an answer field can be benchmarked with your own reading and checking of answers.
     """
     path = Path(path)
-    records = _read_records(path)
+    records = read_records(path)
     first = records[0][1]
     if "moves" in first and "valid_destinations" in first:
         questions = [_chess(record, path, line) for line, record in records]
@@ -178,7 +178,8 @@ def load_jsonl(
     )
 
 
-def _read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each line of a JSONL file; errors name the file and line."""
     text = read_text(path, "data file")
     records = []
     for number, line in enumerate(text.splitlines(), start=1):

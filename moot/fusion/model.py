@@ -17,28 +17,26 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import Field, FiniteFloat, PrivateAttr, ValidationError, model_validator
 
 from moot.config import describe
 from moot.errors import ConfigError, ContextLengthError, MissingExtraError, ModelSpecError
 from moot.fusion.gates import LearnedGate
+from moot.models.llama import LocalChatModel
 
 Strategy = Literal["prob", "logit", "colm"]
 _SAMPLING = ("temperature", "max_tokens", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
 
 
-class FusedChatModel(BaseChatModel):
+class FusedChatModel(LocalChatModel):
     """Several GGUF models (one tokenizer) decoding one reply; a LangChain chat model, so any
     agent can use it. `response_metadata["fusion"]` says which model gave each token
     (`sources`, indexes into `models`), each model's share, the deferral rate (colm) and what
@@ -147,8 +145,8 @@ class FusedChatModel(BaseChatModel):
     def _completion(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> Iterator[dict[str, Any]]:
-        """Chunks of the reply, then `{"usage": ..., "fusion": ...}`; `timeout` and `cancel`
-        end it at the next token, as for ChatLlama."""
+        """Chunks of the reply, then its usage with `response_metadata["fusion"]`; `timeout`
+        and `cancel` end it at the next token, as for ChatLlama."""
         from moot.models.llama import Halt, chat_prompt
 
         halt = Halt(kwargs.get("timeout"), kwargs.get("cancel"))
@@ -172,68 +170,9 @@ class FusedChatModel(BaseChatModel):
                 held.callback(decoder.lock.release)
             yield from _Fusion(self, prompt, cuts, stops, self._sampling(kwargs), halt).run()
 
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        from moot.models.llama import _generation_chunk
-
-        for chunk in self._completion(messages, stop, kwargs):
-            if "fusion" in chunk:
-                message = AIMessageChunk(
-                    content="",
-                    usage_metadata=chunk["usage"],
-                    response_metadata={"fusion": chunk["fusion"]},
-                )
-                yield ChatGenerationChunk(message=message)
-                continue
-            generation = _generation_chunk(chunk)
-            if generation is None:
-                continue
-            if generation.text and run_manager:
-                run_manager.on_llm_new_token(generation.text)
-            yield generation
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        from moot.models.llama import chat_result
-
-        chunks = list(self._completion(messages, stop, kwargs))
-        result = chat_result("fused:" + "+".join(d.name for d in self._decoders), chunks)
-        fusion = next(chunk["fusion"] for chunk in chunks if "fusion" in chunk)
-        result.generations[0].message.response_metadata["fusion"] = fusion
-        return result
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        from moot.models.llama import stream_in_thread
-
-        async for item in stream_in_thread(self._stream, messages, stop, kwargs, run_manager):
-            yield item
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        from moot.models.llama import generate_in_thread
-
-        return await generate_in_thread(self._generate, messages, stop, kwargs)
+    @property
+    def reply_model_name(self) -> str:
+        return "fused:" + "+".join(decoder.name for decoder in self._decoders)
 
 
 class _Fusion:
@@ -305,7 +244,7 @@ class _Fusion:
             self.halt.raise_if_due()  # the generation was cut short
             if finish:
                 yield chunk(self.text.flush(), finish, None)
-            yield {"usage": self._usage(), "fusion": self._report()}
+            yield {"usage": self._usage(), "response_metadata": {"fusion": self._report()}}
         finally:
             self.api.llama_sampler_free(self.chain)
 

@@ -9,7 +9,6 @@ it is not a dependency of moot, and a regularised Newton fit is a dozen lines of
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,28 +23,16 @@ from moot.fusion.model import _gguf_path, shared_decoder
 
 def read_pairs(path: Path, target_field: str = "answer") -> list[tuple[str, str]]:
     """(question, reference answer) from a JSONL file with `question` and `target_field`."""
+    from moot.bench.tasks import read_records
+
     pairs = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror}") from error
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{path}:{number}: not JSON: {error.msg}") from error
-        if not isinstance(record, dict):
-            raise ConfigError(f"{path}:{number}: expected an object with question and answer")
+    for number, record in read_records(path):
         question, answer = record.get("question"), record.get(target_field)
         if not isinstance(question, str) or not question.strip():
             raise ConfigError(f"{path}:{number}: no 'question' text")
         if not isinstance(answer, (str, int, float)) or not str(answer).strip():
             raise ConfigError(f"{path}:{number}: no '{target_field}' to learn from")
         pairs.append((question, str(answer)))
-    if not pairs:
-        raise ConfigError(f"{path} holds no question/answer pairs")
     return pairs
 
 

@@ -331,7 +331,67 @@ def _check_gguf(path: Path) -> Path:
     return path.resolve()
 
 
-class ChatLlama(BaseChatModel):
+class LocalChatModel(BaseChatModel):
+    """What the in-process llama.cpp chat models share: a subclass yields completion chunks
+    from `_completion` (llama-cpp-python's streaming shape, then `{"usage": ...}` with optional
+    `response_metadata`); streaming, whole replies and async calls are built on it. Async calls
+    run in a worker thread and stop at the next token when their task is cancelled."""
+
+    def _completion(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
+
+    @property
+    def reply_model_name(self) -> str:
+        """`response_metadata["model_name"]` of its replies."""
+        raise NotImplementedError
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for chunk in self._completion(messages, stop, kwargs):
+            generation = _generation_chunk(chunk)
+            if generation is None:
+                continue
+            if generation.text and run_manager:
+                run_manager.on_llm_new_token(generation.text)
+            yield generation
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return chat_result(self.reply_model_name, self._completion(messages, stop, kwargs))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        async for item in stream_in_thread(self._stream, messages, stop, kwargs, run_manager):
+            yield item
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await generate_in_thread(self._generate, messages, stop, kwargs)
+
+
+class ChatLlama(LocalChatModel):
     """A GGUF model run in-process by llama.cpp.
 
     Sampling fields are defaults; any of them can be passed per call. Per call, `logprobs=True`
@@ -593,29 +653,9 @@ class ChatLlama(BaseChatModel):
         halt.raise_if_due()
         return [{"usage": shared.count(c["usage"])} if "usage" in c else c for c in chunks]
 
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        for chunk in self._completion(messages, stop, kwargs):
-            generation = _generation_chunk(chunk)
-            if generation is None:
-                continue
-            if generation.text and run_manager:
-                run_manager.on_llm_new_token(generation.text)
-            yield generation
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return chat_result(Path(self.model_path).name, self._completion(messages, stop, kwargs))
+    @property
+    def reply_model_name(self) -> str:
+        return Path(self.model_path).name
 
     async def _astream(
         self,
@@ -639,7 +679,7 @@ class ChatLlama(BaseChatModel):
                     await run_manager.on_llm_new_token(generation.text, chunk=generation)
                 yield generation
             return
-        async for item in stream_in_thread(self._stream, messages, stop, kwargs, run_manager):
+        async for item in super()._astream(messages, stop, run_manager, **kwargs):
             yield item
 
     async def _agenerate(
@@ -653,8 +693,8 @@ class ChatLlama(BaseChatModel):
         if isinstance(shared, _SharedEngine):
             halt = Halt(kwargs.get("timeout"), kwargs.get("cancel"))
             chunks = await self._aengine_whole(shared, messages, stop, kwargs, halt)
-            return chat_result(Path(self.model_path).name, chunks)
-        return await generate_in_thread(self._generate, messages, stop, kwargs)
+            return chat_result(self.reply_model_name, chunks)
+        return await super()._agenerate(messages, stop, run_manager, **kwargs)
 
 
 def chat_result(model_name: str, chunks: Iterable[dict[str, Any]]) -> ChatResult:
@@ -666,6 +706,7 @@ def chat_result(model_name: str, chunks: Iterable[dict[str, Any]]) -> ChatResult
     for chunk in chunks:
         if "usage" in chunk:
             usage = chunk["usage"]
+            metadata.update(chunk.get("response_metadata") or {})
             continue
         choice = chunk["choices"][0]
         text.append(choice["delta"].get("content") or "")
@@ -772,9 +813,12 @@ class CallCancelledError(MootError):
 def _generation_chunk(chunk: dict[str, Any]) -> ChatGenerationChunk | None:
     """A completion chunk as LangChain's chunk (None for one that carries nothing)."""
     if "usage" in chunk:
-        return ChatGenerationChunk(
-            message=AIMessageChunk(content="", usage_metadata=chunk["usage"])
+        message = AIMessageChunk(
+            content="",
+            usage_metadata=chunk["usage"],
+            response_metadata=chunk.get("response_metadata") or {},
         )
+        return ChatGenerationChunk(message=message)
     choice = chunk["choices"][0]
     text = choice["delta"].get("content") or ""
     info: dict[str, Any] = {}
