@@ -98,10 +98,8 @@ class FusedChatModel(LocalChatModel):
         self._load()
 
     def _load(self) -> None:
-        from moot.gguf import GGUFFile, check_same_tokenizer
-
         paths = [_gguf_path(spec) for spec in self.models]
-        check_same_tokenizer([GGUFFile(path) for path in paths], what="fused")
+        check_tokenizers(paths)
         if self.gate is not None:
             self._gate = LearnedGate.load(self.gate)
         hidden = [self._gate is not None and index == 0 for index in range(len(paths))]
@@ -366,6 +364,17 @@ def _gguf_path(spec: str) -> Path:
             "(use 'local', 'llama:/path/model.gguf' or a .gguf path)"
         )
     return _check_gguf(Path(path).expanduser())
+
+
+def check_tokenizers(paths: list[Path]) -> None:
+    """Refuse models whose GGUF headers hold different tokenizers (naming the difference)."""
+    try:
+        from moot.gguf import GGUFFile, check_same_tokenizer, gguf_module
+
+        gguf_module()
+    except (ImportError, MissingExtraError) as error:
+        raise MissingExtraError("gguf", "fusion", "token-level fusion") from error
+    check_same_tokenizer([GGUFFile(path) for path in paths], what="fused")
 
 
 _decoders: dict[tuple[Any, ...], Any] = {}

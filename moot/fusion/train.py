@@ -18,7 +18,7 @@ from langchain_core.messages import HumanMessage
 
 from moot.errors import ConfigError
 from moot.fusion.gates import GateTraining, LearnedGate
-from moot.fusion.model import _gguf_path, shared_decoder
+from moot.fusion.model import _gguf_path, check_tokenizers, shared_decoder
 
 
 def read_pairs(path: Path, target_field: str = "answer") -> list[tuple[str, str]]:
@@ -49,11 +49,10 @@ def train_gate(
     progress: Callable[[int], None] | None = None,
 ) -> LearnedGate:
     """A gate for `base` deferring to `assistant` (specs as in FusedChatModel.models)."""
-    from moot.gguf import GGUFFile, check_same_tokenizer
     from moot.models.llama import chat_formatter, chat_prompt
 
     paths = [_gguf_path(base), _gguf_path(assistant)]
-    check_same_tokenizer([GGUFFile(path) for path in paths], what="fused")
+    check_tokenizers(paths)
     options: dict[str, Any] = {
         "n_ctx": n_ctx,
         "n_batch": 64,  # a row of logits per answer token: 64 x vocabulary floats at most
