@@ -111,8 +111,9 @@ def _plot(task: str, points: list[tuple[str, float, float]]) -> None:
 
     figure, axes = plt.subplots(figsize=(6, 4))
     for name, share, accuracy in points:
-        axes.scatter(share, accuracy)
-        axes.annotate(name, (share, accuracy), textcoords="offset points", xytext=(4, 4))
+        axes.scatter(share, accuracy, label=name)
+    axes.legend(fontsize="small", loc="upper left")
+    axes.set_ylim(-0.02, max(accuracy for _, _, accuracy in points) + 0.15)
     axes.set_xlabel("share of tokens from the 1.5B (deferral rate)")
     axes.set_ylabel("accuracy")
     axes.set_title(f"Co-LLM on {task}: Qwen2.5-Coder 0.5B base, 1.5B assistant")
