@@ -15,8 +15,6 @@ temperature, a seeded draw; greedy at temperature 0), as a single model's would.
 
 from __future__ import annotations
 
-import atexit
-import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,7 +28,7 @@ from pydantic import Field, FiniteFloat, PrivateAttr, ValidationError, model_val
 from moot.config import describe
 from moot.errors import ConfigError, ContextLengthError, MissingExtraError, ModelSpecError
 from moot.fusion.gates import LearnedGate
-from moot.models.llama import LocalChatModel
+from moot.models.llama import LoadedOnce, LocalChatModel
 
 Strategy = Literal["prob", "logit", "colm"]
 _SAMPLING = ("temperature", "max_tokens", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
@@ -377,8 +375,7 @@ def check_tokenizers(paths: list[Path]) -> None:
     check_same_tokenizer([GGUFFile(path) for path in paths], what="fused")
 
 
-_decoders: dict[tuple[Any, ...], Any] = {}
-_decoders_lock = threading.Lock()
+_decoders = LoadedOnce()
 
 
 def shared_decoder(path: Path, copy: int = 0, **options: Any) -> Any:
@@ -389,15 +386,4 @@ def shared_decoder(path: Path, copy: int = 0, **options: Any) -> Any:
     except ImportError as error:
         raise MissingExtraError("llama-cpp-python", "local", "token-level fusion") from error
     key = (path, copy, *sorted(options.items()))
-    with _decoders_lock:
-        if key not in _decoders:
-            _decoders[key] = Decoder(path, **options)
-        return _decoders[key]
-
-
-@atexit.register
-def _close_all() -> None:
-    with _decoders_lock:
-        for decoder in _decoders.values():
-            decoder.close()
-        _decoders.clear()
+    return _decoders.get(key, lambda: Decoder(path, **options))

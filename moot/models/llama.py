@@ -244,26 +244,37 @@ def chat_formatter(model: Any, chat_format: str | None) -> Any:
     )
 
 
-_loaded: dict[tuple[Path, LoadOptions], _SharedLlama | _SharedEngine] = {}
-_loaded_lock = threading.Lock()
+class LoadedOnce:
+    """Loaded models kept for the whole process, one per key, freed at exit (before interpreter
+    teardown, where llama-cpp-python's destructors print errors)."""
+
+    def __init__(self) -> None:
+        self._items: dict[Any, Any] = {}
+        self._lock = threading.Lock()
+        atexit.register(self.close_all)
+
+    def get(self, key: Any, load: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = load()
+            return self._items[key]
+
+    def close_all(self) -> None:
+        with self._lock:
+            for item in self._items.values():
+                item.close()
+            self._items.clear()
+
+
+_loaded = LoadedOnce()
 
 
 def _shared_model(path: Path, options: LoadOptions) -> _SharedLlama | _SharedEngine:
-    key = (path, options)
-    with _loaded_lock:
-        if key not in _loaded:
-            shared_class = _SharedEngine if options.engine == "batched" else _SharedLlama
-            _loaded[key] = shared_class(path, options)
-        return _loaded[key]
-
-
-@atexit.register
-def _close_all() -> None:
-    """Free loaded models before interpreter teardown, where Llama.__del__ prints errors."""
-    with _loaded_lock:
-        for shared in _loaded.values():
-            shared.close()
-        _loaded.clear()
+    shared_class = _SharedEngine if options.engine == "batched" else _SharedLlama
+    shared: _SharedLlama | _SharedEngine = _loaded.get(
+        (path, options), lambda: shared_class(path, options)
+    )
+    return shared
 
 
 def _counting_llama_class() -> type[Llama]:
