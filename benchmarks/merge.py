@@ -7,7 +7,9 @@ The package index has no two fine-tunes of one base, so the second model is the 
 Gaussian noise of 1% of each tensor's standard deviation added (written once, cached beside the
 output). Each merge runs in a fresh process; peak RSS is that process's. The baseline is the
 same pipeline reading and writing the model once (a linear "merge" of the model alone). With
---eval, each output's loss per token on a probe text is printed next to the input's.
+--eval, each output's loss per token on a probe text is printed next to the input's. With
+--copies N, TIES and DARE merge N perturbed copies (other noise seeds) onto the base, so the sign
+election has models to disagree.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ PROBE = (
 )
 
 
-def perturbed_copy(source: Path, out: Path, noise: float = 0.01) -> Path:
+def perturbed_copy(source: Path, out: Path, noise: float = 0.01, seed: int = 0) -> Path:
     """`source` with N(0, noise * std) added to every tensor, written as Q8_0 (F32 for 1-D)."""
     if out.exists():
         return out
@@ -43,7 +45,7 @@ def perturbed_copy(source: Path, out: Path, noise: float = 0.01) -> Path:
         if key != "general.architecture":
             sub = types[-1] if len(types) > 1 else None
             writer.add_key_value(key, value, types[0], sub_type=sub)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for name in model.tensors:
         values = model.read(name, 0, None)
         values = values + rng.standard_normal(values.shape, dtype=np.float32) * (
@@ -60,13 +62,16 @@ def perturbed_copy(source: Path, out: Path, noise: float = 0.01) -> Path:
     return out
 
 
-def recipe(method: str, base: Path, other: Path) -> dict:
+def recipe(method: str, base: Path, others: list[Path]) -> dict:
+    """`method` on the base and the perturbed copies (SLERP: the first copy only; linear reads
+    every input once, the least any method can read)."""
+    other = others[0]
     if method == "copy":
         return {"merge_method": "linear", "models": [{"model": str(base)}]}
     if method == "linear":
         return {
             "merge_method": "linear",
-            "models": [{"model": str(m), "parameters": {"weight": 0.5}} for m in (base, other)],
+            "models": [{"model": str(m), "parameters": {"weight": 1.0}} for m in (base, *others)],
         }
     if method == "slerp":
         return {
@@ -78,7 +83,10 @@ def recipe(method: str, base: Path, other: Path) -> dict:
     return {
         "merge_method": method,
         "base_model": str(base),
-        "models": [{"model": str(other), "parameters": {"weight": 1.0, "density": 0.5}}],
+        "models": [
+            {"model": str(copy), "parameters": {"weight": 1.0 / len(others), "density": 0.5}}
+            for copy in others
+        ],
     }
 
 
@@ -105,11 +113,20 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--out", type=Path, default=Path("/tmp/moot-merge-bench"))
     parser.add_argument("--eval", action="store_true", help="print the loss on a probe text")
+    parser.add_argument(
+        "--copies", type=int, default=1, help="perturbed copies merged onto the base (TIES, DARE)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    other = perturbed_copy(args.model, args.out / f"{args.model.stem}.perturbed.gguf")
+    others = [
+        perturbed_copy(
+            args.model, args.out / f"{args.model.stem}.perturbed{seed or ''}.gguf", seed=seed
+        )
+        for seed in range(args.copies)
+    ]
+    other = others[0]
     size = args.model.stat().st_size / 2**30
-    print(f"model {args.model.name} ({size:.2f} GiB), second model: a perturbed copy\n")
+    print(f"model {args.model.name} ({size:.2f} GiB), merged with {args.copies} perturbed copies\n")
     print("| method | seconds | x read+write once | peak RSS (GiB) |" + (
         " loss per token |" if args.eval else ""))  # fmt: skip
     print("|---|---:|---:|---:|" + ("---:|" if args.eval else ""))
@@ -122,7 +139,7 @@ def main() -> None:
         losses["perturbed"] = token_loss(other, PROBE)
     for method in ["copy", *args.methods.split(",")]:
         out = args.out / f"{method}.gguf"
-        seconds, peak = measure(recipe(method, args.model, other), out)
+        seconds, peak = measure(recipe(method, args.model, others), out)
         baseline = baseline or seconds
         loss = f" {token_loss(out, PROBE):.3f} |" if args.eval else ""
         label = "read + write once (baseline)" if method == "copy" else method

@@ -16,7 +16,7 @@ import moot.merge  # noqa: E402
 import moot.merge.writer as merge_run  # noqa: E402
 from moot.cli import main  # noqa: E402
 from moot.gguf import GGUFFile  # noqa: E402
-from moot.merge.methods import TensorPlan, random  # noqa: E402
+from moot.merge.methods import TensorPlan, _BandSearch, gather_stats, random  # noqa: E402
 
 T = gguf.GGMLQuantizationType
 TENSORS = {  # name: (rows, columns, type); 1-D when rows is 0
@@ -180,6 +180,48 @@ def test_merging_in_small_chunks_gives_the_same_file(method, models, tmp_path, m
             np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)
     else:  # TIES's threshold is exact whatever the chunks
         assert differing == []
+
+
+def ties_threshold(magnitude: np.ndarray, density: float) -> float:
+    k = int(density * magnitude.size)
+    return float(np.partition(magnitude, magnitude.size - k)[magnitude.size - k])
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["even chunks", "many equal changes", "a misleading first chunk", "tiny chunks", "a full band"],
+)
+def test_ties_thresholds_are_exact_and_usually_take_one_pass(case, monkeypatch):
+    """TIES's threshold (the k-th largest change over the whole tensor) is found in one pass
+    when the first chunk shows where it lies, and exactly in every case."""
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((400, 64)).astype(np.float32)
+    changes = [rng.standard_normal(base.shape).astype(np.float32) * 0.1 for _ in range(2)]
+    rows = 50
+    if case == "a misleading first chunk":
+        changes[0][:rows] *= 100  # the first chunk's changes are all far above the rest
+    elif case == "many equal changes":
+        changes[1][:, :48] = 0.25
+    elif case == "tiny chunks":
+        rows = 1
+    elif case == "a full band":
+        monkeypatch.setattr(_BandSearch, "MAX_KEPT", 100)
+    models = [base + change for change in changes]
+    passes = 0
+
+    def chunks():
+        nonlocal passes
+        passes += 1
+        for start in range(0, len(base), rows):
+            stop = start + rows
+            yield [base[start:stop], *(model[start:stop] for model in models)]
+
+    plan = TensorPlan(method="ties", weights=[1.0, 1.0], densities=[0.3, 0.6])
+    stats = gather_stats(plan, chunks)
+    for model, density, found in zip(models, plan.densities, stats.thresholds, strict=True):
+        assert found == ties_threshold(np.abs(model - base).ravel(), density)
+    fallbacks = {"a misleading first chunk": 1, "tiny chunks": 1, "a full band": 2}.get(case, 0)
+    assert passes == 1 + 2 * fallbacks  # a fallback: two more passes for one model
 
 
 def test_a_list_value_is_interpolated_across_layers(models, tmp_path):
