@@ -7,6 +7,7 @@ from moot.agents import Agent
 from moot.aggregate.base import Aggregator
 from moot.aggregate.judge import Judge, PairwiseRank
 from moot.aggregate.vote import ConfidenceVote, MajorityVote, Vote, WeightedVote
+from moot.cache import CallCache
 from moot.checkpoints import Moderation
 from moot.errors import (
     ConfigError,
@@ -32,6 +33,7 @@ __all__ = [
     "Agent",
     "Aggregator",
     "BaseProtocol",
+    "CallCache",
     "Cascade",
     "ConfidenceVote",
     "ConfigError",

@@ -7,8 +7,9 @@ the moderator and resumes.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from uuid import uuid4
@@ -20,6 +21,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StreamMode
 
+from moot.cache import CallCache
 from moot.checkpoints import (
     Moderation,
     Moderator,
@@ -42,6 +44,8 @@ Checkpoint = str | Path | BaseCheckpointSaver[Any] | None
 """Where a run saves its turns: a SQLite file path or a LangGraph checkpointer (an async run
 needs an async-capable one, such as AsyncSqliteSaver, or a path)."""
 Graph = CompiledStateGraph[Any, RunContext, Any, Any]
+Cache = str | Path | CallCache | None
+"""Where identical model calls are answered from: a SQLite file path or a `CallCache`."""
 
 
 def drive(
@@ -53,6 +57,7 @@ def drive(
     moderator: Moderator | None,
     modes: list[StreamMode] = RUN_MODES,
     fresh: bool = False,
+    cache: Cache = None,
 ) -> Iterator[tuple[str, Any]]:
     """Stream the graph's parts; at each moderator pause, ask and resume (question None:
     resume a checkpointed run)."""
@@ -60,6 +65,7 @@ def drive(
         raise ConfigError("a sync run takes a sync moderator; use arun for async ones")
     run = _Run(society, question, config, thread_id, moderator, modes)
     with ExitStack() as stack:
+        run.open_cache(cache, stack.callback)
         saver = run.saver(checkpoint, stack)
         if saver is not None and question is not None:
             held = held_run(saver, run.thread)
@@ -93,9 +99,11 @@ async def adrive(
     moderator: Moderator | None,
     modes: list[StreamMode] = RUN_MODES,
     fresh: bool = False,
+    cache: Cache = None,
 ) -> AsyncIterator[tuple[str, Any]]:
     run = _Run(society, question, config, thread_id, moderator, modes)
     async with AsyncExitStack() as stack:
+        run.open_cache(cache, stack.callback)
         path = checkpoint if isinstance(checkpoint, (str, Path)) else None
         saver = await stack.enter_async_context(async_sqlite_saver(path)) if path else None
         saver = run.saver(saver or checkpoint, None)
@@ -173,6 +181,15 @@ class _Run:
         self.config: RunnableConfig = {**defaults, **(config or {})}
         # Moderator pauses arrive in "updates".
         self.modes = [*modes, "updates"] if moderated and "updates" not in modes else modes
+
+    def open_cache(self, cache: Cache, on_exit: Callable[[Callable[[], None]], Any]) -> None:
+        """Give the run's agents the call cache; one opened here is closed by `on_exit`."""
+        if cache is None:
+            return
+        opened = cache if isinstance(cache, CallCache) else CallCache(cache)
+        if opened is not cache:
+            on_exit(opened.close)
+        self.context = replace(self.context, cache=opened)
 
     def saver(
         self, checkpoint: Checkpoint, stack: ExitStack | None

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 
 class Usage(BaseModel):
-    """Tokens and model calls, for one turn or summed over a run."""
+    """Tokens, model calls and money, for one turn or summed over a run."""
 
     input_tokens: int = 0
     """Prompt tokens sent to the model."""
@@ -18,17 +18,25 @@ class Usage(BaseModel):
     total_tokens: int = 0
     """input_tokens + output_tokens."""
     calls: int = 0
-    """Model calls made, failed calls and retries included."""
+    """Model calls made, failed calls and retries included (not calls answered by the cache)."""
     retries: int = 0
     """Calls that repeated a failed call (a rate limit, a server error, a dropped connection)."""
+    cached_calls: int = 0
+    """Calls answered from the call cache: no model ran; their tokens are the stored reply's."""
+    cost: float | None = None
+    """Money spent, in the unit of the prices given (`price_in`, `price_out` per million
+    tokens); None when no model in it had prices. Cache hits cost nothing."""
 
     def __add__(self, other: Usage) -> Usage:
+        costs = [usage.cost for usage in (self, other) if usage.cost is not None]
         return Usage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
             calls=self.calls + other.calls,
             retries=self.retries + other.retries,
+            cached_calls=self.cached_calls + other.cached_calls,
+            cost=sum(costs) if costs else None,
         )
 
     @classmethod
@@ -37,6 +45,13 @@ class Usage(BaseModel):
         for usage in usages:
             total = total + usage
         return total
+
+
+def format_cost(cost: float | None) -> str:
+    """A cost in the unit of the prices given, with the digits fractions of a cent need."""
+    if cost is None:
+        return "-"
+    return f"{cost:.6f}".rstrip("0").rstrip(".") if cost else "0"
 
 
 class FusionStats(BaseModel):

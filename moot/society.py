@@ -11,7 +11,7 @@ from langchain_core.tools import BaseTool
 from langgraph.graph import StateGraph
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from moot._driver import STREAM_MODES, Checkpoint, Graph, adrive, drive
+from moot._driver import STREAM_MODES, Cache, Checkpoint, Graph, adrive, drive
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
 from moot.aggregate.vote import MajorityVote
@@ -88,6 +88,8 @@ class Society(Config):
     # every finished turn so a killed run can resume, and `moderator`, called after each round
     # but the last, which may add a note for the agents or stop the debate. A new question on a
     # thread that already holds a run is refused, unless `fresh=True` clears the thread first.
+    # `cache` (a SQLite file path or a `moot.CallCache`) answers identical seeded or greedy model
+    # calls from earlier runs; hits are counted in `usage.cached_calls` and cost nothing.
 
     def run(
         self,
@@ -98,9 +100,12 @@ class Society(Config):
         thread_id: str | None = None,
         moderator: Moderator | None = None,
         fresh: bool = False,
+        cache: Cache = None,
     ) -> Result:
         """Run the society on `question` and return the full record."""
-        parts = drive(self, question, config, checkpoint, thread_id, moderator, fresh=fresh)
+        parts = drive(
+            self, question, config, checkpoint, thread_id, moderator, fresh=fresh, cache=cache
+        )
         return self._last(parts)
 
     async def arun(
@@ -112,9 +117,12 @@ class Society(Config):
         thread_id: str | None = None,
         moderator: Moderator | None = None,
         fresh: bool = False,
+        cache: Cache = None,
     ) -> Result:
         """`run` for async code: a round's agents run as tasks."""
-        parts = adrive(self, question, config, checkpoint, thread_id, moderator, fresh=fresh)
+        parts = adrive(
+            self, question, config, checkpoint, thread_id, moderator, fresh=fresh, cache=cache
+        )
         return await self._alast(parts)
 
     def stream(
@@ -126,10 +134,13 @@ class Society(Config):
         thread_id: str | None = None,
         moderator: Moderator | None = None,
         fresh: bool = False,
+        cache: Cache = None,
     ) -> Iterator[Event]:
         """Tokens as agents write them, each finished turn, and finally the result."""
         final: dict[str, Any] = {}
-        parts = drive(self, question, config, checkpoint, thread_id, moderator, STREAM_MODES, fresh)
+        parts = drive(
+            self, question, config, checkpoint, thread_id, moderator, STREAM_MODES, fresh, cache
+        )
         for mode, chunk in parts:
             if mode == "values":
                 final = chunk
@@ -146,11 +157,12 @@ class Society(Config):
         thread_id: str | None = None,
         moderator: Moderator | None = None,
         fresh: bool = False,
+        cache: Cache = None,
     ) -> AsyncIterator[Event]:
         """`stream` for async code."""
         final: dict[str, Any] = {}
         parts = adrive(
-            self, question, config, checkpoint, thread_id, moderator, STREAM_MODES, fresh
+            self, question, config, checkpoint, thread_id, moderator, STREAM_MODES, fresh, cache
         )
         async for mode, chunk in parts:
             if mode == "values":
@@ -167,9 +179,10 @@ class Society(Config):
         thread_id: str,
         config: RunnableConfig | None = None,
         moderator: Moderator | None = None,
+        cache: Cache = None,
     ) -> Result:
         """Finish a checkpointed run: finished turns are kept, only the rest is run."""
-        return self._last(drive(self, None, config, checkpoint, thread_id, moderator))
+        return self._last(drive(self, None, config, checkpoint, thread_id, moderator, cache=cache))
 
     async def aresume(
         self,
@@ -178,9 +191,12 @@ class Society(Config):
         thread_id: str,
         config: RunnableConfig | None = None,
         moderator: Moderator | None = None,
+        cache: Cache = None,
     ) -> Result:
         """`resume` for async code."""
-        return await self._alast(adrive(self, None, config, checkpoint, thread_id, moderator))
+        return await self._alast(
+            adrive(self, None, config, checkpoint, thread_id, moderator, cache=cache)
+        )
 
     def _last(self, parts: Iterator[tuple[str, Any]]) -> Result:
         final: dict[str, Any] = {}

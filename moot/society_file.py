@@ -25,7 +25,7 @@ from moot.aggregate.extract import ExtractKind
 from moot.aggregate.judge import Judge, PairwiseRank
 from moot.aggregate.vote import ConfidenceVote, MajorityVote, WeightedVote
 from moot.config import describe
-from moot.errors import ConfigError
+from moot.errors import ConfigError, ModelSpecError
 from moot.graphs.base import BaseProtocol
 from moot.graphs.cascade import Cascade
 from moot.graphs.critic import CriticLoop
@@ -170,7 +170,13 @@ def _build(
                 if isinstance(named, str):
                     models[entry.model] = named
                 else:
-                    models[entry.model] = load_model(named.spec, **(named.model_extra or {}))
+                    try:
+                        models[entry.model] = load_model(named.spec, **(named.model_extra or {}))
+                    except ModelSpecError as error:  # a bad option: say where it is written
+                        line = line_of(lines, ("models", entry.model))
+                        raise ConfigError(
+                            f"{path}:{line}: models.{entry.model}: {error}"
+                        ) from error
             return models[entry.model]
         prefix = entry.model.partition(":")[0]
         if entry.model != "local" and prefix not in backends():

@@ -44,6 +44,10 @@ class BenchRecord(BaseModel):
     output_tokens: int = 0
     tokens: int = 0
     calls: int = 0
+    cost: float | None = None
+    """Money spent on the question, at the prices given with the model (None: no prices)."""
+    cached_calls: int = 0
+    """Calls answered from the call cache (`moot bench --cache`)."""
     deferred_tokens: int = 0
     """Fused models (colm): reply tokens the base deferred to the assistant."""
     seconds: float = 0.0
@@ -75,6 +79,9 @@ class BenchPlan(BaseModel):
     methods: list[str] = Field(min_length=1)
     settings: MethodSettings = Field(default_factory=MethodSettings)
     trials: int = Field(default=1, ge=1)
+    cache: str | None = None
+    """A call cache file (SQLite; with Ray, a path on each worker's machine): calls that an
+    earlier run made with the same model, messages and seed are answered from it."""
 
     def model_label(self, method: str) -> str:
         model = self.settings.model

@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from moot.bench.records import BenchRecord
+from moot.result import format_cost
 
 
 class Interval(BaseModel):
@@ -65,6 +67,8 @@ class MethodSummary(BaseModel):
     """Accuracy of each trial, in trial order."""
     tokens: float
     """Mean tokens per question."""
+    cost: float | None = None
+    """Mean money per question, at the prices given with the model (None: no prices)."""
     calls: float
     seconds: float
     """Mean wall time per question."""
@@ -114,6 +118,9 @@ def _summary(key: tuple[str, str, str, str], records: list[BenchRecord]) -> Meth
             statistics.mean(r.correct for r in records if r.trial == trial) for trial in trials
         ],
         tokens=statistics.mean(record.tokens for record in records),
+        cost=statistics.mean(r.cost or 0.0 for r in records)
+        if any(r.cost is not None for r in records)
+        else None,
         calls=statistics.mean(record.calls for record in records),
         seconds=statistics.mean(record.seconds for record in records),
         failed_turns=sum(record.failed_turns for record in records),
@@ -212,22 +219,28 @@ def write_report(
 def _task_section(
     task: str, model: str, settings: str, group: list[MethodSummary], records: list[BenchRecord]
 ) -> list[str]:
+    priced = any(s.cost is not None for s in group)
     lines = [
         f"## {task}",
         "",
         f"Model `{model}`, {settings}.",
         "",
         "Accuracy with a 95% Wilson interval; tokens, calls and seconds are means per question",
-        "(seconds include waiting for a model that other questions in flight are using).",
+        "(seconds include waiting for a model that other questions in flight are using)"
+        + (
+            "; cost is the mean per question at the prices given with the model." if priced else "."
+        ),
         "",
-        "| method | questions | trials | accuracy [95% CI] | tokens | calls | seconds | "
-        "failed turns | errors |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| method | questions | trials | accuracy [95% CI] | tokens | "
+        + "cost | " * priced
+        + "calls | seconds | failed turns | errors |",
+        "| --- | ---: | ---: | --- | ---: | " + "---: | " * priced + "---: | ---: | ---: | ---: |",
     ]
     for s in group:
+        cost = f"{format_cost(s.cost)} | " if priced else ""
         lines.append(
             f"| {s.method} | {s.questions} | {s.trials} | {s.accuracy} | {s.tokens:,.0f} | "
-            f"{s.calls:.1f} | {s.seconds:.1f} | {s.failed_turns} | {s.errors} |"
+            f"{cost}{s.calls:.1f} | {s.seconds:.1f} | {s.failed_turns} | {s.errors} |"
         )
     lines += [
         "",
@@ -282,25 +295,13 @@ def _plots(group: list[MethodSummary], out: Path, suffix: str) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return ["Plots: install matplotlib (`pip install 'moot[bench]'`) to get them.", ""]
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for s in group:
-        errors = [
-            [100 * (s.accuracy.value - s.accuracy.low)],
-            [100 * (s.accuracy.high - s.accuracy.value)],
-        ]
-        axes.errorbar(
-            [s.tokens], [100 * s.accuracy.value], yerr=errors, fmt="o", capsize=4, label=s.method
-        )
-    axes.set_xscale("log")
-    axes.set_ylim(bottom=0)
-    axes.set_xlabel("tokens per question (log scale)")
-    axes.set_ylabel("accuracy, % (95% CI)")
-    axes.set_title(f"{group[0].task}: accuracy against tokens")
-    axes.legend(fontsize="small")
-    figure.tight_layout()
     tokens_png = f"accuracy_vs_tokens{suffix}.png"
-    figure.savefig(out / tokens_png, dpi=120)
-    plt.close(figure)
+    _accuracy_against(group, lambda s: s.tokens, "tokens per question", out / tokens_png)
+    shown = [f"![accuracy against tokens]({tokens_png})", ""]
+    if all(s.cost for s in group):  # a log scale needs every cost above 0
+        cost_png = f"accuracy_vs_cost{suffix}.png"
+        _accuracy_against(group, lambda s: s.cost or 0.0, "cost per question", out / cost_png)
+        shown += [f"![accuracy against cost]({cost_png})", ""]
 
     figure, (accuracy, agreement) = plt.subplots(1, 2, figsize=(10, 4))
     for s in group:
@@ -321,4 +322,30 @@ def _plots(group: list[MethodSummary], out: Path, suffix: str) -> list[str]:
     rounds_png = f"accuracy_by_round{suffix}.png"
     figure.savefig(out / rounds_png, dpi=120)
     plt.close(figure)
-    return [f"![accuracy against tokens]({tokens_png})", "", f"![by round]({rounds_png})", ""]
+    return [*shown, f"![by round]({rounds_png})", ""]
+
+
+def _accuracy_against(
+    group: list[MethodSummary], spent: Callable[[MethodSummary], float], what: str, path: Path
+) -> None:
+    """Accuracy (with its interval) against what each method spent per question, log scale."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for s in group:
+        errors = [
+            [100 * (s.accuracy.value - s.accuracy.low)],
+            [100 * (s.accuracy.high - s.accuracy.value)],
+        ]
+        axes.errorbar(
+            [spent(s)], [100 * s.accuracy.value], yerr=errors, fmt="o", capsize=4, label=s.method
+        )
+    axes.set_xscale("log")
+    axes.set_ylim(bottom=0)
+    axes.set_xlabel(f"{what} (log scale)")
+    axes.set_ylabel("accuracy, % (95% CI)")
+    axes.set_title(f"{group[0].task}: accuracy against {what.split()[0]}")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -66,7 +66,7 @@ class QuestionRunner:
         society = self.society(item.method, item.trial)
         started = time.perf_counter()
         try:
-            result = society.run(question.question)
+            result = society.run(question.question, cache=self.plan.cache)
         except MootError as error:
             seconds = round(time.perf_counter() - started, 3)
             return unanswered.model_copy(update={"seconds": seconds, "error": str(error)})
@@ -79,6 +79,8 @@ class QuestionRunner:
                 "output_tokens": result.usage.output_tokens,
                 "tokens": result.usage.total_tokens,
                 "calls": result.usage.calls,
+                "cost": result.usage.cost,
+                "cached_calls": result.usage.cached_calls,
                 "deferred_tokens": sum(_deferred(turn) for turn in result.turns),
                 "seconds": round(time.perf_counter() - started, 3),
                 "rounds": result.rounds,

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from moot.cli import bench, debate, fusion, merge, models, serve
+from moot.cli import bench, debate, fusion, merge, models, serve, show
 from moot.cli._common import Parser, fail
 from moot.config import describe
 from moot.errors import MootError
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_command(commands)
     fusion.add_command(commands)
     models.add_command(commands)
+    show.add_command(commands)
     return parser
 
 

@@ -48,11 +48,17 @@ def add_command(commands: Any) -> None:
     runs.add_argument(
         "--report-only", action="store_true", help="write the report from OUT's results only"
     )
+    runs.add_argument(
+        "--cache",
+        metavar="FILE.sqlite",
+        help="answer calls an earlier run made (same model, messages, seed) from this file",
+    )
     bench.set_defaults(handler=bench_command)
 
 
 def bench_command(args: argparse.Namespace) -> int:
     from moot.bench import BenchPlan, MethodSettings, ResultStore, run_bench, write_report
+    from moot.cache import CallCache
 
     out = Path(args.out)
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
@@ -70,7 +76,15 @@ def bench_command(args: argparse.Namespace) -> int:
             max_tokens=args.max_tokens,
             seed=args.seed,
         )
-        plan = BenchPlan(task=_task(args), methods=methods, settings=settings, trials=args.trials)
+        if args.cache:
+            CallCache(args.cache).close()  # a bad file fails here, not in every question
+        plan = BenchPlan(
+            task=_task(args),
+            methods=methods,
+            settings=settings,
+            trials=args.trials,
+            cache=args.cache,
+        )
         started = time.perf_counter()
         records = run_bench(
             plan,
@@ -112,19 +126,22 @@ def _task(args: argparse.Namespace) -> Any:
 
 def _print_tables(records: list[Any]) -> None:
     from moot.bench import summarise
+    from moot.result import format_cost
 
     summaries = summarise(records)
     for name in dict.fromkeys(summary.task for summary in summaries):
-        table = Table("method", "questions", "accuracy [95% CI]", "tokens/q", "calls/q", "s/q")
-        table.title = name
-        for summary in sorted(summaries, key=lambda s: s.tokens):
-            if summary.task == name:
-                table.add_row(
-                    summary.method,
-                    f"{summary.questions} x {summary.trials}",
-                    str(summary.accuracy),
-                    f"{summary.tokens:,.0f}",
-                    f"{summary.calls:.1f}",
-                    f"{summary.seconds:.1f}",
-                )
+        group = sorted((s for s in summaries if s.task == name), key=lambda s: s.tokens)
+        priced = any(summary.cost is not None for summary in group)
+        columns = ["method", "questions", "accuracy [95% CI]", "tokens/q", "calls/q", "s/q"]
+        table = Table(*columns, *["cost/q"] * priced, title=name)
+        for summary in group:
+            table.add_row(
+                summary.method,
+                f"{summary.questions} x {summary.trials}",
+                str(summary.accuracy),
+                f"{summary.tokens:,.0f}",
+                f"{summary.calls:.1f}",
+                f"{summary.seconds:.1f}",
+                *[format_cost(summary.cost)] * priced,
+            )
         console.print(table)

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.live import Live
 
+from moot.cache import CallCache
 from moot.checkpoints import (
     Moderation,
     held_run,
@@ -30,7 +31,8 @@ from moot.cli._common import (
     seconds,
 )
 from moot.cli.display import exit_status, print_json, print_summary, show_live, show_turns
-from moot.result import Turn
+from moot.errors import ConfigError
+from moot.result import Result, Turn
 from moot.society import Society
 
 _SOCIETY_KEYS = (
@@ -99,6 +101,21 @@ def add_commands(commands: Any) -> None:
     resume.add_argument("--json", action="store_true", help="print the result as one JSON object")
     resume.set_defaults(handler=resume_run)
 
+    for command in (debate, run, resume):
+        command.add_argument(
+            "--html", metavar="FILE.html", help="write the run as a web page (`moot show`)"
+        )
+        command.add_argument(
+            "--cache",
+            metavar="FILE.sqlite",
+            help="answer identical seeded or temperature-0 model calls from this file",
+        )
+        command.add_argument(
+            "--cache-unseeded",
+            action="store_true",
+            help="with --cache: cache unseeded calls at temperature > 0 too",
+        )
+
 
 def society_of(spec: dict[str, Any]) -> Society:
     """The society a `debate` or `run` command describes (also rebuilt by `resume`)."""
@@ -146,8 +163,22 @@ def start(args: argparse.Namespace) -> int:
     live = Live(console=console, refresh_per_second=8, transient=True)
     options = {**_run_options(args, live), "fresh": args.fresh}
     if args.json:
-        return exit_status(print_json(society.run(args.question, **options)))
-    return exit_status(show_live(society.stream(args.question, **options), live))
+        result = society.run(args.question, **options)
+        return exit_status(print_json(_with_page(result, args.html)))
+    return exit_status(
+        _with_page(show_live(society.stream(args.question, **options), live), args.html)
+    )
+
+
+def _with_page(result: Result, html: str | None) -> Result:
+    """Write the run's web page to `html` when asked (after the run: nothing is lost if the
+    page cannot be written, the error says why)."""
+    if html:
+        from moot.cli.show import write_page
+        from moot.viewer import run_html
+
+        write_page(html, run_html(result))
+    return result
 
 
 def _check_thread_is_free(args: argparse.Namespace) -> None:
@@ -164,7 +195,7 @@ def _check_thread_is_free(args: argparse.Namespace) -> None:
 
 def resume_run(args: argparse.Namespace) -> int:
     spec = recall_run(args.checkpoint, args.thread)
-    result = society_of(spec).resume(**_run_options(args, None))
+    result = _with_page(society_of(spec).resume(**_run_options(args, None)), args.html)
     if args.json:
         return exit_status(print_json(result))
     show_turns(result)
@@ -174,6 +205,14 @@ def resume_run(args: argparse.Namespace) -> int:
 
 def _run_options(args: argparse.Namespace, live: Live | None) -> dict[str, Any]:
     options: dict[str, Any] = {"checkpoint": args.checkpoint, "thread_id": args.thread}
+    if args.html and not Path(args.html).parent.is_dir():  # say so before the run, not after
+        raise ConfigError(
+            f"cannot write {args.html}: the folder {Path(args.html).parent} does not exist"
+        )
+    if args.cache:
+        options["cache"] = CallCache(args.cache, unseeded=args.cache_unseeded)
+    elif args.cache_unseeded:
+        raise ConfigError("--cache-unseeded needs --cache FILE.sqlite")
     if args.moderate:
         options["moderator"] = lambda round, turns: _ask_moderator(round, turns, live)
     return options

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from moot.cli._common import console, fail
 from moot.events import ResultEvent, TokenEvent, TurnEvent
-from moot.result import Result, Turn
+from moot.result import Result, Turn, Usage, format_cost
 
 
 def print_json(result: Result) -> Result:
@@ -92,27 +92,20 @@ def show_turns(result: Result) -> None:
 def print_summary(result: Result) -> None:
     """Usage per round and in total, answers per round, why the run stopped, the answer."""
     table = Table(title="usage", show_edge=False)
-    for column in ("round", "calls", "input tokens", "output tokens", "total tokens", "failed"):
-        table.add_column(column, justify="right")
-    for round in range(1, result.rounds + 1):
-        turns = result.round_turns(round)
-        calls = sum(turn.usage.calls for turn in turns)
-        inputs = sum(turn.usage.input_tokens for turn in turns)
-        outputs = sum(turn.usage.output_tokens for turn in turns)
-        failed = sum(turn.failed for turn in turns)
-        table.add_row(
-            str(round), str(calls), str(inputs), str(outputs), str(inputs + outputs), str(failed)
-        )
     usage = result.usage
-    table.add_row(
-        "total",
-        str(usage.calls),
-        str(usage.input_tokens),
-        str(usage.output_tokens),
-        str(usage.total_tokens),
-        str(sum(turn.failed for turn in result.turns)),
-        style="bold",
-    )
+    columns = ["round", "calls", "input tokens", "output tokens", "total tokens", "failed"]
+    cached, priced = usage.cached_calls > 0, usage.cost is not None
+    columns += ["cached"] * cached + ["cost"] * priced
+    for column in columns:
+        table.add_column(column, justify="right")
+    rounds = [(str(round), result.round_turns(round)) for round in range(1, result.rounds + 1)]
+    for label, turns in [*rounds, ("total", result.turns)]:
+        spent = usage if label == "total" else Usage.sum([turn.usage for turn in turns])
+        cells = [spent.calls, spent.input_tokens, spent.output_tokens, spent.total_tokens]
+        cells.append(sum(turn.failed for turn in turns))
+        cells += [spent.cached_calls] * cached
+        row = [label, *map(str, cells)] + [format_cost(spent.cost)] * priced
+        table.add_row(*row, style="bold" if label == "total" else None)
     console.print(table)
     if result.conformity:
         agreement = Table(title="answers per round", show_edge=False)

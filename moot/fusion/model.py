@@ -129,7 +129,8 @@ class FusedChatModel(LocalChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"models": self.models, "strategy": self.strategy, "weights": self.weights}
+        fields = ("models", "strategy", "weights", "threshold", "gate", *_SAMPLING)
+        return {name: getattr(self, name) for name in fields}
 
     def _sampling(self, kwargs: dict[str, Any]) -> Any:
         from moot.models._engine import Sampling

@@ -30,7 +30,9 @@ from moot import prompts
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.confidence import logprob_confidence, stated_confidence
+from moot.cache import CallCache
 from moot.errors import CallTimeoutError
+from moot.models import model_prices
 from moot.result import FusionStats, StopReason, Turn, Usage
 
 
@@ -64,6 +66,8 @@ class Speaker:
     agent: Agent
     model: BaseChatModel
     answer_format: AnswerFormat
+    cache: CallCache | None = None
+    """Where identical calls are answered from, if the run has a call cache."""
 
 
 @dataclass(frozen=True)
@@ -80,15 +84,18 @@ class RunContext:
     """Models of the aggregator's own agents (a judge, a ranker, a fuser), by agent name."""
     moderated: bool = False
     """Pause after each round (but the last) for a moderator (a LangGraph interrupt)."""
+    cache: CallCache | None = None
+    """The run's call cache (`run(..., cache=)`), if any."""
 
     def speaker(self, index: int, answer_format: AnswerFormat | None = None) -> Speaker:
         """Agent `index` with its model, reading answers in `answer_format` (default: the
         aggregator's)."""
-        return Speaker(self.agents[index], self.models[index], answer_format or self.aggregator)
+        fmt = answer_format or self.aggregator
+        return Speaker(self.agents[index], self.models[index], fmt, self.cache)
 
     def aggregator_speaker(self, agent: Agent, answer_format: AnswerFormat) -> Speaker:
         """One of the aggregator's own agents with its model."""
-        return Speaker(agent, self.aggregator_models[agent.name], answer_format)
+        return Speaker(agent, self.aggregator_models[agent.name], answer_format, self.cache)
 
     def format_instruction(self) -> str:
         """The text that tells agents how to state their answer."""
@@ -161,6 +168,9 @@ def call_agent(call: Call) -> Turn:
     exception here would throw away the sibling agents' answers of the same round.
     """
     agent = call.speaker.agent
+    key, stored = _cached(call)
+    if stored is not None:
+        return _turn(call, stored, 0, cached=True)
     for attempt in range(agent.retries + 1):
         try:
             reply = _invoke(call)
@@ -171,13 +181,16 @@ def call_agent(call: Call) -> Turn:
                 time.sleep(_backoff(agent.retry_delay, attempt))
                 continue
             return _failed_turn(call, error, attempt)
-        return _turn(call, reply, attempt)
+        return _store(call, key, _turn(call, reply, attempt), reply)
     raise AssertionError("unreachable: the last attempt returns")
 
 
 async def acall_agent(call: Call) -> Turn:
     """`call_agent` for async graphs: the model call runs as a task on the event loop."""
     agent = call.speaker.agent
+    key, stored = _cached(call)
+    if stored is not None:
+        return _turn(call, stored, 0, cached=True)
     for attempt in range(agent.retries + 1):
         try:
             reply = await _ainvoke(call)
@@ -188,8 +201,26 @@ async def acall_agent(call: Call) -> Turn:
                 await asyncio.sleep(_backoff(agent.retry_delay, attempt))
                 continue
             return _failed_turn(call, error, attempt)
-        return _turn(call, reply, attempt)
+        return _store(call, key, _turn(call, reply, attempt), reply)
     raise AssertionError("unreachable: the last attempt returns")
+
+
+def _cached(call: Call) -> tuple[str | None, BaseMessage | None]:
+    """The call's cache key (None: not cached) and the stored reply, if any."""
+    cache = call.speaker.cache
+    if cache is None:
+        return None, None
+    messages, _, options = _request(call)
+    options.pop("timeout", None)  # how long to wait does not change the reply
+    key = cache.key(call.speaker.model, messages, options)
+    return key, (cache.get(key) if key else None)
+
+
+def _store(call: Call, key: str | None, turn: Turn, reply: BaseMessage) -> Turn:
+    """Keep a successful reply in the call cache (a failed turn is not kept)."""
+    if key and call.speaker.cache is not None and not turn.failed:
+        call.speaker.cache.put(key, reply)
+    return turn
 
 
 def _invoke(call: Call) -> BaseMessage:
@@ -272,9 +303,11 @@ def _request(call: Call) -> tuple[list[BaseMessage], RunnableConfig, dict[str, A
     and the call's options: sampling, and the time limit for models that take one per call."""
     agent, model = call.speaker.agent, call.speaker.model
     messages = [SystemMessage(content=agent.system_prompt()), *_join_user(call.conversation)]
+    # Tracing (LangSmith, OpenTelemetry) shows each turn under the agent's name, with these.
     config: RunnableConfig = {
+        "run_name": f"{agent.name} round {call.round}",
         "tags": [f"moot:agent:{agent.name}"],
-        "metadata": {"moot_agent": agent.name, "moot_round": call.round},
+        "metadata": {"moot_agent": agent.name, "moot_role": agent.role, "moot_round": call.round},
     }
     options = agent.sampling()
     if agent.timeout is not None and getattr(model, "_llm_type", "") in _TIMEOUT_AWARE:
@@ -310,13 +343,14 @@ def _failed_turn(call: Call, error: BaseException, retries: int) -> Turn:
     return Turn(**_recorded(call), usage=Usage(calls=1 + retries, retries=retries), error=message)
 
 
-def _turn(call: Call, reply: BaseMessage, retries: int) -> Turn:
+def _turn(call: Call, reply: BaseMessage, retries: int, cached: bool = False) -> Turn:
     """The turn of a reply. Nothing a model returns may abort a run: the text is made valid,
     and a failure while reading it (an extractor, odd metadata) becomes the turn's error."""
     try:
         usage = usage_of(reply, retries)
     except Exception:  # noqa: BLE001 - usage that cannot be read is not counted
         usage = Usage(calls=1 + retries, retries=retries)
+    usage = _costed(usage, model_prices(call.speaker.model), cached)
     try:
         text = valid_text(reply.text)
         confidence = logprob_confidence(reply.response_metadata.get("logprobs"))
@@ -355,6 +389,19 @@ def usage_of(message: BaseMessage, retries: int = 0) -> Usage:
         calls=1 + retries,
         retries=retries,
     )
+
+
+def _costed(usage: Usage, prices: tuple[float, float] | None, cached: bool) -> Usage:
+    """`usage` with its cost at `prices` (per million tokens); a cache hit made no call and
+    costs nothing."""
+    update: dict[str, Any] = {}
+    if prices is not None:
+        price_in, price_out = prices
+        spent = (usage.input_tokens * price_in + usage.output_tokens * price_out) / 1e6
+        update["cost"] = 0.0 if cached else spent
+    if cached:
+        update.update(calls=0, retries=0, cached_calls=1)
+    return usage.model_copy(update=update)
 
 
 # -- what the built-in protocols share ----------------------------------------------------------

@@ -2,6 +2,7 @@
 
     load_model("local")                   the embedded SmolLM2-135M-Instruct, offline
     load_model("llama:/path/model.gguf")  any GGUF through llama.cpp
+    load_model("hf:OWNER/REPO/FILE.gguf") a GGUF from the Hugging Face Hub, via its cache
     load_model("openai:MODEL")            an OpenAI-compatible API (base_url= for any server)
     load_model("fuse:local+llama:/b.gguf?strategy=prob")  llama.cpp models decoding together
     load_model("test")                    a scripted model for trying the pipeline and for tests
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -39,9 +41,11 @@ def backends() -> dict[str, str]:
 
 def load_model(spec: str | BaseChatModel, **options: Any) -> BaseChatModel:
     """The chat model for `spec`; options go to the backend (e.g. n_ctx, base_url), except
-    `requests_per_second`, which bounds the rate of calls to it (any backend)."""
+    `requests_per_second`, which bounds the rate of calls to it, and `price_in`/`price_out`,
+    its prices per million input/output tokens (any backend; moot states no vendor's prices)."""
+    prices = _prices(options.pop("price_in", None), options.pop("price_out", None))
     if isinstance(spec, BaseChatModel):
-        return spec
+        return _priced(spec, prices)
     if not isinstance(spec, str) or not spec.strip():
         raise ModelSpecError(f"model spec must be a non-empty string, got {spec!r}: {_SPEC_HELP}")
     spec = spec.strip()
@@ -60,6 +64,39 @@ def load_model(spec: str | BaseChatModel, **options: Any) -> BaseChatModel:
     model = factory(rest, options)
     if rate is not None:
         model.rate_limiter = _rate_limiter(rate)
+    return _priced(model, prices)
+
+
+_PRICE_KEY = "moot_price"
+
+
+def model_prices(model: BaseChatModel) -> tuple[float, float] | None:
+    """(price_in, price_out) per million tokens, as given to `load_model`; None if not given."""
+    prices = (model.metadata or {}).get(_PRICE_KEY)
+    return (float(prices[0]), float(prices[1])) if prices else None
+
+
+def _prices(price_in: Any, price_out: Any) -> tuple[float, float] | None:
+    if price_in is None and price_out is None:
+        return None
+    checked = []
+    for name, value in (("price_in", price_in), ("price_out", price_out)):
+        try:
+            number = 0.0 if value is None else float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+            raise ModelSpecError(
+                f"{name} must be a price per million tokens (a number >= 0), got {value!r}"
+            )
+        checked.append(number)
+    return checked[0], checked[1]
+
+
+def _priced(model: BaseChatModel, prices: tuple[float, float] | None) -> BaseChatModel:
+    """`model` with its prices in its LangChain metadata (where tracing shows them too)."""
+    if prices is not None:
+        model.metadata = {**(model.metadata or {}), _PRICE_KEY: prices}
     return model
 
 
@@ -97,6 +134,19 @@ register_backend(
 )
 
 
+def _load_hf(spec: str, options: dict[str, Any]) -> BaseChatModel:
+    from moot.models.hf import hf_model
+
+    return hf_model(spec, options)
+
+
+register_backend(
+    "hf",
+    _load_hf,
+    "hf:OWNER/REPO/FILE.gguf  a GGUF from the Hugging Face Hub (cached; HF_HUB_OFFLINE works)",
+)
+
+
 def _load_fused(spec: str, options: dict[str, Any]) -> BaseChatModel:
     from moot.fusion import fused_model
 
@@ -119,6 +169,7 @@ register_backend(
     "test", _load_test, "test[:REPLY]  a scripted model: names agent and round, answers 42"
 )
 _SPEC_HELP = (
-    "use 'local', 'llama:/path/to/model.gguf', 'openai:MODEL', 'fuse:MODEL+MODEL' or 'test' "
+    "use 'local', 'llama:/path/to/model.gguf', 'hf:OWNER/REPO/FILE.gguf', 'openai:MODEL', "
+    "'fuse:MODEL+MODEL' or 'test' "
     "(see `moot models`)"
 )

@@ -456,7 +456,9 @@ class ChatLlama(LocalChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_path": self.model_path, **self.load.model_dump()}
+        # Sampling defaults too: LangChain's cache key (and moot's call cache) is built from these.
+        sampling = {name: getattr(self, name) for name in _SAMPLING}
+        return {"model_path": self.model_path, **self.load.model_dump(), **sampling}
 
     @property
     def context_window(self) -> int:

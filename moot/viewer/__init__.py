@@ -1,0 +1,383 @@
+"""Transcripts of runs and benchmarks: Markdown for papers and issues, one self-contained HTML
+page to look at (inline CSS, no script, no network), or JSON.
+
+A record is a run's `--json` output, a checkpointed run (file and thread), or a `moot bench`
+results folder. The HTML page of a run is a grid of rounds x agents: each cell shows the answer
+and opens to the reply; answers that changed since the agent's previous round are highlighted,
+failed turns are red, each round ends with its vote, and a chart shows agreement per round.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from moot.bench.records import BenchRecord
+from moot.errors import ConfigError
+from moot.result import Result, Turn, Usage, format_cost, round_stats
+
+Format = Literal["md", "html", "json"]
+Record = Result | list[BenchRecord]
+
+
+def load_record(
+    path: str | Path | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    thread: str | None = None,
+) -> Record:
+    """A run from its `--json` file or from a checkpoint, or a bench folder's records."""
+    if checkpoint is not None:
+        if thread is None:
+            raise ConfigError("a checkpointed run is named by its thread: add --thread ID")
+        return _checkpointed(checkpoint, thread)
+    if path is None:
+        raise ConfigError("say what to show: a --json file, a bench folder, or --checkpoint FILE")
+    path = Path(path)
+    if path.is_dir():
+        from moot.bench.store import ResultStore
+
+        records = ResultStore(path).records()
+        if not records:
+            raise ConfigError(f"{path} holds no benchmark results (results.jsonl)")
+        return records
+    if not path.is_file():
+        raise ConfigError(f"no file or folder {path}")
+    try:
+        return Result.model_validate_json(path.read_bytes())
+    except (ValidationError, ValueError) as error:
+        hint = "; a checkpoint file? use --checkpoint FILE --thread ID" * (
+            path.suffix in (".sqlite", ".db")
+        )
+        why = str(error)
+        if isinstance(error, ValidationError):
+            first = error.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            why = f"{where}: {first['msg']}" if where else first["msg"]
+        raise ConfigError(
+            f"{path} is not a run record (the output of `moot debate ... --json`): {why}{hint}"
+        ) from None
+
+
+def _checkpointed(checkpoint: str | Path, thread: str) -> Result:
+    from moot.checkpoints import held_run, sqlite_saver
+
+    if not Path(checkpoint).is_file():
+        raise ConfigError(f"no checkpoint file {checkpoint}")
+    saver, connection = sqlite_saver(checkpoint)
+    try:
+        values = held_run(saver, thread)
+    finally:
+        connection.close()
+    if values is None:
+        raise ConfigError(f"thread '{thread}' in {checkpoint} holds no run")
+    return result_of_state(values)
+
+
+def result_of_state(values: dict[str, Any]) -> Result:
+    """A `Result` from a graph state without its society: agents in order of first turn, the
+    agents of round 1 as participants."""
+    turns: list[Turn] = list(values.get("turns", []))
+    order: dict[str, int] = {}
+    for turn in turns:
+        order.setdefault(turn.agent, len(order))
+    turns.sort(key=lambda turn: (turn.round, order[turn.agent]))
+    participants = [turn.agent for turn in turns if turn.round == 1]
+    return Result(
+        question=values.get("question", ""),
+        answer=values.get("answer"),
+        turns=turns,
+        usage=Usage.sum([turn.usage for turn in turns]),
+        rounds=max((turn.round for turn in turns), default=0),
+        stop_reason=values.get("stop_reason") or "rounds",
+        conformity=round_stats(turns, participants),
+    )
+
+
+def render(record: Record, format: Format) -> str:
+    """The record as Markdown, an HTML page, or JSON."""
+    if isinstance(record, Result):
+        if format == "json":
+            return json.dumps(record.model_dump(mode="json"), indent=2)
+        return run_html(record) if format == "html" else run_markdown(record)
+    if format == "json":
+        return json.dumps([r.model_dump(mode="json") for r in record], indent=2)
+    return bench_html(record) if format == "html" else bench_markdown(record)
+
+
+# -- a run ---------------------------------------------------------------------------------------
+
+
+def _agents(result: Result) -> list[str]:
+    return list(dict.fromkeys(turn.agent for turn in result.turns))
+
+
+def _changed(result: Result) -> set[tuple[str, int]]:
+    """(agent, round) of answers that differ from the agent's answer the round before."""
+    return {(agent, stats.round) for stats in result.conformity for agent in stats.changed}
+
+
+def _usage_line(usage: Usage) -> str:
+    parts = [
+        f"{usage.total_tokens:,} tokens ({usage.input_tokens:,} in, {usage.output_tokens:,} out)",
+        f"{usage.calls} calls",
+    ]
+    if usage.cached_calls:
+        parts.append(f"{usage.cached_calls} cached")
+    if usage.cost is not None:
+        parts.append(f"cost {format_cost(usage.cost)}")
+    return ", ".join(parts)
+
+
+def run_markdown(result: Result) -> str:
+    """The run as Markdown: the answer, then per round a table of the agents' answers and
+    their replies as quotes."""
+    changed = _changed(result)
+    lines = [
+        f"# {_one_line(result.question)}",
+        "",
+        f"**Final answer: {result.answer if result.answer is not None else '(none)'}** "
+        f"(stopped: {result.stop_reason}; {result.rounds} rounds; {_usage_line(result.usage)})",
+    ]
+    stats = {s.round: s for s in result.conformity}
+    for round in range(1, result.rounds + 1):
+        turns = result.round_turns(round)
+        lines += ["", f"## Round {round}", ""]
+        lines += [
+            "| agent | role | answer | tokens | confidence | saw |",
+            "|---|---|---|---:|---:|---|",
+        ]
+        for turn in turns:
+            answer = "**failed**" if turn.failed else _cell(turn.answer or "-")
+            if (turn.agent, round) in changed:
+                answer += " (changed)"
+            confidence = f"{turn.confidence:.2f}" if turn.confidence is not None else "-"
+            lines.append(
+                f"| {turn.agent} | {turn.role} | {answer} | {turn.usage.total_tokens} | "
+                f"{confidence} | {', '.join(turn.peers) or '-'} |"
+            )
+        if round in stats:
+            votes = ", ".join(f"{a} x{n}" for a, n in stats[round].answers.items()) or "-"
+            lines += ["", f"Vote: {votes}; agreement {stats[round].agreement:.0%}."]
+        for turn in turns:
+            said = turn.error if turn.failed else turn.text
+            quoted = "\n".join(f"> {line}" for line in (said or "").splitlines()) or ">"
+            lines += ["", f"**{turn.agent}**{' (failed)' if turn.failed else ''}:", "", quoted]
+    return "\n".join(lines) + "\n"
+
+
+def run_html(result: Result) -> str:
+    """The run as one self-contained HTML page."""
+    agents, changed = _agents(result), _changed(result)
+    stats = {s.round: s for s in result.conformity}
+    head = "".join(f"<th>{_e(agent)}</th>" for agent in agents)
+    rows = []
+    for round in range(1, result.rounds + 1):
+        by_agent = {turn.agent: turn for turn in result.round_turns(round)}
+        cells = [_turn_cell(by_agent.get(agent), (agent, round) in changed) for agent in agents]
+        vote = ""
+        if round in stats:
+            counts = ", ".join(f"{_e(a)} ×{n}" for a, n in stats[round].answers.items()) or "-"
+            vote = f"{counts}<div class='small'>agreement {stats[round].agreement:.0%}</div>"
+        rows.append(f"<tr><th>round {round}</th>{''.join(cells)}<td class='vote'>{vote}</td></tr>")
+    answer = result.answer if result.answer is not None else "(no answer won)"
+    body = f"""<h1>moot run</h1>
+<div class="question">{_e(result.question)}</div>
+<div class="final" id="final-answer">final answer: <b>{_e(answer)}</b></div>
+<div class="meta">stopped: {_e(result.stop_reason)} · {result.rounds} rounds ·
+{_e(_usage_line(result.usage))}</div>
+<h2>Rounds × agents</h2>
+<table id="grid"><tr><th></th>{head}<th>vote</th></tr>
+{"".join(rows)}</table>
+<div class="small">Click a cell for the reply. Yellow: the answer changed since the agent's
+previous round. Red: the call failed.</div>
+<h2>Agreement per round</h2>
+{_agreement_chart([(s.round, s.agreement) for s in result.conformity])}"""
+    return _page(f"moot: {_one_line(result.question)[:80]}", body)
+
+
+def _turn_cell(turn: Turn | None, changed: bool) -> str:
+    if turn is None:
+        return "<td></td>"
+    classes = "turn" + (" failed" if turn.failed else "") + (" changed" if changed else "")
+    shown = "failed" if turn.failed else (turn.answer if turn.answer is not None else "no answer")
+    details = [f"{turn.usage.total_tokens} tokens"]
+    if turn.confidence is not None:
+        details.append(f"confidence {turn.confidence:.2f}")
+    if turn.usage.cost is not None:
+        details.append(f"cost {format_cost(turn.usage.cost)}")
+    saw = f"<div class='small'>saw: {_e(', '.join(turn.peers))}</div>" if turn.peers else ""
+    text = turn.error if turn.failed else turn.text
+    return (
+        f"<td class='{classes}' data-agent='{_e(turn.agent)}' data-round='{turn.round}'>"
+        f"<details><summary><span class='answer'>{_e(shown)}</span> "
+        f"<span class='small'>{_e(' · '.join(details))}</span></summary>"
+        f"<div class='small'>{_e(turn.role)}</div>{saw}<pre>{_e(text or '')}</pre></details></td>"
+    )
+
+
+def _agreement_chart(points: list[tuple[int, float]]) -> str:
+    """Agreement per round as an inline SVG line chart (0-100%)."""
+    if not points:
+        return "<div class='small'>no rounds</div>"
+    width, height, left, bottom = 360, 160, 40, 24
+    last = max(max(r for r, _ in points), 2)
+
+    def x(round: int) -> float:
+        return left + (round - 1) * (width - left - 16) / (last - 1)
+
+    def y(share: float) -> float:
+        return 8 + (1 - share) * (height - bottom - 8)
+
+    line = " ".join(f"{x(r):.1f},{y(a):.1f}" for r, a in points)
+    dots = "".join(
+        f"<circle cx='{x(r):.1f}' cy='{y(a):.1f}' r='3' fill='#1456b8'/>" for r, a in points
+    )
+    ticks = "".join(
+        f"<text x='{x(r):.1f}' y='{height - 6}' text-anchor='middle'>{r}</text>" for r, _ in points
+    )
+    grid = "".join(
+        f"<line x1='{left}' x2='{width - 8}' y1='{y(s):.1f}' y2='{y(s):.1f}' stroke='#ddd'/>"
+        f"<text x='{left - 6}' y='{y(s) + 4:.1f}' text-anchor='end'>{s:.0%}</text>"
+        for s in (0.0, 0.5, 1.0)
+    )
+    return (
+        f"<svg id='agreement' width='{width}' height='{height}' role='img' "
+        f"aria-label='agreement per round'>{grid}<polyline points='{line}' fill='none' "
+        f"stroke='#1456b8' stroke-width='2'/>{dots}{ticks}</svg>"
+    )
+
+
+# -- a benchmark ---------------------------------------------------------------------------------
+
+
+def _bench_groups(records: list[BenchRecord]) -> dict[tuple[str, str, str], list[BenchRecord]]:
+    groups: dict[tuple[str, str, str], list[BenchRecord]] = defaultdict(list)
+    for record in records:
+        groups[record.task, record.model, record.settings].append(record)
+    return groups
+
+
+def bench_markdown(records: list[BenchRecord]) -> str:
+    """Methods x questions: right or wrong per question, accuracy per method."""
+    lines = ["# moot bench"]
+    for (task, model, settings), group in _bench_groups(records).items():
+        methods = list(dict.fromkeys(r.method for r in group))
+        questions = list(dict.fromkeys(r.question_id for r in group))
+        cell = {(r.method, r.question_id): r for r in group if r.trial == 0}
+        lines += ["", f"## {task}", "", f"Model `{model}`, {settings}.", ""]
+        lines += ["| question | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+        for question in questions:
+            marks = [_mark(cell.get((method, question))) for method in methods]
+            lines.append(f"| {question} | " + " | ".join(marks) + " |")
+        accuracy = [_accuracy([r for r in group if r.method == m]) for m in methods]
+        lines.append("| **accuracy** | " + " | ".join(accuracy) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bench_html(records: list[BenchRecord]) -> str:
+    """Methods x questions, accuracy per method; each cell opens that question's run below."""
+    sections = []
+    for number, ((task, model, settings), group) in enumerate(_bench_groups(records).items()):
+        methods = list(dict.fromkeys(r.method for r in group))
+        questions = list(dict.fromkeys(r.question_id for r in group))
+        cell = {(r.method, r.question_id): r for r in group if r.trial == 0}
+        head = "".join(f"<th>{_e(m)}</th>" for m in methods)
+        rows, runs = [], []
+        for question in questions:
+            cells = []
+            for method in methods:
+                record = cell.get((method, question))
+                anchor = f"run-{number}-{_slug(method)}-{_slug(question)}"
+                kind = "" if record is None else ("right" if record.correct else "wrong")
+                answer = "" if record is None else _e(record.answer or "none")
+                cells.append(f"<td class='{kind}'><a href='#{anchor}'>{answer}</a></td>")
+                if record is not None:
+                    runs.append(_bench_run(record, anchor))
+            reference = cell.get((methods[0], question))
+            expected = _e(reference.reference) if reference else ""
+            rows.append(f"<tr><th>{_e(question)}</th><td>{expected}</td>{''.join(cells)}</tr>")
+        accuracy = "".join(
+            f"<td><b>{_accuracy([r for r in group if r.method == m])}</b></td>" for m in methods
+        )
+        sections.append(
+            f"<h2>{_e(task)}</h2><div class='meta'>model {_e(model)} · {_e(settings)}</div>"
+            f"<table class='bench'><tr><th>question</th><th>reference</th>{head}</tr>"
+            f"{''.join(rows)}<tr><th>accuracy</th><td></td>{accuracy}</tr></table>"
+            f"<h2>Runs</h2>{''.join(runs)}"
+        )
+    return _page("moot bench", "<h1>moot bench</h1>" + "".join(sections))
+
+
+def _bench_run(record: BenchRecord, anchor: str) -> str:
+    """One question's run: each round's answers per agent and the round's vote."""
+    agents = list(dict.fromkeys(a for r in record.per_round for a in r.answers))
+    head = "".join(f"<th>{_e(a)}</th>" for a in agents)
+    rows = []
+    for r in record.per_round:
+        cells = "".join(
+            f"<td class='{_right(r.correct.get(a))}'>{_e(r.answers.get(a) or '-')}</td>"
+            for a in agents
+        )
+        vote = _right(r.vote_correct)
+        rows.append(
+            f"<tr><th>round {r.round}</th>{cells}<td class='{vote}'>{_e(r.vote or '-')}</td></tr>"
+        )
+    summary = (
+        f"{_e(record.method)} on {_e(record.question_id)}: {_e(record.answer or 'none')} "
+        f"({'right' if record.correct else 'wrong'}; reference {_e(record.reference)}; "
+        f"{record.tokens:,} tokens)"
+    )
+    error = f"<div class='small'>error: {_e(record.error)}</div>" if record.error else ""
+    return (
+        f"<details id='{anchor}'><summary>{summary}</summary>{error}"
+        f"<table><tr><th></th>{head}<th>vote</th></tr>{''.join(rows)}</table></details>"
+    )
+
+
+def _right(correct: bool | None) -> str:
+    return "right" if correct else "wrong"
+
+
+def _accuracy(records: list[BenchRecord]) -> str:
+    return f"{sum(r.correct for r in records) / len(records):.0%}" if records else "-"
+
+
+def _mark(record: BenchRecord | None) -> str:
+    if record is None:
+        return ""
+    return f"{'✓' if record.correct else '✗'} {_cell(record.answer or 'none')}"
+
+
+# -- shared --------------------------------------------------------------------------------------
+
+
+def _page(title: str, body: str) -> str:
+    css = resources.files("moot.viewer").joinpath("page.css").read_text(encoding="utf-8")
+    return (
+        "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_e(title)}</title><style>{css}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
+
+
+def _e(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _cell(text: str) -> str:
+    """Text for one Markdown table cell."""
+    return _one_line(text).replace("|", "\\|")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _slug(text: str) -> str:
+    return "".join(char if char.isalnum() else "-" for char in text)
