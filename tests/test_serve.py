@@ -122,6 +122,29 @@ def test_streaming_sends_the_answer_and_ends_with_usage(app_client):
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
 
 
+def test_each_answered_run_has_its_page(app_client, monkeypatch):
+    import moot.integrations.serve as serve_module
+
+    question = {"role": "user", "content": "What is <2+2>?"}
+    body = ask(app_client, {"model": "pair", "messages": [question]}).json()
+    page = app_client.get(body["moot"]["page"])
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text.count("<td class='turn") == 2 and "What is &lt;2+2&gt;?" in page.text
+    stream = {"model": "pair", "messages": [question], "stream": True}
+    with app_client.stream("POST", "/v1/chat/completions", json=stream) as reply:
+        lines = [line for line in reply.iter_lines() if line.startswith("data: {")]
+    streamed = json.loads(lines[0].removeprefix("data: "))["id"]
+    assert app_client.get(f"/runs/{streamed}").status_code == 200  # streamed runs too
+    listed = app_client.get("/runs").text
+    assert body["id"] in listed and streamed in listed
+    missing = app_client.get("/runs/chatcmpl-nope")
+    assert missing.status_code == 404 and "no run chatcmpl-nope" in missing.text
+    monkeypatch.setattr(serve_module, "KEPT_RUNS", 1)  # only the newest page is kept
+    newest = ask(app_client, {"model": "pair", "messages": [question]}).json()["moot"]["page"]
+    assert app_client.get(newest).status_code == 200
+    assert app_client.get(body["moot"]["page"]).status_code == 404
+
+
 def test_no_answer_is_an_empty_reply(app_client):
     reply = ask(app_client, {"model": "silent", "messages": [{"role": "user", "content": "q"}]})
     assert reply.json()["choices"][0]["message"]["content"] == ""

@@ -3,23 +3,29 @@
 The request's `model` names a society (its file's stem); the last user message is the question;
 the reply is the society's answer, with usage summed over every agent and the full record under
 "moot". Errors use OpenAI's error body: 404 for an unknown society, 400 for a bad request, 429
-when too many requests wait, 500 when the server fails.
+when too many requests wait, 500 when the server fails. Each answered run's page (`moot show`'s
+HTML) is at /runs/<completion id>, for the last `KEPT_RUNS` runs; /runs lists them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from moot._driver import checked_context
 from moot.errors import ConfigError, MissingExtraError, MootError
 from moot.graphs._runtime import valid_text
 from moot.result import Result
+
+KEPT_RUNS = 256
+"""Answered runs whose pages the server keeps (the oldest go first)."""
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -40,12 +46,18 @@ def create_app(
     """
     try:
         from starlette.applications import Starlette
-        from starlette.responses import JSONResponse, Response, StreamingResponse
+        from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
         from starlette.routing import Route
     except ImportError as error:
         raise MissingExtraError("starlette", "serve", "`moot serve`") from error
 
     gate = _Gate(concurrent_runs)
+    answered: OrderedDict[str, tuple[str, Result]] = OrderedDict()
+
+    def keep(completion_id: str, name: str, result: Result) -> None:
+        answered[completion_id] = (name, result)
+        while len(answered) > KEPT_RUNS:
+            answered.popitem(last=False)
 
     def refuse(
         status: int, message: str, code: str, param: str | None = None, kind: str | None = None
@@ -97,7 +109,7 @@ def create_app(
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if body.get("stream"):
             with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            chunks = _chunks(completion_id, name, run, with_usage)
+            chunks = _chunks(completion_id, name, run, with_usage, keep)
             return StreamingResponse(chunks, media_type="text/event-stream")
         try:
             result = await _unless_gone(run, request)
@@ -107,7 +119,25 @@ def create_app(
             return await crash(request, error)
         if result is None:  # the client hung up; nobody reads this
             return Response(status_code=499)
+        keep(completion_id, name, result)
         return JSONResponse(_completion(completion_id, name, result))
+
+    async def run_page(request: Request) -> Response:
+        from moot.viewer import run_html
+
+        kept = answered.get(request.path_params["run_id"])
+        if kept is None:
+            message = f"no run {request.path_params['run_id']} here (the last {KEPT_RUNS} are kept)"
+            return HTMLResponse(f"<!doctype html><p>{html.escape(message)}</p>", status_code=404)
+        return HTMLResponse(run_html(kept[1]))
+
+    async def run_list(request: Request) -> Response:
+        items = "".join(
+            f"<li><a href='/runs/{run_id}'>{html.escape(name)}: "
+            f"{html.escape(result.question[:100])}</a> → {html.escape(str(result.answer))}</li>"
+            for run_id, (name, result) in reversed(answered.items())
+        )
+        return HTMLResponse(f"<!doctype html><title>moot runs</title><ul>{items}</ul>")
 
     async def crash(request: Request, error: Exception) -> Response:
         message = f"the server failed on this request: {type(error).__name__}: {error}"
@@ -117,6 +147,8 @@ def create_app(
         routes=[
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/runs", run_list, methods=["GET"]),
+            Route("/runs/{run_id}", run_page, methods=["GET"]),
         ],
         exception_handlers={Exception: crash},
     )
@@ -222,12 +254,19 @@ def _completion(completion_id: str, name: str, result: Result) -> dict[str, Any]
             }
         ],
         "usage": _usage(result),
-        "moot": result.model_dump(mode="json", exclude={"question"}),
+        "moot": {
+            **result.model_dump(mode="json", exclude={"question"}),
+            "page": f"/runs/{completion_id}",
+        },
     }
 
 
 async def _chunks(
-    completion_id: str, name: str, run: asyncio.Task[Result], with_usage: bool
+    completion_id: str,
+    name: str,
+    run: asyncio.Task[Result],
+    with_usage: bool,
+    keep: Callable[[str, str, Result], None],
 ) -> AsyncIterator[str]:
     """The answer as server-sent chat.completion.chunk events (it exists once the run ends).
     A client that hangs up closes this stream, which cancels the run."""
@@ -252,6 +291,7 @@ async def _chunks(
             error = {"message": str(failure), "type": "invalid_request_error", "code": None}
             yield f"data: {json.dumps({'error': error})}\n\n"
             return
+        keep(completion_id, name, result)
         yield chunk({"content": result.answer or ""}, None)
         yield chunk({}, "stop")
         if with_usage:
