@@ -91,6 +91,11 @@ def test_cli_writes_the_page_after_a_run_and_shows_a_bench_folder(tmp_path, caps
     assert main(["show", str(out), "--format", "html", "-o", str(tmp_path / "bench.html")]) == 0
     bench_page = (tmp_path / "bench.html").read_text()
     assert bench_page.count("<details id='run-") == 4
+    assert bench_page.count("<td class='turn") == 2 * 1 + 2 * 4  # single: 1 turn, 2x2: 4
+    assert (
+        "results.jsonl" in {p.name for p in out.iterdir()} and (out / "transcripts.jsonl").exists()
+    )
+    assert "agent1 in round 2" not in (out / "results.jsonl").read_text()  # texts stay out
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +145,13 @@ def test_a_bench_page_links_each_cell_to_its_run(browser, tmp_path):
     page.goto(page_file.as_uri())
     page.locator("table.bench td a").nth(1).click()  # vote-3 on the first question
     opened = page.locator("details[id^='run-0-vote-3']").first
-    opened.locator("summary").click()
-    assert opened.locator("table").is_visible()
-    assert opened.locator("table tr").count() == 2  # a header and round 1
+    opened.locator("summary").first.click()
+    assert opened.locator("table.votes").is_visible()
+    assert opened.locator("table.votes tr").count() == 2  # a header and round 1
+    replies = opened.locator("table.replies td.turn")
+    assert replies.count() == 3  # the three samples, each opening to its text
+    replies.first.locator("summary").click()
+    assert "in round 1: 40 + 2." in replies.first.locator("pre").inner_text()
 
 
 def test_the_readme_screenshot_is_in_the_repository():

@@ -116,4 +116,6 @@ class _RayWorker:
         return True
 
     def run(self, item: WorkItem) -> dict[str, Any]:
-        return self.runner.run(item).model_dump()
+        record = self.runner.run(item)
+        transcript = [turn.model_dump(mode="json") for turn in record.transcript]
+        return {**record.model_dump(), "transcript": transcript}  # (excluded from dumps)

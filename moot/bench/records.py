@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from moot.bench.methods import MethodSettings
 from moot.bench.tasks import Task
+from moot.result import Turn
 
 
 class RoundRecord(BaseModel):
@@ -58,6 +59,9 @@ class BenchRecord(BaseModel):
     error: str | None = None
     """Why the whole run failed (e.g. the question does not fit the context), else None."""
     per_round: list[RoundRecord] = Field(default_factory=list)
+    transcript: list[Turn] = Field(default_factory=list, exclude=True)
+    """The run's turns (texts included), kept in transcripts.jsonl beside results.jsonl, not in
+    it, so the results stay small; `moot show` opens them."""
 
     def key(self) -> tuple[str, str, str, str, int, str]:
         return (self.task, self.method, self.model, self.settings, self.trial, self.question_id)

@@ -87,6 +87,7 @@ class QuestionRunner:
                 "stop_reason": result.stop_reason,
                 "failed_turns": sum(turn.failed for turn in result.turns),
                 "per_round": self._rounds(result, participants, item.question),
+                "transcript": result.turns,
             }
         )
 
@@ -143,7 +144,7 @@ def run_bench(
             finished = _run_local(plan, todo, concurrency)
         for record in finished:
             store.append(record)
-            done[record.key()] = record
+            done[record.key()] = record.model_copy(update={"transcript": []})  # kept on disk
             bar.add(record)
     return [done[key] for key in wanted if key in done]
 

@@ -1,15 +1,17 @@
 """results.jsonl: the benchmark's records, appended as they finish, read back to skip what is
-done."""
+done; transcripts.jsonl beside it: each record's turns, for `moot show`."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from moot.bench.records import BenchRecord
+from moot.result import Turn
 
 
 class ResultStore:
@@ -20,6 +22,7 @@ class ResultStore:
 
     def __init__(self, folder: str | Path) -> None:
         self.path = Path(folder) / "results.jsonl"
+        self.transcripts_path = Path(folder) / "transcripts.jsonl"
         self._lock = threading.Lock()
 
     def records(self) -> list[BenchRecord]:
@@ -33,13 +36,43 @@ class ResultStore:
                 continue
         return records
 
+    def records_with_transcripts(self) -> list[BenchRecord]:
+        """The records, each with its turns where transcripts.jsonl holds them."""
+        turns: dict[str, list[Turn]] = {}
+        if self.transcripts_path.exists():
+            for line in self.transcripts_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    kept = _Transcript.model_validate_json(line)
+                except ValidationError:
+                    continue
+                turns[json.dumps(kept.key)] = kept.turns
+        return [
+            record.model_copy(update={"transcript": turns.get(json.dumps(record.key()), [])})
+            for record in self.records()
+        ]
+
     def append(self, record: BenchRecord) -> None:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a+b") as handle:
-                handle.seek(0, os.SEEK_END)
-                if handle.tell():
-                    handle.seek(-1, os.SEEK_END)
-                    if handle.read(1) != b"\n":
-                        handle.write(b"\n")
-                handle.write(record.model_dump_json().encode() + b"\n")
+            if record.transcript:
+                kept = _Transcript(key=list(record.key()), turns=record.transcript)
+                _append_line(self.transcripts_path, kept.model_dump_json().encode())
+            _append_line(self.path, record.model_dump_json().encode())
+
+
+class _Transcript(BaseModel):
+    """One line of transcripts.jsonl: a record's key and its turns."""
+
+    key: list[str | int]
+    turns: list[Turn]
+
+
+def _append_line(path: Path, line: bytes) -> None:
+    """Append `line`, on a line of its own even after a line cut short by a killed run."""
+    with path.open("a+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell():
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+        handle.write(line + b"\n")

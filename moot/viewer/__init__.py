@@ -43,7 +43,7 @@ def load_record(
     if path.is_dir():
         from moot.bench.store import ResultStore
 
-        records = ResultStore(path).records()
+        records = ResultStore(path).records_with_transcripts()
         if not records:
             raise ConfigError(f"{path} holds no benchmark results (results.jsonl)")
         return records
@@ -335,10 +335,27 @@ def _bench_run(record: BenchRecord, anchor: str) -> str:
         f"{record.tokens:,} tokens)"
     )
     error = f"<div class='small'>error: {_e(record.error)}</div>" if record.error else ""
+    replies = _transcript_grid(record.transcript) if record.transcript else ""
     return (
         f"<details id='{anchor}'><summary>{summary}</summary>{error}"
-        f"<table><tr><th></th>{head}<th>vote</th></tr>{''.join(rows)}</table></details>"
+        f"<table class='votes'><tr><th></th>{head}<th>vote</th></tr>{''.join(rows)}</table>"
+        f"{replies}</details>"
     )
+
+
+def _transcript_grid(turns: list[Turn]) -> str:
+    """The replies of a bench run, rounds x agents, each opening to its text."""
+    agents = list(dict.fromkeys(turn.agent for turn in turns))
+    rounds = sorted({turn.round for turn in turns})
+    by_cell = {(turn.agent, turn.round): turn for turn in turns}
+    rows = "".join(
+        f"<tr><th>round {r}</th>"
+        + "".join(_turn_cell(by_cell.get((a, r)), changed=False) for a in agents)
+        + "</tr>"
+        for r in rounds
+    )
+    head = "".join(f"<th>{_e(a)}</th>" for a in agents)
+    return f"<table class='replies'><tr><th></th>{head}</tr>{rows}</table>"
 
 
 def _right(correct: bool | None) -> str:
