@@ -34,6 +34,7 @@ from moot.checkpoints import (
 )
 from moot.errors import ConfigError, ContextLengthError
 from moot.graphs._runtime import RunContext, valid_text
+from moot.graphs._tool_loop import bind
 
 if TYPE_CHECKING:
     from moot.society import Society
@@ -139,6 +140,9 @@ def checked_context(society: Society, question: str, moderated: bool) -> RunCont
     if not question.strip():
         raise ConfigError("the question is empty: give the text of the question to answer")
     context = society.context(moderated)
+    for agent, model in zip(society.agents, context.models, strict=True):
+        if agent.tools:
+            bind(model, agent)  # a model that cannot call tools is refused now
     first_prompt = society.protocol.first_prompt(question, context)
     checked: set[int] = set()
     for agent, model in zip(society.agents, context.models, strict=True):

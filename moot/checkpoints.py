@@ -18,7 +18,12 @@ from pydantic import BaseModel
 from moot.errors import ConfigError, MootError
 from moot.result import Turn
 
-STATE_TYPES = [("moot.result", "Turn"), ("moot.result", "Usage")]
+STATE_TYPES = [
+    ("moot.result", "Turn"),
+    ("moot.result", "Usage"),
+    ("moot.result", "ToolCall"),
+    ("moot.result", "FusionStats"),
+]
 """moot's own types in checkpointed state, allowed explicitly when a checkpoint is read."""
 
 

@@ -70,6 +70,29 @@ class FusionStats(BaseModel):
     """colm: share of the reply's tokens the base deferred to the assistant."""
 
 
+class ToolCall(BaseModel):
+    """One tool call an agent made during its turn."""
+
+    name: str
+    """The tool's name as the model called it."""
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: str | None = None
+    """What the tool returned (as the model was shown it), or None when it failed."""
+    error: str | None = None
+    """Why the call failed: the tool raised, no tool has that name, or the call was malformed."""
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def summary(self) -> str:
+        """One line: `name(arguments) -> result` (or `-> error: ...`)."""
+        arguments = ", ".join(f"{name}={value!r}" for name, value in self.arguments.items())
+        outcome = self.result if self.error is None else f"error: {self.error}"
+        return f"{self.name}({arguments}) -> {outcome}"
+
+
 class Turn(BaseModel):
     """One agent's contribution in one round."""
 
@@ -94,6 +117,8 @@ class Turn(BaseModel):
     """Why the model call failed, or None when it succeeded."""
     fusion: FusionStats | None = None
     """For a fused model's reply: which model gave how many tokens (None otherwise)."""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    """The tools the agent called before its reply, in order (their usage is in `usage`)."""
 
     @property
     def failed(self) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
@@ -66,6 +66,18 @@ class AgentEntry(BaseModel):
     """Seconds one model call may take (see Agent.timeout)."""
     retries: int = Field(default=2, ge=0, le=10)
     retry_delay: float = Field(default=0.5, ge=0)
+    tools: list[str] = Field(default_factory=list)
+    """Built-in tool names ("calculator") or "module:attribute" paths (see Agent.tools)."""
+    max_tool_calls: int = Field(default=4, ge=0, le=50)
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_exist(cls, tools: list[str]) -> list[str]:
+        from moot.tools import as_tool
+
+        for name in tools:
+            as_tool(name)  # an unknown or unimportable tool is this field's error
+        return tools
 
 
 class DebateEntry(Debate):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import PrivateAttr
 
@@ -40,7 +42,11 @@ class CallInfo:
     """How many calls this model had before this one."""
 
 
-Responder = Callable[[list[BaseMessage]], str] | Callable[[list[BaseMessage], CallInfo], str]
+Responder = (
+    Callable[[list[BaseMessage]], str | AIMessage]
+    | Callable[[list[BaseMessage], CallInfo], str | AIMessage]
+)
+"""Returns the reply's text, or an AIMessage (e.g. one with `tool_calls`)."""
 _call_metadata: ContextVar[dict[str, Any] | None] = ContextVar("moot_call_metadata", default=None)
 """The metadata of the call in progress (LangChain hands streaming methods no run manager)."""
 
@@ -53,6 +59,7 @@ class ScriptedChatModel(BaseChatModel):
     delay: float = 0.0
     """Seconds each call sleeps before replying (time.sleep when sync, asyncio.sleep when async)."""
     _calls: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
+    _bound_tools: list[str] = PrivateAttr(default_factory=list)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -65,7 +72,11 @@ class ScriptedChatModel(BaseChatModel):
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
-        object.__setattr__(self, "__pydantic_private__", {"_calls": [], "_lock": threading.Lock()})
+        object.__setattr__(
+            self,
+            "__pydantic_private__",
+            {"_calls": [], "_bound_tools": [], "_lock": threading.Lock()},
+        )
 
     def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
         token = _call_metadata.set(dict((config or {}).get("metadata") or {}))
@@ -86,6 +97,17 @@ class ScriptedChatModel(BaseChatModel):
         """The messages of every call made so far, in call order."""
         return list(self._calls)
 
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
+        """Accept tools as a tool-calling model does; `respond` decides what to call (it sees
+        the conversation, tool results included). The tools bound last are kept in
+        `bound_tools`."""
+        self._bound_tools = [getattr(tool, "name", str(tool)) for tool in tools]
+        return self
+
+    @property
+    def bound_tools(self) -> list[str]:
+        return list(self._bound_tools)
+
     def _reply(self, messages: list[BaseMessage], metadata: dict[str, Any]) -> AIMessage:
         metadata = {**(_call_metadata.get() or {}), **metadata}
         with self._lock:
@@ -93,19 +115,18 @@ class ScriptedChatModel(BaseChatModel):
             self._calls.append(list(messages))
         if _takes_info(self.respond):
             info = CallInfo(metadata.get("moot_agent"), metadata.get("moot_round"), number)
-            text = self.respond(messages, info)  # type: ignore[call-arg]
+            said = self.respond(messages, info)  # type: ignore[call-arg]
         else:
-            text = self.respond(messages)  # type: ignore[call-arg]
+            said = self.respond(messages)  # type: ignore[call-arg]
+        reply = said if isinstance(said, AIMessage) else AIMessage(content=said)
         input_tokens = sum(len(message.text.split()) for message in messages)
-        output_tokens = len(text.split())
-        return AIMessage(
-            content=text,
-            usage_metadata={
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
-                "total_tokens": input_tokens + output_tokens,
-            },
-        )
+        output_tokens = len(reply.text.split()) + len(reply.tool_calls)
+        usage = {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        }
+        return reply.model_copy(update={"usage_metadata": usage})
 
     def _generate(
         self,
@@ -140,6 +161,9 @@ class ScriptedChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         result = self._generate(messages, stop, run_manager, **kwargs)
         message = result.generations[0].message
+        if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
+            yield ChatGenerationChunk(message=_as_chunk(message))
+            return
         words = message.text.split(" ")
         for position, word in enumerate(words):
             piece = word if position == len(words) - 1 else word + " "
@@ -159,11 +183,29 @@ class ScriptedChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         result = await self._agenerate(messages, stop, run_manager, **kwargs)
         message = result.generations[0].message
+        if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
+            yield ChatGenerationChunk(message=_as_chunk(message))
+            return
         if run_manager:
             await run_manager.on_llm_new_token(message.text)
         yield ChatGenerationChunk(
             message=AIMessageChunk(content=message.text, usage_metadata=message.usage_metadata)  # type: ignore[attr-defined]
         )
+
+
+def _as_chunk(message: AIMessage) -> AIMessageChunk:
+    """A whole reply with tool calls as one stream chunk (its calls as tool-call chunks)."""
+    pieces = [
+        tool_call_chunk(name=call["name"], args=json.dumps(call["args"]), id=call["id"], index=i)
+        for i, call in enumerate(message.tool_calls)
+    ]
+    pieces += [
+        tool_call_chunk(name=bad.get("name"), args=bad.get("args"), id=bad.get("id"), index=i)
+        for i, bad in enumerate(message.invalid_tool_calls, start=len(pieces))
+    ]
+    return AIMessageChunk(
+        content=message.content, tool_call_chunks=pieces, usage_metadata=message.usage_metadata
+    )
 
 
 def _takes_info(respond: Responder) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
 from pydantic import Field, field_validator
 
 from moot import prompts
@@ -45,6 +46,12 @@ class Agent(Config):
     connection, a server's timeout) is repeated, with exponential backoff and jitter."""
     retry_delay: float = Field(default=0.5, ge=0)
     """The first backoff in seconds; each further retry waits up to twice as long."""
+    tools: list[BaseTool] = Field(default_factory=list)
+    """Tools the agent may call in a turn: LangChain tools, plain functions (made tools by
+    `langchain_core.tools.tool`), names of built-in tools ("calculator") or "module:attribute"
+    paths. The model must support tool calls (`bind_tools`)."""
+    max_tool_calls: int = Field(default=4, ge=0, le=50)
+    """Most tool calls in one turn; then the model is asked to answer with what it has."""
 
     @field_validator("role")
     @classmethod
@@ -52,6 +59,20 @@ class Agent(Config):
         if not role.strip():
             raise ValueError("role must not be empty")
         return role.strip()
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _as_tools(cls, tools: Any) -> list[BaseTool]:
+        from moot.tools import as_tool
+
+        if not isinstance(tools, (list, tuple)):
+            raise ValueError("tools must be a list of tools, functions or tool names")
+        made = [as_tool(item) for item in tools]
+        names = [made_tool.name for made_tool in made]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"tool names must differ; given twice: {', '.join(twice)}")
+        return made
 
     def chat_model(self) -> BaseChatModel:
         """The agent's model, loaded on first use (and shared with agents naming the same spec)."""

@@ -37,7 +37,7 @@ from moot.society import Society
 
 _SOCIETY_KEYS = (
     "command", "agents", "rounds", "model", "model_option", "extract", "temperature",
-    "max_tokens", "max_concurrency", "consensus", "society", "timeout", "retries",
+    "max_tokens", "max_concurrency", "consensus", "society", "timeout", "retries", "tools",
 )  # fmt: skip
 """The settings that rebuild a command's society (kept for `moot resume`)."""
 
@@ -62,6 +62,13 @@ def add_commands(commands: Any) -> None:
     debate.add_argument("--temperature", type=float, help="sampling temperature for every agent")
     debate.add_argument("--max-tokens", type=positive, help="most tokens per reply")
     debate.add_argument("--max-concurrency", type=positive, help="most calls in flight at once")
+    debate.add_argument(
+        "--tools",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=[],
+        metavar="NAME[,NAME]",
+        help="tools every agent may call: calculator, or MODULE:NAME",
+    )
     debate.add_argument(
         "--consensus",
         type=float,
@@ -137,6 +144,7 @@ def society_of(spec: dict[str, Any]) -> Society:
             model=model,
             temperature=spec["temperature"],
             max_tokens=spec["max_tokens"],
+            tools=spec.get("tools") or [],
             **limits,
         )
         for index in range(spec["agents"])

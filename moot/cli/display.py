@@ -43,12 +43,13 @@ def turn_panel(turn: Turn | None, agent: str, round: int, streamed: str) -> Pane
     elif turn.fusion is not None:
         shares = "/".join(str(count) for count in turn.fusion.tokens_by_model)
         subtitle += f" · tokens led by model {shares}"
-    return Panel(
-        Text(turn.text),
-        title=f"{agent} · round {round}",
-        subtitle=subtitle,
-        border_style="green",
-    )
+    if turn.tool_calls:
+        subtitle += f" · {len(turn.tool_calls)} tool calls"
+    body = Text()
+    for call in turn.tool_calls:
+        body.append(f"tool {call.summary()}\n", style="red" if call.failed else "cyan")
+    body.append(turn.text)
+    return Panel(body, title=f"{agent} · round {round}", subtitle=subtitle, border_style="green")
 
 
 def show_live(events: Iterable[Any], live: Live) -> Result:

@@ -32,8 +32,9 @@ from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.confidence import logprob_confidence, stated_confidence
 from moot.cache import CallCache
 from moot.errors import CallTimeoutError
+from moot.graphs._tool_loop import MODEL_CALLS, TOOL_CALLS, arun_turn, run_turn
 from moot.models import model_prices
-from moot.result import FusionStats, StopReason, Turn, Usage
+from moot.result import FusionStats, StopReason, ToolCall, Turn, Usage
 
 
 class SocietyState(TypedDict, total=False):
@@ -208,7 +209,7 @@ async def acall_agent(call: Call) -> Turn:
 def _cached(call: Call) -> tuple[str | None, BaseMessage | None]:
     """The call's cache key (None: not cached) and the stored reply, if any."""
     cache = call.speaker.cache
-    if cache is None:
+    if cache is None or call.speaker.agent.tools:  # a stored reply would lose its tool calls
         return None, None
     messages, _, options = _request(call)
     options.pop("timeout", None)  # how long to wait does not change the reply
@@ -228,15 +229,21 @@ def _invoke(call: Call) -> BaseMessage:
     behind (and told to stop, where the model can be) when the limit passes."""
     who = call.speaker
     messages, config, options = _request(call)
+
+    def ask() -> BaseMessage:
+        if who.agent.tools:
+            return run_turn(who.model, who.agent, messages, config, options)
+        return who.model.invoke(messages, config=config, **options)
+
     timeout = who.agent.timeout
     if timeout is None:
-        return who.model.invoke(messages, config=config, **options)
+        return ask()
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
     def work() -> None:
         try:
-            outcome["reply"] = who.model.invoke(messages, config=config, **options)
+            outcome["reply"] = ask()
         except BaseException as error:  # noqa: BLE001 - handed to the caller
             outcome["error"] = error
         finally:
@@ -255,7 +262,10 @@ def _invoke(call: Call) -> BaseMessage:
 async def _ainvoke(call: Call) -> BaseMessage:
     who = call.speaker
     messages, config, options = _request(call)
-    reply = who.model.ainvoke(messages, config=config, **options)
+    if who.agent.tools:
+        reply = arun_turn(who.model, who.agent, messages, config, options)
+    else:
+        reply = who.model.ainvoke(messages, config=config, **options)
     if who.agent.timeout is None:
         return await reply
     try:
@@ -355,6 +365,10 @@ def _turn(call: Call, reply: BaseMessage, retries: int, cached: bool = False) ->
         text = valid_text(reply.text)
         confidence = logprob_confidence(reply.response_metadata.get("logprobs"))
         fusion = reply.response_metadata.get("fusion")
+        tools = reply.response_metadata.get(TOOL_CALLS) or []
+        if MODEL_CALLS in reply.response_metadata:
+            calls = int(reply.response_metadata[MODEL_CALLS]) + retries
+            usage = usage.model_copy(update={"calls": calls})
         return Turn(
             **_recorded(call),
             text=text,
@@ -362,6 +376,7 @@ def _turn(call: Call, reply: BaseMessage, retries: int, cached: bool = False) ->
             usage=usage,
             confidence=confidence if confidence is not None else stated_confidence(text),
             fusion=FusionStats.model_validate(fusion, strict=False) if fusion else None,
+            tool_calls=[ToolCall.model_validate(record) for record in tools],
         )
     except Exception as error:  # noqa: BLE001
         failed = _failed_turn(call, error, retries)

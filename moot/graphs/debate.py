@@ -42,8 +42,9 @@ class Debate(RoundProtocol):
     hub: str | None = None
     """The star's hub (default: the first agent)."""
     peer_view: Literal["full", "answer", "tail"] = "full"
-    """How others' replies are shown: in full, only their extracted answer, or their last
-    `peer_chars` characters (bounded context for long debates)."""
+    """How others' replies are shown: in full (after a line per tool call the agent made, with
+    its result), only their extracted answer, or their last `peer_chars` characters (bounded
+    context for long debates)."""
     peer_chars: int = Field(default=600, ge=20)
 
     @model_validator(mode="before")
@@ -154,4 +155,4 @@ class Debate(RoundProtocol):
             return turn.answer if turn.answer is not None else "(no clear answer)"
         if self.peer_view == "tail" and len(turn.text) > self.peer_chars:
             return "..." + turn.text[-self.peer_chars :]
-        return turn.text
+        return "\n".join([*(f"[{call.summary()}]" for call in turn.tool_calls), turn.text])

@@ -168,7 +168,9 @@ def run_markdown(result: Result) -> str:
         for turn in turns:
             said = turn.error if turn.failed else turn.text
             quoted = "\n".join(f"> {line}" for line in (said or "").splitlines()) or ">"
-            lines += ["", f"**{turn.agent}**{' (failed)' if turn.failed else ''}:", "", quoted]
+            lines += ["", f"**{turn.agent}**{' (failed)' if turn.failed else ''}:", ""]
+            lines += [f"- tool `{_one_line(call.summary())}`" for call in turn.tool_calls]
+            lines += [""] * bool(turn.tool_calls) + [quoted]
     return "\n".join(lines) + "\n"
 
 
@@ -213,6 +215,12 @@ def _turn_cell(turn: Turn | None, changed: bool) -> str:
     if turn.usage.cost is not None:
         details.append(f"cost {format_cost(turn.usage.cost)}")
     saw = f"<div class='small'>saw: {_e(', '.join(turn.peers))}</div>" if turn.peers else ""
+    saw += "".join(
+        f"<div class='tool{' failed' if call.failed else ''}'>tool {_e(call.summary())}</div>"
+        for call in turn.tool_calls
+    )
+    if turn.tool_calls:
+        details.append(f"{len(turn.tool_calls)} tool calls")
     text = turn.error if turn.failed else turn.text
     return (
         f"<td class='{classes}' data-agent='{_e(turn.agent)}' data-round='{turn.round}'>"

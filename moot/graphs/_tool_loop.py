@@ -1,0 +1,219 @@
+"""An agent's turn with tools: the model may call tools, see their results and call again, up
+to the agent's `max_tool_calls`, then answers.
+
+The loop runs inside the agent's model call, so one time limit covers the whole turn (a tool
+that hangs gets the agent's timeout), a round's agents still run in parallel, and a tool that
+fails is recorded in the turn and shown to the model, never raised. The reply handed back is
+the final one, with the usage of every model call in the loop and the tool calls in its
+response metadata (`TOOL_CALLS`, `MODEL_CALLS`), which `_runtime` turns into the `Turn`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+
+from moot.agents import Agent
+from moot.errors import ConfigError
+from moot.result import ToolCall
+
+TOOL_CALLS = "moot_tool_calls"
+"""Response metadata key of the turn's tool calls (dumped `ToolCall`s)."""
+MODEL_CALLS = "moot_model_calls"
+"""Response metadata key of how many model calls the turn made."""
+_ANSWER_NOW = (
+    "You have made all the tool calls you may make in this turn. Answer now with what you have."
+)
+
+
+def bind(model: BaseChatModel, agent: Agent) -> Any:
+    """`model` with the agent's tools bound, or a ConfigError saying the model cannot call
+    tools."""
+    try:
+        return model.bind_tools(agent.tools)
+    except NotImplementedError:
+        raise ConfigError(
+            f"agent '{agent.name}' has tools, but its model ({_kind(model)}) cannot call tools: "
+            "use a model that supports tool calls (openai:..., or a chat model with bind_tools)"
+        ) from None
+
+
+def _kind(model: BaseChatModel) -> str:
+    return str(getattr(model, "_llm_type", type(model).__name__))
+
+
+class _Loop:
+    """What one turn's tool loop keeps: the calls made, the replies, whether the model was
+    told about a malformed call."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.tools: dict[str, BaseTool] = {tool.name: tool for tool in agent.tools}
+        self.records: list[ToolCall] = []
+        self.replies: list[BaseMessage] = []
+        self.closed = False
+        """Set when the model may call no more tools this turn."""
+
+    def may_call(self) -> bool:
+        return not self.closed and len(self.records) < self.agent.max_tool_calls
+
+    def after_calls(self, conversation: list[BaseMessage]) -> None:
+        """After a batch of calls: a second malformed call (the model was told of the first)
+        or the last allowed call ends the calling, and the model is asked to answer."""
+        malformed = [r for r in self.records if (r.error or "").startswith("malformed")]
+        if len(malformed) > 1 or not self.may_call():
+            self.closed = True
+            conversation.append(HumanMessage(content=_ANSWER_NOW))
+
+    def requests(self, reply: BaseMessage) -> list[dict[str, Any]]:
+        """The tool calls `reply` asks for, malformed ones marked with an "error"."""
+        self.replies.append(reply)
+        if not isinstance(reply, AIMessage):
+            return []
+        asked: list[dict[str, Any]] = [dict(call) for call in reply.tool_calls]
+        for invalid in reply.invalid_tool_calls:
+            asked.append(
+                {
+                    "name": invalid.get("name") or "?",
+                    "args": {},
+                    "id": invalid.get("id"),
+                    "error": f"malformed call: {invalid.get('error') or 'arguments are not JSON'}",
+                }
+            )
+        return asked
+
+    def unusable(self, request: dict[str, Any]) -> ToolCall | None:
+        """The failed record of a request that cannot run (malformed, unknown tool, over the
+        limit)."""
+        name, arguments = str(request.get("name")), request.get("args") or {}
+        if not self.may_call():
+            limit = self.agent.max_tool_calls
+            return ToolCall(name=name, arguments=arguments, error=f"not run: at most {limit} calls")
+        if "error" in request:
+            return ToolCall(name=name, arguments=arguments, error=request["error"])
+        if name not in self.tools:
+            known = ", ".join(self.tools) or "none"
+            return ToolCall(
+                name=name, arguments=arguments, error=f"no tool named '{name}' (tools: {known})"
+            )
+        return None
+
+    def shown(self, request: dict[str, Any], record: ToolCall) -> ToolMessage:
+        """What the model is shown of a call: the result, or the error."""
+        self.records.append(record)
+        content = record.result if record.error is None else f"error: {record.error}"
+        return ToolMessage(
+            content=content or "", tool_call_id=request.get("id") or "", name=record.name
+        )
+
+    def finish(self, reply: BaseMessage) -> BaseMessage:
+        """The final reply with the whole turn's usage and its tool calls."""
+        usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+        for each in self.replies:
+            for key in usage:
+                usage[key] += int((getattr(each, "usage_metadata", None) or {}).get(key, 0))
+        metadata = {
+            **reply.response_metadata,
+            TOOL_CALLS: [record.model_dump() for record in self.records],
+            MODEL_CALLS: len(self.replies),
+        }
+        update: dict[str, Any] = {"response_metadata": metadata}
+        if isinstance(reply, AIMessage):
+            update["usage_metadata"] = usage
+        return reply.model_copy(update=update)
+
+
+def run_turn(
+    model: BaseChatModel,
+    agent: Agent,
+    messages: list[BaseMessage],
+    config: RunnableConfig,
+    options: dict[str, Any],
+) -> BaseMessage:
+    """The agent's reply after calling its tools (sync)."""
+    bound, loop = bind(model, agent), _Loop(agent)
+    conversation = list(messages)
+    while True:
+        asker = bound if loop.may_call() else model
+        reply = asker.invoke(conversation, config=config, **options)
+        requests = loop.requests(reply)
+        if not requests or not loop.may_call():
+            return loop.finish(reply)
+        conversation.append(reply)
+        for request in requests:
+            record = loop.unusable(request) or _run(loop.tools, request, _call_sync)
+            conversation.append(loop.shown(request, record))
+        loop.after_calls(conversation)
+
+
+async def arun_turn(
+    model: BaseChatModel,
+    agent: Agent,
+    messages: list[BaseMessage],
+    config: RunnableConfig,
+    options: dict[str, Any],
+) -> BaseMessage:
+    """`run_turn` for async graphs: tools run as `ainvoke`."""
+    bound, loop = bind(model, agent), _Loop(agent)
+    conversation = list(messages)
+    while True:
+        asker = bound if loop.may_call() else model
+        reply = await asker.ainvoke(conversation, config=config, **options)
+        requests = loop.requests(reply)
+        if not requests or not loop.may_call():
+            return loop.finish(reply)
+        conversation.append(reply)
+        for request in requests:
+            record = loop.unusable(request) or await _arun(loop.tools, request)
+            conversation.append(loop.shown(request, record))
+        loop.after_calls(conversation)
+
+
+def _call_sync(tool: BaseTool, arguments: dict[str, Any]) -> Any:
+    return tool.invoke(arguments)
+
+
+def _run(
+    tools: dict[str, BaseTool],
+    request: dict[str, Any],
+    call: Callable[[BaseTool, dict[str, Any]], Any],
+) -> ToolCall:
+    name, arguments = request["name"], request.get("args") or {}
+    started = time.perf_counter()
+    try:
+        result = call(tools[name], arguments)
+    except Exception as error:  # noqa: BLE001 - a tool's failure is the model's to see
+        return _failed(name, arguments, error, started)
+    return _done(name, arguments, result, started)
+
+
+async def _arun(tools: dict[str, BaseTool], request: dict[str, Any]) -> ToolCall:
+    name, arguments = request["name"], request.get("args") or {}
+    started = time.perf_counter()
+    try:
+        result = await _awaited(tools[name].ainvoke(arguments))
+    except Exception as error:  # noqa: BLE001
+        return _failed(name, arguments, error, started)
+    return _done(name, arguments, result, started)
+
+
+async def _awaited(value: Awaitable[Any]) -> Any:
+    return await value
+
+
+def _done(name: str, arguments: dict[str, Any], result: Any, started: float) -> ToolCall:
+    text = result if isinstance(result, str) else getattr(result, "content", None) or str(result)
+    seconds = round(time.perf_counter() - started, 4)
+    return ToolCall(name=name, arguments=arguments, result=str(text), seconds=seconds)
+
+
+def _failed(name: str, arguments: dict[str, Any], error: Exception, started: float) -> ToolCall:
+    seconds = round(time.perf_counter() - started, 4)
+    message = f"{type(error).__name__}: {error}"
+    return ToolCall(name=name, arguments=arguments, error=message, seconds=seconds)

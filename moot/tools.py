@@ -1,0 +1,134 @@
+"""Built-in tools for agents (`moot.Agent(tools=[...])`, `tools: [calculator]` in society files).
+
+`calculator` does exact arithmetic on a parsed expression: the text is parsed with Python's
+`ast` and only numbers, + - * / // % ** and parentheses are evaluated, on fractions, so
+1/3*3 is 1 and nothing in the text can run code. There is no `python` tool: a subprocess with
+time and memory limits can be built, but not one without network access on every platform
+moot runs on without root, so it is left out rather than offered unsafe.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import operator
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+from langchain_core.tools import BaseTool, tool
+
+MAX_DIGITS = 1000
+"""Results (and powers) larger than this many digits are refused, not computed."""
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+
+
+class CalculatorError(ValueError):
+    """An expression the calculator does not take, said in words a model can act on."""
+
+
+def calculate(expression: str) -> str:
+    """The exact value of an arithmetic expression, as an integer or a decimal."""
+    text = expression.strip().replace("×", "*").replace("÷", "/").replace("^", "**")
+    text = text.replace(",", "")  # 1,234 is a number here, not a tuple
+    if not text:
+        raise CalculatorError("the expression is empty")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        raise CalculatorError(f"'{expression}' is not an arithmetic expression") from None
+    return _shown(_value(tree.body))
+
+
+def _value(node: ast.AST) -> Fraction:
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        if isinstance(node.value, bool):
+            raise CalculatorError("only numbers and + - * / // % ** ( ) are allowed")
+        number = (
+            Fraction(str(node.value)) if isinstance(node.value, float) else Fraction(node.value)
+        )
+        return _checked(number)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        value = _value(node.operand)
+        return value if isinstance(node.op, ast.UAdd) else -value
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _value(node.left), _value(node.right)
+        if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and right == 0:
+            raise CalculatorError("division by zero")
+        if isinstance(node.op, ast.Pow):
+            return _power(left, right)
+        return _checked(_BINARY[type(node.op)](left, right))
+    raise CalculatorError("only numbers and + - * / // % ** ( ) are allowed")
+
+
+def _power(base: Fraction, exponent: Fraction) -> Fraction:
+    if exponent.denominator != 1:
+        raise CalculatorError("only whole powers are exact; use a whole exponent")
+    size = max(len(str(abs(base.numerator))), len(str(base.denominator)))
+    if abs(exponent.numerator) * size > MAX_DIGITS:
+        raise CalculatorError(f"the result would have more than {MAX_DIGITS} digits")
+    if base == 0 and exponent < 0:
+        raise CalculatorError("division by zero")
+    return _checked(base**exponent.numerator)
+
+
+def _checked(value: Fraction) -> Fraction:
+    if len(str(abs(value.numerator))) > MAX_DIGITS or len(str(value.denominator)) > MAX_DIGITS:
+        raise CalculatorError(f"the result has more than {MAX_DIGITS} digits")
+    return value
+
+
+def _shown(value: Fraction) -> str:
+    """An integer as it is; a fraction as a decimal (exact when it terminates, else 12
+    significant digits)."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    exact = f"{float(value):.12g}"
+    return exact if Fraction(exact) == value else exact + " (rounded)"
+
+
+@tool("calculator")
+def calculator(expression: str) -> str:
+    """Exact arithmetic: evaluate an expression with + - * / // % ** and parentheses, e.g.
+    "(1234 * 5678) - 90". Returns the number."""
+    return calculate(expression)
+
+
+BUILT_IN: dict[str, BaseTool] = {"calculator": calculator}
+"""Tools a society file can name by their name alone."""
+
+
+def as_tool(item: Any) -> BaseTool:
+    """A LangChain tool from a tool, a plain function, a built-in name or "module:attribute"."""
+    if isinstance(item, BaseTool):
+        return item
+    if isinstance(item, str):
+        if item in BUILT_IN:
+            return BUILT_IN[item]
+        module_name, colon, attribute = item.partition(":")
+        if not colon:
+            known = ", ".join(BUILT_IN)
+            raise ValueError(f"unknown tool '{item}': built-in tools are {known}; or MODULE:NAME")
+        try:
+            found = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"tool '{item}' cannot be imported: {error}") from None
+        return as_tool(found)
+    if callable(item):
+        if not (getattr(item, "__doc__", None) or "").strip():
+            raise ValueError(
+                f"tool function {getattr(item, '__name__', item)!r} needs a docstring: the model "
+                "reads it to know what the tool does"
+            )
+        made: BaseTool = tool(item)
+        return made
+    raise ValueError(f"{item!r} is not a tool, a function or a tool name")

@@ -1,0 +1,260 @@
+"""Agents that call tools: the built-in calculator, the tool loop inside a turn (results,
+errors, malformed and unknown calls, the call limit, a tool that hangs), what peers see, and
+tools named in society files and on the command line. Scripted tool-calling models make the
+loop exact."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+import moot
+from moot.cli import main
+from moot.testing import ScriptedChatModel
+from moot.tools import CalculatorError, calculate
+
+
+@pytest.mark.parametrize(
+    "expression, value",
+    [
+        ("1234 * 5678", "7006652"),
+        ("1/3*3", "1"),
+        ("(2 + 3) * -4", "-20"),
+        ("7 / 2", "3.5"),
+        ("2^10", "1024"),
+        ("1,234 + 1", "1235"),
+        ("10 // 3 + 10 % 3", "4"),
+        ("0.1 + 0.2", "0.3"),
+        ("1 / 3", "0.333333333333 (rounded)"),
+    ],
+)
+def test_the_calculator_is_exact(expression, value):
+    assert calculate(expression) == value
+
+
+@pytest.mark.parametrize(
+    "expression, problem",
+    [
+        ("__import__('os').system('true')", "only numbers"),
+        ("open('/etc/passwd')", "only numbers"),
+        ("2 ** 10 ** 10", "more than 1000 digits"),
+        ("9" * 2000, "more than 1000 digits"),
+        ("1 / 0", "division by zero"),
+        ("2 ** 0.5", "whole exponent"),
+        ("", "empty"),
+        ("two plus two", "not an arithmetic expression"),
+        ("True + 1", "only numbers"),
+    ],
+)
+def test_the_calculator_refuses_what_is_not_arithmetic(expression, problem):
+    with pytest.raises(CalculatorError, match=problem):
+        calculate(expression)
+
+
+def calls(*requests: tuple[str, dict]) -> AIMessage:
+    return AIMessage(
+        content="",
+        tool_calls=[
+            {"name": name, "args": args, "id": f"call-{i}"}
+            for i, (name, args) in enumerate(requests)
+        ],
+    )
+
+
+def tool_results(messages) -> list[str]:
+    return [message.text for message in messages if isinstance(message, ToolMessage)]
+
+
+def multiplier(messages):
+    """Calls the calculator once, then answers with what it returned."""
+    results = tool_results(messages)
+    if not results:
+        return calls(("calculator", {"expression": "1234*5678"}))
+    return f"The calculator says {results[-1]}.\nAnswer: {results[-1]}"
+
+
+def society(model, rounds=1, agents=2, **agent_options) -> moot.Society:
+    options = {"tools": ["calculator"], **agent_options}
+    members = [moot.Agent(name=f"a{i}", model=model, **options) for i in range(agents)]
+    return moot.Society(agents=members, protocol=moot.Debate(rounds=rounds))
+
+
+def test_a_turn_calls_a_tool_and_answers_with_its_result():
+    model = ScriptedChatModel(respond=multiplier)
+    result = society(model).run("What is 1234 times 5678?")
+    assert result.answer == "7006652"
+    for turn in result.turns:
+        (call,) = turn.tool_calls
+        assert (call.name, call.arguments, call.result) == (
+            "calculator",
+            {"expression": "1234*5678"},
+            "7006652",
+        )
+        assert turn.usage.calls == 2  # the call, then the answer
+    assert model.bound_tools == ["calculator"]
+    assert len(model.calls) == 4
+    first_call, second_call = model.calls[0], model.calls[1]
+    assert tool_results(second_call) == ["7006652"] and not tool_results(first_call)
+
+
+def test_usage_sums_every_model_call_of_the_turn():
+    model = ScriptedChatModel(respond=multiplier)
+    turn = society(model, agents=1).run("1234 * 5678?").turns[0]
+    words = [sum(len(m.text.split()) for m in call) for call in model.calls]
+    assert turn.usage.input_tokens == sum(words)
+    assert turn.usage.output_tokens == 1 + 6  # one call, then six words
+
+
+def test_peers_see_the_tool_calls_and_the_reply():
+    model = ScriptedChatModel(respond=multiplier)
+    society(model, rounds=2).run("What is 1234 times 5678?")
+    round_two = [call for call in model.calls if "other agents" in call[-1].text.lower()]
+    assert round_two, "round 2 shows the peers' replies"
+    shown = round_two[0][-1].text if isinstance(round_two[0][-1], HumanMessage) else ""
+    assert "[calculator(expression='1234*5678') -> 7006652]" in shown
+
+
+def test_a_failing_unknown_or_malformed_call_is_recorded_and_shown_to_the_model():
+    def boom(expression: str) -> str:
+        """Always fails."""
+        raise RuntimeError("the abacus broke")
+
+    def respond(messages):
+        results = tool_results(messages)
+        if not results:
+            bad = AIMessage(
+                content="",
+                tool_calls=[
+                    {"name": "boom", "args": {"expression": "1"}, "id": "a"},
+                    {"name": "teleport", "args": {}, "id": "b"},
+                ],
+                invalid_tool_calls=[
+                    {"name": "calculator", "args": "{oops", "id": "c", "error": "not JSON"}
+                ],
+            )
+            return bad
+        return "I could not compute it.\nAnswer: 0"
+
+    model = ScriptedChatModel(respond=respond)
+    turn = society(model, agents=1, tools=[boom, "calculator"]).run("?").turns[0]
+    assert not turn.failed and turn.answer == "0"
+    errors = [call.error for call in turn.tool_calls]
+    assert errors[0] == "RuntimeError: the abacus broke"
+    assert errors[1].startswith("no tool named 'teleport' (tools: boom, calculator)")
+    assert errors[2] == "malformed call: not JSON"
+    shown = tool_results(model.calls[1])
+    assert shown[0] == "error: RuntimeError: the abacus broke" and len(shown) == 3
+
+
+def test_the_call_limit_ends_the_calling_and_asks_for_an_answer():
+    def greedy(messages):
+        if "Answer now" in messages[-1].text:
+            return f"Out of calls after {len(tool_results(messages))}.\nAnswer: 3"
+        return calls(("calculator", {"expression": "1+2"}), ("calculator", {"expression": "2+1"}))
+
+    model = ScriptedChatModel(respond=greedy)
+    turn = society(model, agents=1, max_tool_calls=3).run("1 + 2?").turns[0]
+    assert turn.answer == "3" and "after 4" in turn.text
+    ran = [call for call in turn.tool_calls if call.error is None]
+    assert len(ran) == 3 and turn.tool_calls[3].error == "not run: at most 3 calls"
+    assert turn.usage.calls == 3  # two calling rounds, then the answer
+    assert model.bound_tools == ["calculator"]
+
+
+def test_a_second_malformed_call_ends_the_calling():
+    def clumsy(messages):
+        if "Answer now" in messages[-1].text:
+            return "Fine.\nAnswer: 1"
+        return AIMessage(
+            content="",
+            invalid_tool_calls=[{"name": "calculator", "args": "{", "id": "x", "error": "bad"}],
+        )
+
+    model = ScriptedChatModel(respond=clumsy)
+    turn = society(model, agents=1).run("?").turns[0]
+    assert turn.answer == "1" and len(turn.tool_calls) == 2
+    assert all(call.error == "malformed call: bad" for call in turn.tool_calls)
+
+
+def test_a_tool_that_hangs_gets_the_agents_time_limit_and_the_others_go_on():
+    def sleepy(seconds: float) -> str:
+        """Sleeps."""
+        time.sleep(seconds)
+        return "awake"
+
+    def respond(messages, info):
+        if info.agent == "a0" and not tool_results(messages):
+            return calls(("sleepy", {"seconds": 5}))
+        return "No tools needed.\nAnswer: 2"
+
+    model = ScriptedChatModel(respond=respond)
+    started = time.perf_counter()
+    result = society(model, tools=[sleepy], timeout=0.5, retries=0).run("1 + 1?")
+    assert time.perf_counter() - started < 4
+    slow, quick = result.turns
+    assert slow.failed and "within 0.5 s" in (slow.error or "")
+    assert quick.answer == "2" and result.answer == "2"
+
+
+def test_async_runs_call_tools_too():
+    model = ScriptedChatModel(respond=multiplier)
+    result = asyncio.run(society(model).arun("What is 1234 times 5678?"))
+    assert result.answer == "7006652" and all(turn.tool_calls for turn in result.turns)
+
+
+def test_a_model_that_cannot_call_tools_is_refused_before_any_call(embedded_model):
+    agents = [moot.Agent(name="small", model=embedded_model, tools=["calculator"])]
+    with pytest.raises(moot.ConfigError, match="cannot call tools"):
+        moot.Society(agents=agents, protocol=moot.Debate(rounds=1)).run("1 + 1?")
+
+
+@pytest.mark.parametrize(
+    "tools, message",
+    [
+        (["abacus"], "unknown tool 'abacus'"),
+        (["no_such_module:thing"], "cannot be imported"),
+        ([lambda x: x], "needs a docstring"),
+        (["calculator", "moot.tools:calculator"], "given twice: calculator"),
+        ("calculator", "must be a list"),
+    ],
+)
+def test_bad_tools_are_refused_with_what_is_wrong(tools, message):
+    with pytest.raises(moot.ConfigError, match=message):
+        moot.Agent(name="a", tools=tools)
+
+
+def test_society_files_name_tools(tmp_path):
+    path = tmp_path / "society.yaml"
+    path.write_text(
+        "agents:\n"
+        "  - {name: a, model: test, tools: [calculator], max_tool_calls: 2}\n"
+        "protocol: {kind: debate, rounds: 1}\n"
+    )
+    (agent,) = moot.load_society(path).agents
+    assert [tool.name for tool in agent.tools] == ["calculator"] and agent.max_tool_calls == 2
+    path.write_text(path.read_text().replace("[calculator]", "[abacus]"))
+    with pytest.raises(moot.ConfigError, match=r"society.yaml:2: agents.0.tools: .*'abacus'"):
+        moot.load_society(path)
+
+
+def test_turns_with_tool_calls_are_checkpointed_and_shown(tmp_path, capsys):
+    checkpoint = tmp_path / "runs.sqlite"
+    model = ScriptedChatModel(respond=multiplier)
+    society(model).run("1234 * 5678?", checkpoint=checkpoint, thread_id="t")
+    assert main(["show", "--checkpoint", str(checkpoint), "--thread", "t", "--format", "json"]) == 0
+    turns = json.loads(capsys.readouterr().out)["turns"]
+    assert turns[0]["tool_calls"][0]["result"] == "7006652"
+    assert main(["show", "--checkpoint", str(checkpoint), "--thread", "t"]) == 0
+    assert "- tool `calculator(expression='1234*5678') -> 7006652`" in capsys.readouterr().out
+
+
+def test_the_cli_gives_agents_tools(capsys):
+    command = ["debate", "2+2?", "--model", "test", "--agents", "1", "--rounds", "1"]
+    assert main([*command, "--tools", "calculator", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["turns"][0]["tool_calls"] == []  # it need not call
+    assert main([*command, "--tools", "abacus"]) == 2
+    assert "unknown tool 'abacus'" in capsys.readouterr().err
