@@ -207,3 +207,27 @@ def latest_turns(turns: list[Turn], names: list[str]) -> list[Turn | None]:
         if not turn.failed:
             latest[turn.agent] = turn
     return [latest.get(name) for name in names]
+
+
+def result_of_state(
+    state: dict[str, Any],
+    agents: list[str],
+    participants: list[str],
+    details: dict[str, Any] | None = None,
+) -> Result:
+    """The `Result` of a graph's final state: turns by round, then in the order of `agents`
+    (others, such as a judge, last); conformity over `participants`."""
+    order = {agent: index for index, agent in enumerate(agents)}
+    turns = sorted(
+        state.get("turns", []), key=lambda turn: (turn.round, order.get(turn.agent, len(order)))
+    )
+    return Result(
+        question=state.get("question", ""),
+        answer=state.get("answer"),
+        turns=turns,
+        usage=Usage.sum([turn.usage for turn in turns]),
+        rounds=max((turn.round for turn in turns), default=0),
+        stop_reason=state.get("stop_reason") or "rounds",
+        conformity=round_stats(turns, participants),
+        details=details or {},
+    )

@@ -21,7 +21,7 @@ from moot.events import Event, ResultEvent, events_of
 from moot.graphs._runtime import RunContext
 from moot.graphs.base import BaseProtocol
 from moot.graphs.debate import Debate
-from moot.result import Result, Usage, round_stats
+from moot.result import Result, result_of_state
 
 MAX_AGENTS = 1000
 """The most agents a society takes (a ceiling against typos like --agents 10000)."""
@@ -231,22 +231,9 @@ class Society(Config):
 
     # -- helpers ------------------------------------------------------------------------------
     def _result(self, state: dict[str, Any]) -> Result:
-        order = {agent.name: index for index, agent in enumerate(self.agents)}
-        last = len(order)  # a judge is not among the agents: its turn goes last
-        turns = sorted(
-            state.get("turns", []), key=lambda turn: (turn.round, order.get(turn.agent, last))
-        )
         names = [self.agents[index].name for index in self.protocol.participants(self.agents)]
-        return Result(
-            question=state.get("question", ""),
-            answer=state.get("answer"),
-            turns=turns,
-            usage=Usage.sum([turn.usage for turn in turns]),
-            rounds=max((turn.round for turn in turns), default=0),
-            stop_reason=state.get("stop_reason") or "rounds",
-            conformity=round_stats(turns, names),
-            details={
-                **self.protocol.details(state),
-                **({"fallback": state["fallback"]} if state.get("fallback") else {}),
-            },
-        )
+        details = {
+            **self.protocol.details(state),
+            **({"fallback": state["fallback"]} if state.get("fallback") else {}),
+        }
+        return result_of_state(state, [agent.name for agent in self.agents], names, details)

@@ -11,8 +11,9 @@ response metadata (`TOOL_CALLS`, `MODEL_CALLS`), which `_runtime` turns into the
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator
+from functools import partial
+from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -129,6 +130,29 @@ class _Loop:
         return reply.model_copy(update=update)
 
 
+Step = tuple[Any, Any]
+"""What the loop asks its driver for: (a model, the conversation) or (a tool, a request)."""
+
+
+def _steps(
+    model: BaseChatModel, agent: Agent, messages: list[BaseMessage]
+) -> Generator[Step, Any, BaseMessage]:
+    """The loop, written once: yields a model call or a tool call, receives its reply or its
+    record, returns the final reply. `run_turn` and `arun_turn` drive it."""
+    bound, loop = bind(model, agent), _Loop(agent)
+    conversation = list(messages)
+    while True:
+        reply = yield (bound if loop.may_call() else model), list(conversation)
+        requests = loop.requests(reply)
+        if not requests or not loop.may_call():
+            return loop.finish(reply)
+        conversation.append(reply)
+        for request in requests:
+            record = loop.unusable(request) or (yield loop.tools[request["name"]], request)
+            conversation.append(loop.shown(request, record))
+        loop.after_calls(conversation)
+
+
 def run_turn(
     model: BaseChatModel,
     agent: Agent,
@@ -137,19 +161,17 @@ def run_turn(
     options: dict[str, Any],
 ) -> BaseMessage:
     """The agent's reply after calling its tools (sync)."""
-    bound, loop = bind(model, agent), _Loop(agent)
-    conversation = list(messages)
-    while True:
-        asker = bound if loop.may_call() else model
-        reply = asker.invoke(conversation, config=config, **options)
-        requests = loop.requests(reply)
-        if not requests or not loop.may_call():
-            return loop.finish(reply)
-        conversation.append(reply)
-        for request in requests:
-            record = loop.unusable(request) or _run(loop.tools, request, _call_sync)
-            conversation.append(loop.shown(request, record))
-        loop.after_calls(conversation)
+    steps = _steps(model, agent, messages)
+    try:
+        target, payload = next(steps)
+        while True:
+            if isinstance(target, BaseTool):
+                done = _recorded(payload, partial(target.invoke, payload.get("args") or {}))
+            else:
+                done = target.invoke(payload, config=config, **options)
+            target, payload = steps.send(done)
+    except StopIteration as finished:
+        return cast(BaseMessage, finished.value)
 
 
 async def arun_turn(
@@ -159,61 +181,50 @@ async def arun_turn(
     config: RunnableConfig,
     options: dict[str, Any],
 ) -> BaseMessage:
-    """`run_turn` for async graphs: tools run as `ainvoke`."""
-    bound, loop = bind(model, agent), _Loop(agent)
-    conversation = list(messages)
-    while True:
-        asker = bound if loop.may_call() else model
-        reply = await asker.ainvoke(conversation, config=config, **options)
-        requests = loop.requests(reply)
-        if not requests or not loop.may_call():
-            return loop.finish(reply)
-        conversation.append(reply)
-        for request in requests:
-            record = loop.unusable(request) or await _arun(loop.tools, request)
-            conversation.append(loop.shown(request, record))
-        loop.after_calls(conversation)
+    """`run_turn` for async graphs: the model and the tools are awaited."""
+    steps = _steps(model, agent, messages)
+    try:
+        target, payload = next(steps)
+        while True:
+            if isinstance(target, BaseTool):
+                done = await _arecorded(payload, target.ainvoke(payload.get("args") or {}))
+            else:
+                done = await target.ainvoke(payload, config=config, **options)
+            target, payload = steps.send(done)
+    except StopIteration as finished:
+        return cast(BaseMessage, finished.value)
 
 
-def _call_sync(tool: BaseTool, arguments: dict[str, Any]) -> Any:
-    return tool.invoke(arguments)
-
-
-def _run(
-    tools: dict[str, BaseTool],
-    request: dict[str, Any],
-    call: Callable[[BaseTool, dict[str, Any]], Any],
-) -> ToolCall:
-    name, arguments = request["name"], request.get("args") or {}
+def _recorded(request: dict[str, Any], call: Callable[[], Any]) -> ToolCall:
+    """The record of a tool call: its result, or the error it raised (the model sees either)."""
     started = time.perf_counter()
     try:
-        result = call(tools[name], arguments)
+        return _done(request, call(), started)
     except Exception as error:  # noqa: BLE001 - a tool's failure is the model's to see
-        return _failed(name, arguments, error, started)
-    return _done(name, arguments, result, started)
+        return _failed(request, error, started)
 
 
-async def _arun(tools: dict[str, BaseTool], request: dict[str, Any]) -> ToolCall:
-    name, arguments = request["name"], request.get("args") or {}
+async def _arecorded(request: dict[str, Any], call: Awaitable[Any]) -> ToolCall:
     started = time.perf_counter()
     try:
-        result = await _awaited(tools[name].ainvoke(arguments))
+        return _done(request, await call, started)
     except Exception as error:  # noqa: BLE001
-        return _failed(name, arguments, error, started)
-    return _done(name, arguments, result, started)
+        return _failed(request, error, started)
 
 
-async def _awaited(value: Awaitable[Any]) -> Any:
-    return await value
-
-
-def _done(name: str, arguments: dict[str, Any], result: Any, started: float) -> ToolCall:
+def _done(request: dict[str, Any], result: Any, started: float) -> ToolCall:
     text = result if isinstance(result, str) else getattr(result, "content", None) or str(result)
     seconds = round(time.perf_counter() - started, 4)
-    return ToolCall(name=name, arguments=arguments, result=str(text), seconds=seconds)
+    return ToolCall(
+        name=request["name"], arguments=request.get("args") or {}, result=str(text), seconds=seconds
+    )
 
 
-def _failed(name: str, arguments: dict[str, Any], error: Exception, started: float) -> ToolCall:
+def _failed(request: dict[str, Any], error: Exception, started: float) -> ToolCall:
     seconds = round(time.perf_counter() - started, 4)
-    message = f"{type(error).__name__}: {error}"
-    return ToolCall(name=name, arguments=arguments, error=message, seconds=seconds)
+    return ToolCall(
+        name=request["name"],
+        arguments=request.get("args") or {},
+        error=f"{type(error).__name__}: {error}",
+        seconds=seconds,
+    )

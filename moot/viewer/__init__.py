@@ -14,13 +14,13 @@ import json
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import ValidationError
 
 from moot.bench.records import BenchRecord
 from moot.errors import ConfigError
-from moot.result import Result, Turn, Usage, format_cost, round_stats
+from moot.result import Result, Turn, Usage, format_cost, result_of_state
 
 Format = Literal["md", "html", "json"]
 Record = Result | list[BenchRecord]
@@ -77,27 +77,9 @@ def _checkpointed(checkpoint: str | Path, thread: str) -> Result:
         connection.close()
     if values is None:
         raise ConfigError(f"thread '{thread}' in {checkpoint} holds no run")
-    return result_of_state(values)
-
-
-def result_of_state(values: dict[str, Any]) -> Result:
-    """A `Result` from a graph state without its society: agents in order of first turn, the
-    agents of round 1 as participants."""
-    turns: list[Turn] = list(values.get("turns", []))
-    order: dict[str, int] = {}
-    for turn in turns:
-        order.setdefault(turn.agent, len(order))
-    turns.sort(key=lambda turn: (turn.round, order[turn.agent]))
-    participants = [turn.agent for turn in turns if turn.round == 1]
-    return Result(
-        question=values.get("question", ""),
-        answer=values.get("answer"),
-        turns=turns,
-        usage=Usage.sum([turn.usage for turn in turns]),
-        rounds=max((turn.round for turn in turns), default=0),
-        stop_reason=values.get("stop_reason") or "rounds",
-        conformity=round_stats(turns, participants),
-    )
+    agents = list(dict.fromkeys(turn.agent for turn in values.get("turns", [])))
+    participants = [turn.agent for turn in values.get("turns", []) if turn.round == 1]
+    return result_of_state(values, agents, participants)
 
 
 def render(record: Record, format: Format) -> str:
