@@ -106,6 +106,8 @@ class Turn(BaseModel):
     """Everything the model replied; empty when the call failed."""
     answer: str | None = None
     """The answer extracted from `text`, or None when none could be found."""
+    answer_error: str | None = None
+    """Why no answer could be read, where the format says (typed answers: the parse error)."""
     peers: list[str] = Field(default_factory=list)
     """Agents whose previous answers this turn was shown."""
     usage: Usage = Field(default_factory=Usage)
@@ -152,6 +154,9 @@ class Result(BaseModel):
     question: str
     answer: str | None
     """The aggregated final answer, or None when no answer won."""
+    answer_object: Any = None
+    """With `Society(answer_schema=...)`: the winning answer as an instance of the schema (None
+    when no answer won); `answer` is then its vote key (the `vote_on` field, or its JSON)."""
     turns: list[Turn]
     """Every turn in order of round, then agent order (a judge's turn comes last)."""
     usage: Usage

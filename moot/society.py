@@ -9,11 +9,12 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.graph import StateGraph
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 from moot._driver import STREAM_MODES, Cache, Checkpoint, Graph, adrive, drive
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
+from moot.aggregate.schema import SchemaAnswers
 from moot.aggregate.vote import MajorityVote
 from moot.checkpoints import Moderator
 from moot.config import Config
@@ -41,6 +42,12 @@ class Society(Config):
     max_concurrency: int | None = Field(default=None, ge=1)
     """Most model calls in flight at once within a round (None: all agents of the round, up
     to 16)."""
+    answer_schema: type[BaseModel] | None = None
+    """Typed answers: a pydantic model each agent's answer must fill, given as a JSON object at
+    the end of its reply (read leniently). `result.answer_object` is the winning instance; a
+    reply that does not fit is an answer of None with the reason in `turn.answer_error`."""
+    vote_on: str | None = None
+    """With `answer_schema`: the field the vote compares (None: the whole object)."""
 
     _compiled: dict[bool, Graph] = PrivateAttr(default_factory=dict)
 
@@ -56,7 +63,16 @@ class Society(Config):
     @model_validator(mode="after")
     def _protocol_fits(self) -> Society:
         self.protocol.check(self.agents, self.aggregator)
+        if self.vote_on is not None and self.answer_schema is None:
+            raise ValueError("vote_on names a field of answer_schema: give answer_schema too")
+        self.typed_answers()  # an unknown vote_on field fails here
         return self
+
+    def typed_answers(self) -> SchemaAnswers | None:
+        """The answer format of `answer_schema`, if the society has one."""
+        if self.answer_schema is None:
+            return None
+        return SchemaAnswers(schema_=self.answer_schema, vote_on=self.vote_on)
 
     def graph(self, *, asynchronous: bool = False) -> StateGraph[Any, RunContext, Any, Any]:
         """The protocol's uncompiled LangGraph graph (with async agent nodes if asked)."""
@@ -80,6 +96,7 @@ class Society(Config):
                 agent.name: agent.chat_model() for agent in self.aggregator.agents()
             },
             moderated=moderated,
+            answer_format=self.typed_answers(),
         )
 
     # -- running ------------------------------------------------------------------------------
@@ -236,4 +253,13 @@ class Society(Config):
             **self.protocol.details(state),
             **({"fallback": state["fallback"]} if state.get("fallback") else {}),
         }
-        return result_of_state(state, [agent.name for agent in self.agents], names, details)
+        result = result_of_state(state, [agent.name for agent in self.agents], names, details)
+        typed = self.typed_answers()
+        if typed is None or result.answer is None:
+            return result
+        given = [turn for turn in result.turns if turn.answer == result.answer]
+        if not given:  # an answer no turn gave (an aggregator's own): nothing to parse
+            return result
+        last = max(turn.round for turn in given)  # the latest round's first agent
+        winner = next(turn for turn in given if turn.round == last)
+        return result.model_copy(update={"answer_object": typed.parse(winner.text)})

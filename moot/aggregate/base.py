@@ -6,6 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
+from moot import prompts
 from moot.aggregate.extract import EXTRACTORS, ExtractKind, Extractor
 from moot.config import Config
 from moot.errors import ConfigError
@@ -33,6 +34,14 @@ class AnswerFormat(Config):
     def format_prompt(self) -> str:
         """Name of the prompt that tells agents how to state their answer."""
         return f"formats/{self.extract}" if isinstance(self.extract, str) else "formats/text"
+
+    def instruction(self) -> str:
+        """The text that tells agents how to state their answer."""
+        return prompts.load(self.format_prompt())
+
+    def problem(self, text: str) -> str | None:
+        """Why no answer can be read from `text`, where the format can say (typed answers)."""
+        return None
 
 
 class Aggregator(AnswerFormat, ABC):

@@ -87,11 +87,14 @@ class RunContext:
     """Pause after each round (but the last) for a moderator (a LangGraph interrupt)."""
     cache: CallCache | None = None
     """The run's call cache (`run(..., cache=)`), if any."""
+    answer_format: AnswerFormat | None = None
+    """How agents state and are read for their answers, when not the aggregator's (a
+    society's `answer_schema`)."""
 
     def speaker(self, index: int, answer_format: AnswerFormat | None = None) -> Speaker:
         """Agent `index` with its model, reading answers in `answer_format` (default: the
         aggregator's)."""
-        fmt = answer_format or self.aggregator
+        fmt = answer_format or self.answer_format or self.aggregator
         return Speaker(self.agents[index], self.models[index], fmt, self.cache)
 
     def aggregator_speaker(self, agent: Agent, answer_format: AnswerFormat) -> Speaker:
@@ -100,7 +103,7 @@ class RunContext:
 
     def format_instruction(self) -> str:
         """The text that tells agents how to state their answer."""
-        return prompts.load(self.aggregator.format_prompt())
+        return (self.answer_format or self.aggregator).instruction()
 
 
 @dataclass(frozen=True)
@@ -366,13 +369,16 @@ def _turn(call: Call, reply: BaseMessage, retries: int, cached: bool = False) ->
         confidence = logprob_confidence(reply.response_metadata.get("logprobs"))
         fusion = reply.response_metadata.get("fusion")
         tools = reply.response_metadata.get(TOOL_CALLS) or []
+        answer = call.speaker.answer_format.extractor()(text)
+        unreadable = call.speaker.answer_format.problem(text) if answer is None else None
         if MODEL_CALLS in reply.response_metadata:
             calls = int(reply.response_metadata[MODEL_CALLS]) + retries
             usage = usage.model_copy(update={"calls": calls})
         return Turn(
             **_recorded(call),
             text=text,
-            answer=call.speaker.answer_format.extractor()(text),
+            answer=answer,
+            answer_error=unreadable,
             usage=usage,
             confidence=confidence if confidence is not None else stated_confidence(text),
             fusion=FusionStats.model_validate(fusion, strict=False) if fusion else None,

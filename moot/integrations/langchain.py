@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -13,6 +14,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel
 
 from moot.errors import ConfigError
 from moot.result import Result
@@ -144,6 +146,39 @@ class SocietyChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         return self._reply(await self._tuned().arun(question_of(messages)))
+
+    def with_structured_output(  # type: ignore[override]
+        self, schema: Any, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[Any, Any]:
+        """The society's answer as an instance of `schema`, a pydantic model: the agents answer
+        in it (`Society.answer_schema`) and the vote picks one. When no reply fits, it raises
+        OutputParserException (with `include_raw`: {"raw", "parsed": None, "parsing_error"})."""
+        if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+            raise ConfigError(
+                f"a society's with_structured_output takes a pydantic model class, got {schema!r}"
+            )
+        typed = self.society.model_copy(update={"answer_schema": schema, "vote_on": None})
+        model = self.model_copy(update={"society": typed})
+
+        def parsed(message: AIMessage) -> Any:
+            found = message.response_metadata.get("moot", {}).get("answer_object")
+            if found is None:
+                raise OutputParserException(
+                    f"no agent's reply filled {schema.__name__} and won the vote",
+                    llm_output=message.text,
+                )
+            return schema.model_validate(found)
+
+        if not include_raw:
+            return model | RunnableLambda(parsed)
+
+        def with_raw(message: AIMessage) -> dict[str, Any]:
+            try:
+                return {"raw": message, "parsed": parsed(message), "parsing_error": None}
+            except OutputParserException as error:
+                return {"raw": message, "parsed": None, "parsing_error": error}
+
+        return model | RunnableLambda(with_raw)
 
 
 def as_tool(society: Society, name: str, description: str) -> BaseTool:
