@@ -3,9 +3,10 @@
     python examples/langchain_app.py "What is 17+25?"                    # embedded model
     python examples/langchain_app.py "What is 17+25?" --model openai:gpt-4o-mini
 
-The embedded 135M model cannot emit tool calls, so on it the agent decides by rule (questions
-with numbers go to the debate) and the model phrases the reply from the tool's answer. A model
-that calls tools gets LangGraph's prebuilt ReAct agent instead.
+Local models (the embedded 135M model cannot emit tool calls at all; small GGUFs do so
+unreliably) get an agent that decides by rule (questions with numbers go to the debate), and
+the model phrases the reply from the tool's answer. An API model (openai:...) gets LangGraph's
+prebuilt ReAct agent instead.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def main() -> None:
     society = moot.Society(agents=debaters, protocol=moot.Debate(rounds=2))
     tool = society.as_tool("ask_debate", "Three agents debate a question and return the answer.")
 
-    if type(model).bind_tools is BaseChatModel.bind_tools:
+    if not args.model.startswith("openai:"):
         agent = rule_agent(model, tool)
     else:
         from langgraph.prebuilt import create_react_agent

@@ -103,6 +103,15 @@ def calculator(expression: str) -> str:
     return calculate(expression)
 
 
+calculator.metadata = {
+    "moot_example": {  # a worked example, shown to models too small to call tools without one
+        "question": "A crate holds 24 boxes of 36 pens. How many pens are in 15 crates?",
+        "arguments": {"expression": "24 * 36 * 15"},
+        "result": "12960",
+        "answer": "24 * 36 * 15 = 12960 pens.",
+    }
+}
+
 BUILT_IN: dict[str, BaseTool] = {"calculator": calculator}
 """Tools a society file can name by their name alone."""
 

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from moot.config import describe
@@ -132,6 +133,10 @@ class _SharedLlama:
     def tokenize(self, text: str) -> list[int]:
         return self.llama.tokenize(text.encode("utf-8"), add_bos=False)
 
+    def model_facts(self) -> tuple[dict[str, str], int]:
+        """The GGUF's metadata and its number of parameters."""
+        return dict(self.llama.metadata), int(self.llama._model.n_params())
+
     def close(self) -> None:
         self.llama.close()
 
@@ -163,6 +168,10 @@ class _SharedEngine:
 
     def tokenize(self, text: str) -> list[int]:
         return self.engine.tokenize(text, add_bos=False, special=False)
+
+    def model_facts(self) -> tuple[dict[str, str], int]:
+        """The GGUF's metadata and its number of parameters."""
+        return dict(self.engine.model.metadata()), int(self.engine.model.n_params())
 
     def prompt(
         self, messages: list[BaseMessage], stop: list[str]
@@ -669,6 +678,28 @@ class ChatLlama(LocalChatModel):
     @property
     def reply_model_name(self) -> str:
         return Path(self.model_path).name
+
+    def bind_tools(
+        self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """This model with `tools`: it is prompted in its template's tool format and its calls
+        are read back (`moot/models/llama_tools.py`). Models whose chat template knows nothing
+        of tools are refused."""
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        from moot.models.llama_tools import SMALL_MODEL, LlamaTools, template_knows_tools
+
+        metadata, parameters = self._shared.model_facts()
+        if not template_knows_tools(metadata.get("tokenizer.chat_template")):
+            raise ConfigError(
+                f"{Path(self.model_path).name} cannot call tools: its chat template has no tool "
+                "format (small models such as SmolLM2 were not trained to call tools); use a "
+                "model that can, e.g. Qwen2.5-Instruct GGUFs"
+            )
+        specs = [convert_to_openai_tool(tool) for tool in tools]
+        worked = (getattr(tools[0], "metadata", None) or {}).get("moot_example") if tools else None
+        small = parameters < SMALL_MODEL
+        return LlamaTools(self, specs, example=(worked or True) if small else False)
 
     async def _astream(
         self,
