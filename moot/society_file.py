@@ -69,6 +69,7 @@ class AgentEntry(BaseModel):
     tools: list[str] = Field(default_factory=list)
     """Built-in tool names ("calculator") or "module:attribute" paths (see Agent.tools)."""
     max_tool_calls: int = Field(default=4, ge=0, le=50)
+    tool_choice: Literal["auto", "first"] = "auto"
 
     @field_validator("tools")
     @classmethod

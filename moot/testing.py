@@ -60,6 +60,7 @@ class ScriptedChatModel(BaseChatModel):
     """Seconds each call sleeps before replying (time.sleep when sync, asyncio.sleep when async)."""
     _calls: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
     _bound_tools: list[str] = PrivateAttr(default_factory=list)
+    _tool_choices: list[str | None] = PrivateAttr(default_factory=list)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -75,7 +76,7 @@ class ScriptedChatModel(BaseChatModel):
         object.__setattr__(
             self,
             "__pydantic_private__",
-            {"_calls": [], "_bound_tools": [], "_lock": threading.Lock()},
+            {"_calls": [], "_bound_tools": [], "_tool_choices": [], "_lock": threading.Lock()},
         )
 
     def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
@@ -102,7 +103,13 @@ class ScriptedChatModel(BaseChatModel):
         the conversation, tool results included). The tools bound last are kept in
         `bound_tools`."""
         self._bound_tools = [getattr(tool, "name", str(tool)) for tool in tools]
+        self._tool_choices.append(kwargs.get("tool_choice"))
         return self
+
+    @property
+    def tool_choices(self) -> list[str | None]:
+        """The `tool_choice` of every bind_tools call, in order."""
+        return list(self._tool_choices)
 
     @property
     def bound_tools(self) -> list[str]:

@@ -99,16 +99,16 @@ def _shown(value: Fraction) -> str:
 @tool("calculator")
 def calculator(expression: str) -> str:
     """Exact arithmetic: evaluate an expression with + - * / // % ** and parentheses, e.g.
-    "(1234 * 5678) - 90". Returns the number."""
+    "(12 + 7) * 3". Returns the number."""
     return calculate(expression)
 
 
 calculator.metadata = {
     "moot_example": {  # a worked example, shown to models too small to call tools without one
-        "question": "A crate holds 24 boxes of 36 pens. How many pens are in 15 crates?",
-        "arguments": {"expression": "24 * 36 * 15"},
-        "result": "12960",
-        "answer": "24 * 36 * 15 = 12960 pens.",
+        "question": "A library had 5210 books and lent out 1875. How many books are left?",
+        "arguments": {"expression": "5210 - 1875"},
+        "result": "3335",
+        "answer": "5210 - 1875 = 3335, so 3335 books are left.",
     }
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import pytest
@@ -258,3 +259,110 @@ def test_the_cli_gives_agents_tools(capsys):
     assert json.loads(capsys.readouterr().out)["turns"][0]["tool_calls"] == []  # it need not call
     assert main([*command, "--tools", "abacus"]) == 2
     assert "unknown tool 'abacus'" in capsys.readouterr().err
+
+
+def test_bench_methods_get_tools_and_keep_them_apart_from_runs_without(tmp_path):
+    bench = ["bench", "--data", "arithmetic", "--limit", "1", "--methods", "single", "--model"]
+    out = str(tmp_path / "out")
+    assert main([*bench, "test", "--out", out]) == 0
+    assert (
+        main([*bench, "test", "--out", out, "--tools", "calculator", "--tool-choice", "first"]) == 0
+    )
+    lines = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").open()]
+    assert [line["settings"].endswith("tools=calculator tool_choice=first") for line in lines] == [
+        False,
+        True,
+    ]
+
+
+# -- llama.cpp models: the template's tool format, lenient parsing, a grammar for forced calls --
+
+
+def test_first_forces_the_first_call_only():
+    model = ScriptedChatModel(respond=multiplier)
+    turn = society(model, agents=1, tool_choice="first").run("1234 * 5678?").turns[0]
+    assert turn.answer == "7006652"
+    assert model.tool_choices[-2:] == [None, "required"]  # the turn binds both ways
+
+
+def llama_tools(example=True, forced=False):
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from moot.models.llama_tools import LlamaTools
+    from moot.tools import calculator
+
+    spec = convert_to_openai_tool(calculator)
+    worked = calculator.metadata["moot_example"] if example == "worked" else example
+    return LlamaTools(ScriptedChatModel(respond=lambda m: "ok"), [spec], worked, forced)
+
+
+def test_the_llama_prompt_is_in_the_hermes_format():
+    from langchain_core.messages import SystemMessage
+
+    conversation = [
+        SystemMessage("You are careful."),
+        HumanMessage("What is 6 * 7?"),
+        calls(("calculator", {"expression": "6*7"}), ("calculator", {"expression": "7*6"})),
+        ToolMessage("42", tool_call_id="call-0"),
+        ToolMessage("42", tool_call_id="call-1"),
+    ]
+    system, question, call, results = llama_tools(example=False).prompt(conversation)
+    assert system.text.startswith("You are careful.\n\n# Tools")
+    assert '"name": "calculator"' in system.text and "<tools>" in system.text
+    assert "For example" not in system.text  # no example for a big model
+    assert question.text == "What is 6 * 7?"
+    assert call.text.count("<tool_call>") == 2 and '"arguments": {"expression": "6*7"}' in call.text
+    assert (
+        results.type == "human" and results.text.count("<tool_response>\n42\n</tool_response>") == 2
+    )
+    shown = llama_tools(example=True).prompt(conversation)[0].text
+    assert 'For example, to call a function named "calculator"' in shown
+    worked = llama_tools(example="worked").prompt(conversation)
+    assert worked[1].text.startswith("A library had 5210 books")  # a first exchange
+    assert "<tool_call>" in worked[2].text and "3335" in worked[3].text
+    assert worked[5].text == "What is 6 * 7?"
+
+
+@pytest.mark.parametrize(
+    "text, expected, invalid",
+    [
+        ('<tool_call>\n{"name": "calculator", "arguments": {"expression": "2*3"}}\n</tool_call>',
+         [("calculator", {"expression": "2*3"})], 0),
+        ('I will compute. {"name": "calculator", "arguments": {"expression": "2*3"}}',
+         [("calculator", {"expression": "2*3"})], 0),  # bare JSON, as the 0.5B writes it
+        ('<tool_call>{"name": "calculator", "arguments": "{\\"expression\\": \\"1+1\\"}"}'
+         "</tool_call>", [("calculator", {"expression": "1+1"})], 0),  # arguments as a string
+        ("<tool_call>{calculator: 2*3}</tool_call>", [], 1),
+        ("The answer is 6.", [], 0),
+        ('Data: {"name": "somebody", "age": 3}', [], 0),  # JSON naming no tool is no call
+    ],
+)  # fmt: skip
+def test_llama_replies_are_read_leniently(text, expected, invalid):
+    from moot.models.llama_tools import read_calls
+
+    reply = read_calls(AIMessage(content=text), {"calculator"})
+    assert [(call["name"], call["args"]) for call in reply.tool_calls] == expected
+    assert len(reply.invalid_tool_calls) == invalid
+    if expected:
+        assert "calculator" not in reply.text  # the call is not left in the reply's text
+
+
+def test_a_forced_call_follows_its_grammar_on_both_engines():
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from moot.models.embedded import embedded_model_path
+    from moot.models.llama_tools import call_grammar
+    from moot.tools import calculator
+
+    grammar = call_grammar([convert_to_openai_tool(calculator)])
+    for engine in ("simple", "batched"):
+        model = moot.load_model(f"llama:{embedded_model_path()}", engine=engine)
+        reply = model.invoke(
+            "Compute six times seven.", grammar=grammar, max_tokens=60, temperature=0
+        )
+        # The grammar holds the call's shape (SmolLM2 alone would never write it); the
+        # expression string may run to max_tokens.
+        shape = (
+            r'<tool_call>\n\{ ?"name" ?: ?"calculator" ?, ?"arguments" ?: ?\{ ?"expression" ?: ?"'
+        )
+        assert re.match(shape, reply.text), (engine, reply.text)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
@@ -52,6 +52,10 @@ class Agent(Config):
     paths. The model must support tool calls (`bind_tools`)."""
     max_tool_calls: int = Field(default=4, ge=0, le=50)
     """Most tool calls in one turn; then the model is asked to answer with what it has."""
+    tool_choice: Literal["auto", "first"] = "auto"
+    """"auto": the model decides whether to call; "first": its first step in a turn must be a
+    call (forced by the backend: `tool_choice="required"`, a grammar on llama.cpp), then it
+    answers freely with the result. Small local models call tools reliably only so."""
 
     @field_validator("role")
     @classmethod

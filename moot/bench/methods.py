@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,6 +58,9 @@ class MethodSettings(BaseModel):
     max_tokens: int | None = None
     seed: int = 0
     """Base seed; trials and agents get distinct seeds derived from it."""
+    tools: list[str] = Field(default_factory=list)
+    """Tools the agents of single, vote and debate methods may call ("calculator", ...)."""
+    tool_choice: Literal["auto", "first"] = "auto"
 
     def loaded(self, strong: bool = False) -> BaseChatModel:
         """The (strong) model, loaded once per process and shared by the agents naming it."""
@@ -123,7 +126,7 @@ def _parse(spec: str) -> tuple[str, tuple[str | None, ...]] | None:
 def _builtin(kind: str, groups: tuple[str | None, ...], settings: MethodSettings) -> Society:
     model = settings.loaded()
 
-    def agents(count: int, prefix: str = "agent", **fields: object) -> list[Agent]:
+    def agents(count: int, *, prefix: str = "agent", **fields: object) -> list[Agent]:
         return [
             Agent(
                 name=f"{prefix}{index + 1}",
@@ -135,13 +138,16 @@ def _builtin(kind: str, groups: tuple[str | None, ...], settings: MethodSettings
             for index in range(count)
         ]
 
+    def with_tools(count: int) -> list[Agent]:
+        return agents(count, tools=settings.tools, tool_choice=settings.tool_choice)
+
     if kind == "single":
-        return Society(agents=agents(1), protocol=Debate(rounds=1))
+        return Society(agents=with_tools(1), protocol=Debate(rounds=1))
     if kind == "vote":
-        return Society(agents=agents(int(groups[0] or 1)), protocol=Debate(rounds=1))
+        return Society(agents=with_tools(int(groups[0] or 1)), protocol=Debate(rounds=1))
     if kind == "debate":
         count, rounds = int(groups[0] or 1), int(groups[1] or 1)
-        return Society(agents=agents(count), protocol=Debate(rounds=rounds))
+        return Society(agents=with_tools(count), protocol=Debate(rounds=rounds))
     if kind == "som":
         assert groups[1] in MACHINESOM_STRATEGIES
         return machinesom(
@@ -161,7 +167,7 @@ def _builtin(kind: str, groups: tuple[str | None, ...], settings: MethodSettings
             max_tokens=settings.max_tokens,
         )
         return Society(
-            agents=agents(count, "proposer", role="proposer"),
+            agents=agents(count, prefix="proposer", role="proposer"),
             protocol=MixtureOfAgents(layers=layers),
             aggregator=Judge(agent=aggregator),
         )
@@ -172,7 +178,7 @@ def _builtin(kind: str, groups: tuple[str | None, ...], settings: MethodSettings
         temperature=settings.temperature,
         max_tokens=settings.max_tokens,
     )
-    cheap = agents(count, "cheap")
+    cheap = agents(count, prefix="cheap")
     return Society(
         agents=[*cheap, strong],
         protocol=Cascade(tiers=[[agent.name for agent in cheap], ["strong"]], threshold=0.67),

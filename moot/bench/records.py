@@ -95,7 +95,10 @@ class BenchPlan(BaseModel):
 
     def settings_label(self) -> str:
         s = self.settings
-        return f"temperature={s.temperature} max_tokens={s.max_tokens} seed={s.seed}"
+        label = f"temperature={s.temperature} max_tokens={s.max_tokens} seed={s.seed}"
+        if s.tools:  # (without tools the label is what it always was: old results still count)
+            label += f" tools={','.join(s.tools)} tool_choice={s.tool_choice}"
+        return label
 
     def items(self) -> list[WorkItem]:
         """Question by question, so partial results compare methods on the same questions."""

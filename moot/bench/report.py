@@ -316,7 +316,8 @@ def _plots(group: list[MethodSummary], out: Path, suffix: str) -> list[str]:
         axes.set_ylabel(label)
         axes.set_ylim(bottom=0)
         axes.xaxis.get_major_locator().set_params(integer=True)
-        axes.legend(fontsize="small")
+        if axes.get_lines():  # (single agents have no agreement line)
+            axes.legend(fontsize="small")
     accuracy.set_title(f"{group[0].task}: by round")
     figure.tight_layout()
     rounds_png = f"accuracy_by_round{suffix}.png"

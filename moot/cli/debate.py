@@ -38,6 +38,7 @@ from moot.society import Society
 _SOCIETY_KEYS = (
     "command", "agents", "rounds", "model", "model_option", "extract", "temperature",
     "max_tokens", "max_concurrency", "consensus", "society", "timeout", "retries", "tools",
+    "tool_choice",
 )  # fmt: skip
 """The settings that rebuild a command's society (kept for `moot resume`)."""
 
@@ -68,6 +69,12 @@ def add_commands(commands: Any) -> None:
         default=[],
         metavar="NAME[,NAME]",
         help="tools every agent may call: calculator, or MODULE:NAME",
+    )
+    debate.add_argument(
+        "--tool-choice",
+        choices=["auto", "first"],
+        default="auto",
+        help="first: each turn starts with a tool call (small local models need it)",
     )
     debate.add_argument(
         "--consensus",
@@ -145,6 +152,7 @@ def society_of(spec: dict[str, Any]) -> Society:
             temperature=spec["temperature"],
             max_tokens=spec["max_tokens"],
             tools=spec.get("tools") or [],
+            tool_choice=spec.get("tool_choice") or "auto",
             **limits,
         )
         for index in range(spec["agents"])

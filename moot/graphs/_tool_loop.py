@@ -33,10 +33,12 @@ _ANSWER_NOW = (
 )
 
 
-def bind(model: BaseChatModel, agent: Agent) -> Any:
-    """`model` with the agent's tools bound, or a ConfigError saying the model cannot call
-    tools."""
+def bind(model: BaseChatModel, agent: Agent, forced: bool = False) -> Any:
+    """`model` with the agent's tools bound (`forced`: its reply must be a call), or a
+    ConfigError saying the model cannot call tools."""
     try:
+        if forced:
+            return model.bind_tools(agent.tools, tool_choice="required")
         return model.bind_tools(agent.tools)
     except NotImplementedError:
         raise ConfigError(
@@ -140,9 +142,11 @@ def _steps(
     """The loop, written once: yields a model call or a tool call, receives its reply or its
     record, returns the final reply. `run_turn` and `arun_turn` drive it."""
     bound, loop = bind(model, agent), _Loop(agent)
+    first = bind(model, agent, forced=True) if agent.tool_choice == "first" else bound
     conversation = list(messages)
     while True:
-        reply = yield (bound if loop.may_call() else model), list(conversation)
+        asker = (first if not loop.replies else bound) if loop.may_call() else model
+        reply = yield asker, list(conversation)
         requests = loop.requests(reply)
         if not requests or not loop.may_call():
             return loop.finish(reply)

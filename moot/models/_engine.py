@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from moot.errors import ContextLengthError, ModelSpecError
+from moot.errors import ConfigError, ContextLengthError, ModelSpecError
 
 Chunk = dict[str, Any]
 """A completion chunk in llama-cpp-python's streaming shape, or `{"usage": ...}` at the end."""
@@ -66,6 +66,8 @@ class Sampling:
     max_tokens: int
     top_logprobs: int | None = None
     """Return logprobs with this many alternatives per token (None: no logprobs)."""
+    grammar: str | None = None
+    """A GBNF grammar the reply must follow (a forced tool call), or None."""
 
 
 @dataclass(eq=False)
@@ -167,6 +169,7 @@ class Engine:
         self._llama_cpp = llama_cpp
         self.model = load_model(path, n_gpu_layers)
         self.n_vocab = self.model.n_vocab()
+        self.vocab = self.model.vocab  # the grammar sampler reads token texts from it
         self.n_ctx = n_ctx or self.model.n_ctx_train()
         """Tokens one conversation holds."""
         self.n_batch = max(n_batch, sequences)  # room for one token of every sequence
@@ -349,7 +352,9 @@ class _Context:
         slot.pending = prompt_chunks(request.prompt, request.cuts, slot.keep, self.engine.n_batch)
         request.evaluated = len(request.prompt) - slot.keep
         slot.next_token = None
-        slot.sampler = sampler_chain(self.api, request.sampling, self.engine.n_vocab)
+        slot.sampler = sampler_chain(
+            self.api, request.sampling, self.engine.n_vocab, vocab=self.engine.vocab
+        )
         slot.text = Text(request.stop)
         return True
 
@@ -626,10 +631,12 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def sampler_chain(api: Any, sampling: Sampling, n_vocab: int, penalties: bool = True) -> Any:
+def sampler_chain(
+    api: Any, sampling: Sampling, n_vocab: int, penalties: bool = True, vocab: Any = None
+) -> Any:
     """llama-cpp-python's chain (`Llama._init_sampler`): penalties over the last 64 generated
-    tokens (unless `penalties` is False), then greedy at temperature 0, else top-k, top-p, min-p,
-    temperature and a draw."""
+    tokens (unless `penalties` is False), the grammar if the request has one (`vocab` needed),
+    then greedy at temperature 0, else top-k, top-p, min-p, temperature and a draw."""
     chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params())
     add = api.llama_sampler_chain_add
     if penalties:
@@ -639,6 +646,11 @@ def sampler_chain(api: Any, sampling: Sampling, n_vocab: int, penalties: bool = 
                 n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0
             ),
         )
+    if sampling.grammar is not None:
+        grammar = api.llama_sampler_init_grammar(vocab, sampling.grammar.encode(), b"root")
+        if not grammar:
+            raise ConfigError("llama.cpp could not parse the grammar of a forced tool call")
+        add(chain, grammar)
     if sampling.temperature == 0:
         add(chain, api.llama_sampler_init_greedy())
         return chain

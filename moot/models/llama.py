@@ -487,6 +487,8 @@ class ChatLlama(LocalChatModel):
         params.update({key: value for key, value in kwargs.items() if key in _SAMPLING})
         if stop:
             params["stop"] = stop
+        if kwargs.get("grammar"):  # a forced tool call (llama_tools)
+            params["grammar"] = kwargs["grammar"]
         if kwargs.get("logprobs"):
             if not self.load.logprobs and self.load.engine == "simple":
                 raise ConfigError(
@@ -522,6 +524,10 @@ class ChatLlama(LocalChatModel):
                 llama.reset()
                 llama.cache = None
             llama.stop_check = halt.due  # type: ignore[attr-defined]
+            if "grammar" in params:
+                from llama_cpp import LlamaGrammar
+
+                params["grammar"] = LlamaGrammar.from_string(params["grammar"], verbose=False)
             try:
                 stream = llama.create_chat_completion(
                     messages=[_to_llama_message(message) for message in messages],  # type: ignore[misc]
@@ -573,6 +579,7 @@ class ChatLlama(LocalChatModel):
             seed=params["seed"],
             max_tokens=params["max_tokens"],
             top_logprobs=params.get("top_logprobs"),
+            grammar=params.get("grammar"),
         )
         return Request(
             prompt=tokens, cuts=cuts, sampling=sampling, stop=stop, emit=emit, halted=halt.due
@@ -699,7 +706,8 @@ class ChatLlama(LocalChatModel):
         specs = [convert_to_openai_tool(tool) for tool in tools]
         worked = (getattr(tools[0], "metadata", None) or {}).get("moot_example") if tools else None
         small = parameters < SMALL_MODEL
-        return LlamaTools(self, specs, example=(worked or True) if small else False)
+        forced = tool_choice in ("required", "any")
+        return LlamaTools(self, specs, example=(worked or True) if small else False, forced=forced)
 
     async def _astream(
         self,

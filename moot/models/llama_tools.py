@@ -35,6 +35,28 @@ SMALL_MODEL = 1_000_000_000
 _CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 
+def call_grammar(tools: list[dict[str, Any]]) -> str:
+    """A GBNF grammar for one `<tool_call>` of one of `tools`, its arguments following the
+    tool's JSON Schema (llama-cpp-python's schema-to-grammar converter)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    calls = [
+        {
+            "type": "object",
+            "properties": {
+                "name": {"const": tool["function"]["name"]},
+                "arguments": tool["function"].get("parameters") or {"type": "object"},
+            },
+            "required": ["name", "arguments"],
+        }
+        for tool in tools
+    ]
+    schema = json.dumps({"oneOf": calls} if len(calls) > 1 else calls[0])
+    rules = json_schema_to_gbnf(schema, prop_order=["name", "arguments"])
+    rules = re.sub(r"^root ::=", "call ::=", rules, flags=re.MULTILINE)
+    return f'root ::= "<tool_call>\\n" call "\\n</tool_call>"\n{rules}'
+
+
 def template_knows_tools(template: str | None) -> bool:
     """Whether a chat template was written for tool calls (it mentions them)."""
     return template is not None and ("tool_call" in template or "tools" in template)
@@ -49,19 +71,26 @@ class LlamaTools(Runnable[Any, AIMessage]):
         model: BaseChatModel,
         tools: list[dict[str, Any]],
         example: dict[str, Any] | bool,
+        forced: bool = False,
     ) -> None:
         """`example`: False, True (show the call format), or a worked example of the first
-        tool ({"question", "arguments", "result", "answer"}), given as a first exchange."""
+        tool ({"question", "arguments", "result", "answer"}), given as a first exchange.
+        `forced`: every reply is a call, its form held by a grammar (tool_choice="required")."""
         self.model, self.tools, self.example = model, tools, example
         self.names = {tool["function"]["name"] for tool in tools}
+        self.grammar = call_grammar(tools) if forced else None
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AIMessage:
+        if self.grammar:
+            kwargs["grammar"] = self.grammar
         reply = self.model.invoke(self.prompt(list(input)), config=config, **kwargs)
         return read_calls(reply, self.names)
 
     async def ainvoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
+        if self.grammar:
+            kwargs["grammar"] = self.grammar
         reply = await self.model.ainvoke(self.prompt(list(input)), config=config, **kwargs)
         return read_calls(reply, self.names)
 
