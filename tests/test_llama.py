@@ -111,7 +111,9 @@ def test_logprobs_on_the_simple_engine_need_loading_for_them():
     "options", [{"engine": "simple"}, {"engine": "batched", "sequences": 2}], ids=str
 )
 def test_prefix_cache_skips_an_agents_own_earlier_conversation(options):
-    model = moot.load_model("local", n_ctx=1024, **options)
+    # A model of its own (n_ctx 1000, not the 1024 other tests load): sequences that earlier
+    # tests left busy or filled would change what this test's calls may evict.
+    model = moot.load_model("local", n_ctx=1000, **options)
     other = [SystemMessage("You are b."), HumanMessage("Tell me about rivers.")]
     mine = [SystemMessage("You are a."), HumanMessage("Tell me about mountains.")]
     first = model.invoke(mine, max_tokens=24)

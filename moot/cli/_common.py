@@ -94,6 +94,23 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def add_tool_options(parser: Any, agents: str = "every agent") -> None:
+    """--tools and --tool-choice, for the commands that build agents."""
+    parser.add_argument(
+        "--tools",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=[],
+        metavar="NAME[,NAME]",
+        help=f"tools {agents} may call: calculator, or MODULE:NAME",
+    )
+    parser.add_argument(
+        "--tool-choice",
+        choices=["auto", "first"],
+        default="auto",
+        help="first: each turn starts with a tool call (small local models need it)",
+    )
+
+
 def extract_choices() -> list[str]:
     return list(EXTRACT_KINDS)
 

@@ -10,7 +10,14 @@ from typing import Any
 from rich.table import Table
 
 from moot.aggregate.extract import EXTRACT_KINDS
-from moot.cli._common import add_model_options, console, errors, imported, positive
+from moot.cli._common import (
+    add_model_options,
+    add_tool_options,
+    console,
+    errors,
+    imported,
+    positive,
+)
 from moot.errors import MootError
 
 
@@ -39,14 +46,7 @@ def add_command(commands: Any) -> None:
     methods.add_argument("--max-tokens", type=positive, default=384, help="per reply (384)")
     methods.add_argument("--trials", type=positive, default=1, help="repeats over seeds (1)")
     methods.add_argument("--seed", type=int, default=0, help="base seed of the agents (0)")
-    methods.add_argument(
-        "--tools",
-        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
-        default=[],
-        metavar="NAME[,NAME]",
-        help="tools the agents of single, vote-N and debate-NxR may call (calculator)",
-    )
-    methods.add_argument("--tool-choice", choices=["auto", "first"], default="auto")
+    add_tool_options(methods, "the agents of single, vote-N and debate-NxR")
     runs = bench.add_argument_group("running")
     runs.add_argument("--out", default="bench-out", help="results and report folder (bench-out)")
     runs.add_argument("--concurrency", type=positive, default=2, help="questions in flight (2)")

@@ -23,6 +23,7 @@ from moot.checkpoints import (
 )
 from moot.cli._common import (
     add_model_options,
+    add_tool_options,
     console,
     count,
     extract_choices,
@@ -63,19 +64,7 @@ def add_commands(commands: Any) -> None:
     debate.add_argument("--temperature", type=float, help="sampling temperature for every agent")
     debate.add_argument("--max-tokens", type=positive, help="most tokens per reply")
     debate.add_argument("--max-concurrency", type=positive, help="most calls in flight at once")
-    debate.add_argument(
-        "--tools",
-        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
-        default=[],
-        metavar="NAME[,NAME]",
-        help="tools every agent may call: calculator, or MODULE:NAME",
-    )
-    debate.add_argument(
-        "--tool-choice",
-        choices=["auto", "first"],
-        default="auto",
-        help="first: each turn starts with a tool call (small local models need it)",
-    )
+    add_tool_options(debate)
     debate.add_argument(
         "--consensus",
         type=float,
