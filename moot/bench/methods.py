@@ -3,13 +3,15 @@
     single                    one agent, one answer
     vote-N, self-consistency-N  N samples of one model, majority vote
     debate-NxR                N agents, R rounds (Du et al.), majority vote over the last round
+    debate-NxR-consensus      the same, stopping after the first round in which all agents agree
     machinesom-STRATEGY       MachineSoM, 3 easy-going agents, e.g. machinesom-debate-reflect-debate
     machinesom-ocK-STRATEGY   the same with K of the 3 agents overconfident
     moa-NxL                   mixture-of-agents: N proposers, L layers, one aggregator
     cascade-N                 N samples; when fewer than 2/3 agree, one answer from the strong model
     PATH.yaml                 any society file
 
-Every method answers in the task's format: the task decides how answers are read.
+Every method answers in the task's format: the task decides how answers are read. Single, vote
+and debate send moot's prompts or Du et al.'s (`MethodSettings.prompt_set`, `--prompts du`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from moot.aggregate.extract import ExtractKind, Extractor
 from moot.aggregate.judge import Judge, PairwiseRank
 from moot.errors import ConfigError
 from moot.graphs.cascade import Cascade
-from moot.graphs.debate import Debate
+from moot.graphs.debate import Debate, PromptSet
 from moot.graphs.moa import MixtureOfAgents
 from moot.models import load_model
 from moot.presets import MACHINESOM_STRATEGIES, machinesom
@@ -34,7 +36,7 @@ from moot.society import Society
 from moot.society_file import load_society
 
 METHOD_FORMS = (
-    "single, vote-N, self-consistency-N, debate-NxR, machinesom-STRATEGY, "
+    "single, vote-N, self-consistency-N, debate-NxR, debate-NxR-consensus, machinesom-STRATEGY, "
     "machinesom-ocK-STRATEGY, moa-NxL, cascade-N, or a society file (.yaml)"
 )
 _SEED_STRIDE = 1000
@@ -61,6 +63,9 @@ class MethodSettings(BaseModel):
     tools: list[str] = Field(default_factory=list)
     """Tools the agents of single, vote and debate methods may call ("calculator", ...)."""
     tool_choice: Literal["auto", "first"] = "auto"
+    prompt_set: PromptSet = "moot"
+    """The prompts of single, vote and debate methods: moot's, or Du et al.'s for one task
+    (`du_prompt_set` picks it for a task)."""
 
     def loaded(self, strong: bool = False) -> BaseChatModel:
         """The (strong) model, loaded once per process and shared by the agents naming it."""
@@ -102,7 +107,7 @@ def _is_file(spec: str) -> bool:
 _FORMS = [
     (re.compile(r"single"), "single"),
     (re.compile(r"(?:vote|self-consistency)-(\d+)"), "vote"),
-    (re.compile(r"debate-(\d+)x(\d+)"), "debate"),
+    (re.compile(r"debate-(\d+)x(\d+)(-consensus)?"), "debate"),
     (
         re.compile(r"machinesom-(?:oc([0-3])-)?((?:debate|reflect)(?:-(?:debate|reflect)){2})"),
         "som",
@@ -141,13 +146,23 @@ def _builtin(kind: str, groups: tuple[str | None, ...], settings: MethodSettings
     def with_tools(count: int) -> list[Agent]:
         return agents(count, tools=settings.tools, tool_choice=settings.tool_choice)
 
+    prompt_set = settings.prompt_set
     if kind == "single":
-        return Society(agents=with_tools(1), protocol=Debate(rounds=1))
+        return Society(agents=with_tools(1), protocol=Debate(rounds=1, prompt_set=prompt_set))
     if kind == "vote":
-        return Society(agents=with_tools(int(groups[0] or 1)), protocol=Debate(rounds=1))
+        count = int(groups[0] or 1)
+        return Society(agents=with_tools(count), protocol=Debate(rounds=1, prompt_set=prompt_set))
     if kind == "debate":
         count, rounds = int(groups[0] or 1), int(groups[1] or 1)
-        return Society(agents=with_tools(count), protocol=Debate(rounds=rounds))
+        protocol = Debate(
+            rounds=rounds, consensus=1.0 if groups[2] else None, prompt_set=prompt_set
+        )
+        return Society(agents=with_tools(count), protocol=protocol)
+    if prompt_set != "moot":
+        raise ConfigError(
+            f"prompt_set {prompt_set} is for single, vote and debate methods only: "
+            "run the other methods in a moot bench of their own, without --prompts du"
+        )
     if kind == "som":
         assert groups[1] in MACHINESOM_STRATEGIES
         return machinesom(
@@ -182,6 +197,21 @@ def _builtin(kind: str, groups: tuple[str | None, ...], settings: MethodSettings
     return Society(
         agents=[*cheap, strong],
         protocol=Cascade(tiers=[[agent.name for agent in cheap], ["strong"]], threshold=0.67),
+    )
+
+
+def du_prompt_set(task_name: str, extract: ExtractKind | Extractor) -> PromptSet:
+    """Du et al.'s prompts for a task: arithmetic for theirs, MMLU's for multiple choice, and
+    GSM8K's for any other task with numeric answers."""
+    if task_name.startswith("arithmetic-"):
+        return "du-arithmetic"
+    if extract == "choice":
+        return "du-mmlu"
+    if extract in ("number", "boxed"):
+        return "du-gsm8k"
+    raise ConfigError(
+        f"Du et al.'s prompts cover numeric and multiple-choice answers, not {extract!r} "
+        f"answers ({task_name}): use --prompts moot"
     )
 
 

@@ -98,6 +98,8 @@ class BenchPlan(BaseModel):
         label = f"temperature={s.temperature} max_tokens={s.max_tokens} seed={s.seed}"
         if s.tools:  # (without tools the label is what it always was: old results still count)
             label += f" tools={','.join(s.tools)} tool_choice={s.tool_choice}"
+        if s.prompt_set != "moot":
+            label += f" prompts={s.prompt_set}"
         return label
 
     def items(self) -> list[WorkItem]:

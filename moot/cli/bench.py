@@ -36,8 +36,14 @@ def add_command(commands: Any) -> None:
     methods.add_argument(
         "--methods",
         default="single,vote-3,debate-3x2",
-        help="comma-separated: single, vote-N, debate-NxR, machinesom-STRATEGY, moa-NxL, "
-        "cascade-N, FILE.yaml (single,vote-3,debate-3x2)",
+        help="comma-separated: single, vote-N, debate-NxR[-consensus], machinesom-STRATEGY, "
+        "moa-NxL, cascade-N, FILE.yaml (single,vote-3,debate-3x2)",
+    )
+    methods.add_argument(
+        "--prompts",
+        choices=["moot", "du"],
+        default="moot",
+        help="single, vote and debate ask in moot's words or Du et al.'s for the task (moot)",
     )
     methods.add_argument("--model", help="model spec for every agent (local)")
     methods.add_argument("--strong-model", help="the cascade's last tier (--model)")
@@ -66,6 +72,7 @@ def add_command(commands: Any) -> None:
 
 def bench_command(args: argparse.Namespace) -> int:
     from moot.bench import BenchPlan, MethodSettings, ResultStore, run_bench, write_report
+    from moot.bench.methods import du_prompt_set
     from moot.cache import CallCache
 
     out = Path(args.out)
@@ -75,6 +82,7 @@ def bench_command(args: argparse.Namespace) -> int:
         if not records:
             raise MootError(f"no results in {out / 'results.jsonl'}: run `moot bench` first")
     else:
+        task = _task(args)
         settings = MethodSettings(
             model=args.model or "local",
             strong_model=args.strong_model,
@@ -85,11 +93,12 @@ def bench_command(args: argparse.Namespace) -> int:
             seed=args.seed,
             tools=args.tools,
             tool_choice=args.tool_choice,
+            prompt_set=du_prompt_set(task.name, task.extract) if args.prompts == "du" else "moot",
         )
         if args.cache:
             CallCache(args.cache).close()  # a bad file fails here, not in every question
         plan = BenchPlan(
-            task=_task(args),
+            task=task,
             methods=methods,
             settings=settings,
             trials=args.trials,

@@ -39,7 +39,7 @@ from moot.society import Society
 _SOCIETY_KEYS = (
     "command", "agents", "rounds", "model", "model_option", "extract", "temperature",
     "max_tokens", "max_concurrency", "consensus", "society", "timeout", "retries", "tools",
-    "tool_choice",
+    "tool_choice", "prompts",
 )  # fmt: skip
 """The settings that rebuild a command's society (kept for `moot resume`)."""
 
@@ -69,6 +69,12 @@ def add_commands(commands: Any) -> None:
         "--consensus",
         type=float,
         help="stop early once this share of agents agree, e.g. 1.0 (all)",
+    )
+    debate.add_argument(
+        "--prompts",
+        choices=["moot", "du-gsm8k", "du-arithmetic", "du-mmlu"],
+        default="moot",
+        help="moot's prompts, or Du et al.'s for one of their tasks, word for word (moot)",
     )
     debate.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
@@ -148,7 +154,11 @@ def society_of(spec: dict[str, Any]) -> Society:
     ]
     return Society(
         agents=agents,
-        protocol=Debate(rounds=spec["rounds"], consensus=spec["consensus"]),
+        protocol=Debate(
+            rounds=spec["rounds"],
+            consensus=spec["consensus"],
+            prompt_set=spec.get("prompts") or "moot",
+        ),
         aggregator=MajorityVote(extract=spec["extract"]),
         max_concurrency=spec["max_concurrency"],
     )

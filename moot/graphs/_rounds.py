@@ -50,6 +50,10 @@ class RoundProtocol(BaseProtocol):
         """The agent's conversation for this turn (no system prompt), and the peers it shows."""
         raise NotImplementedError
 
+    def sends_system_prompt(self) -> bool:
+        """Whether each call starts with the agent's system prompt."""
+        return True
+
     def recursion_limit(self, agents: list[Agent]) -> int:
         # start, then (agent_turn, end_round) per round, then aggregate; with slack.
         return 2 * self.rounds + 10
@@ -129,7 +133,9 @@ class RoundProtocol(BaseProtocol):
 
     def _agent_turn(self, task: AgentTask, context: RunContext) -> Calls:
         conversation, peers = self.conversation_for(task, context)
-        turns = yield [Call(context.speaker(task["agent"]), conversation, task["round"], peers)]
+        speaker = context.speaker(task["agent"])
+        system = self.sends_system_prompt()
+        turns = yield [Call(speaker, conversation, task["round"], peers, system_prompt=system)]
         return {"turns": turns}
 
     def _aggregate(self, state: SocietyState, context: RunContext) -> Update | Calls:

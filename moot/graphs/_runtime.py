@@ -117,6 +117,8 @@ class Call:
     """The round the turn belongs to."""
     peers: list[str] = field(default_factory=list)
     """Agents whose replies the conversation shows (recorded in the turn)."""
+    system_prompt: bool = True
+    """Whether the agent's system prompt comes first (some published prompts have none)."""
 
 
 Update = Mapping[str, Any]
@@ -315,7 +317,8 @@ def _request(call: Call) -> tuple[list[BaseMessage], RunnableConfig, dict[str, A
     """The messages (system prompt first), the run config (tagged so streams split by agent)
     and the call's options: sampling, and the time limit for models that take one per call."""
     agent, model = call.speaker.agent, call.speaker.model
-    messages = [SystemMessage(content=agent.system_prompt()), *_join_user(call.conversation)]
+    system = [SystemMessage(content=agent.system_prompt())] if call.system_prompt else []
+    messages = [*system, *_join_user(call.conversation)]
     # Tracing (LangSmith, OpenTelemetry) shows each turn under the agent's name, with these.
     config: RunnableConfig = {
         "run_name": f"{agent.name} round {call.round}",

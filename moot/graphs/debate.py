@@ -4,6 +4,9 @@ Round 1: every agent answers the question on its own. In each later round an age
 debates (it is shown its neighbours' answers from the round before, by the topology) or
 reflects (it re-examines only its own answer), continuing its own conversation, so each prompt
 extends the agent's previous one. The strategy is written per round, and may differ per agent.
+
+The prompts are moot's own by default; `prompt_set="du-gsm8k"` (or du-arithmetic, du-mmlu)
+sends Du et al.'s, word for word, as their code does (composable-models/llm_multiagent_debate).
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ Move = Literal["debate", "reflect"]
 RoundStrategy = Move | dict[str, Move]
 """One round's move for every agent, or a move per agent name (unnamed agents debate)."""
 Topology = Literal["all", "ring", "star"] | dict[str, list[str]]
+PromptSet = Literal["moot", "du-gsm8k", "du-arithmetic", "du-mmlu"]
+_DU_READS: dict[str, tuple[str, ...]] = {
+    "du-gsm8k": ("number", "boxed"),
+    "du-arithmetic": ("number",),
+    "du-mmlu": ("choice",),
+}
+"""The answer formats each of Du et al.'s prompt sets asks for."""
 
 
 class Debate(RoundProtocol):
@@ -46,6 +56,11 @@ class Debate(RoundProtocol):
     its result), only their extracted answer, or their last `peer_chars` characters (bounded
     context for long debates)."""
     peer_chars: int = Field(default=600, ge=20)
+    prompt_set: PromptSet = "moot"
+    """Whose prompts: moot's ("moot": a system prompt per role, step-by-step work, an "Answer:"
+    line, peers shown by name), or Du et al.'s for one of their tasks, word for word and with no
+    system prompt: "du-gsm8k" (\\boxed{} answers), "du-arithmetic" ("state your answer at the
+    end") or "du-mmlu" ("(X)")."""
 
     @model_validator(mode="before")
     @classmethod
@@ -83,6 +98,8 @@ class Debate(RoundProtocol):
         unknown = sorted(mentioned - names)
         if unknown:
             raise ValueError(f"the debate names unknown agents: {', '.join(unknown)}")
+        if self.prompt_set != "moot":
+            self._check_du(agents, aggregator)
         if isinstance(self.topology, dict):
             selfish = sorted(name for name, seen in self.topology.items() if name in seen)
             if selfish:
@@ -91,6 +108,32 @@ class Debate(RoundProtocol):
                     "an agent already sees its own answers (use a reflect move to have it "
                     "re-examine them)"
                 )
+
+    def _check_du(self, agents: list[Agent], aggregator: Aggregator) -> None:
+        reads = _DU_READS[self.prompt_set]
+        if isinstance(aggregator.extract, str) and aggregator.extract not in reads:
+            raise ValueError(
+                f"prompt_set {self.prompt_set} asks for answers read as {' or '.join(reads)}, "
+                f"but the society reads them as {aggregator.extract}: set extract to "
+                f"{reads[0]}, or use prompt_set moot"
+            )
+        traited = [agent.name for agent in agents if agent.trait]
+        if traited:
+            raise ValueError(
+                f"prompt_set {self.prompt_set} sends no system prompt, so the traits of "
+                f"{', '.join(traited)} would be lost: use prompt_set moot for agents with traits"
+            )
+
+    def sends_system_prompt(self) -> bool:
+        return self.prompt_set == "moot"
+
+    def first_prompt(self, question: str, context: RunContext) -> str:
+        if self.prompt_set == "moot":
+            return super().first_prompt(question, context)
+        return self._du("question").format(question=question)
+
+    def _du(self, key: str) -> str:
+        return prompts.load_set("du/" + self.prompt_set.removeprefix("du-"))[key]
 
     def move(self, round: int, agent: str) -> Move:
         """What `agent` does in `round` (>= 2)."""
@@ -140,14 +183,26 @@ class Debate(RoundProtocol):
             shown = [turns[name] for name in neighbours if name in turns and not turns[name].failed]
             if self.move(past_round + 1, me) == "debate" and shown:
                 peers = [turn.agent for turn in shown]
-                replies = show_replies(shown, self._peer_text)
-                message = prompts.render("debate/update", peers=replies, format=answer_format)
+                message = self._update(shown, task["question"], answer_format)
             else:
                 peers = []
-                message = prompts.render("debate/reflect", format=answer_format)
+                message = (
+                    prompts.render("debate/reflect", format=answer_format)
+                    if self.prompt_set == "moot"
+                    else self._du("reflect").format()
+                )
             message += note_after(task["notes"], past_round)
             conversation.append(HumanMessage(content=message))
         return conversation, peers
+
+    def _update(self, shown: list[Turn], question: str, answer_format: str) -> str:
+        """The message showing the peers' latest replies."""
+        if self.prompt_set == "moot":
+            replies = show_replies(shown, self._peer_text)
+            return prompts.render("debate/update", peers=replies, format=answer_format)
+        # Du's code concatenates the peers, unnamed, each string starting with a blank line.
+        replies = "".join(self._du("peer").format(text=self._peer_text(turn)) for turn in shown)
+        return self._du("update").format(peers=replies, question=question)
 
     def _peer_text(self, turn: Turn) -> str:
         """What others are shown of `turn`, by `peer_view`."""

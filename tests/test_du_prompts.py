@@ -1,0 +1,167 @@
+"""Du et al.'s prompt sets: moot sends what their code (composable-models/llm_multiagent_debate)
+sends, message for message, with the same replies."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import BaseMessage
+
+import moot
+from moot.bench import MethodSettings, build_method
+from moot.bench.methods import du_prompt_set
+from moot.bench.records import BenchPlan
+from moot.bench.tasks import arithmetic
+from moot.testing import CallInfo, ScriptedChatModel
+
+# Their strings, copied from gsm/gen_gsm.py and math/gen_math.py (not from moot's data file).
+GSM_FIRST = (
+    "Can you solve the following math problem? {} Explain your reasoning. Your final answer "
+    "should be a single numerical number, in the form \\boxed{{answer}}, at the end of your "
+    "response. "
+)
+GSM_END = (
+    "\n\n Using the solutions from other agents as additional information, can you provide "
+    "your answer to the math problem? \n The original math problem is {}. Your final answer "
+    "should be a single numerical number, in the form \\boxed{{answer}}, at the end of your "
+    "response."
+)
+MATH_END = (
+    "\n\n Use these opinions carefully as additional advice, can you provide an updated answer? "
+    "Make sure to state your answer at the end of the response."
+)
+
+
+def du_gsm_message(others: list[str], question: str) -> str:
+    """gen_gsm.py's construct_message, for the other agents' latest replies."""
+    prefix = "These are the solutions to the problem from other agents: "
+    for reply in others:
+        prefix += "\n\n One agent solution: ```{}```".format(reply)
+    return prefix + GSM_END.format(question)
+
+
+def du_math_message(others: list[str]) -> str:
+    """gen_math.py's construct_message."""
+    prefix = "These are the recent/updated opinions from other agents: "
+    for reply in others:
+        prefix += "\n\n One agent response: ```{}```".format(reply)
+    return prefix + MATH_END
+
+
+def reply_for(messages: list[BaseMessage], info: CallInfo) -> str:
+    return f"{info.agent} says, in round {info.round}, \\boxed{{{info.round}}}"
+
+
+def du_conversations(first: str, message, agents: list[str], rounds: int) -> dict[str, list]:
+    """Du's loop: each agent's context as (role, content), replies as `reply_for` gives them."""
+    contexts = {name: [("user", first)] for name in agents}
+    for round in range(rounds):
+        for name in agents:
+            if round != 0:
+                others = [contexts[o][2 * round - 1][1] for o in agents if o != name]
+                contexts[name].append(("user", message(others)))
+            reply = f"{name} says, in round {round + 1}, \\boxed{{{round + 1}}}"
+            contexts[name].append(("assistant", reply))
+    return contexts
+
+
+def as_roles(messages: list[BaseMessage]) -> list[tuple[str, str]]:
+    roles = {"human": "user", "ai": "assistant", "system": "system"}
+    return [(roles[m.type], m.text) for m in messages]
+
+
+@pytest.mark.parametrize("prompt_set", ["du-gsm8k", "du-arithmetic"])
+def test_every_message_is_what_du_et_al_code_sends(prompt_set):
+    names = ["a0", "a1", "a2"]
+    models = {name: ScriptedChatModel(respond=reply_for) for name in names}
+    society = moot.Society(
+        agents=[moot.Agent(name=name, model=models[name]) for name in names],
+        protocol=moot.Debate(rounds=3, prompt_set=prompt_set),
+    )
+    if prompt_set == "du-gsm8k":
+        question = "Janet has 3 apples and buys 2. How many?"
+        first = GSM_FIRST.format(question)
+        expected = du_conversations(
+            first, lambda others: du_gsm_message(others, question), names, 3
+        )
+    else:
+        question = "What is the result of 3+4*5+6-2*3?"
+        first = question + " Make sure to state your answer at the end of the response."
+        expected = du_conversations(first, du_math_message, names, 3)
+
+    result = society.run(question)
+
+    assert result.rounds == 3 and not any(turn.failed for turn in result.turns)
+    for name in names:
+        calls = models[name].calls
+        assert len(calls) == 3
+        # No system message, and each call's messages are Du's context before that reply.
+        for round, call in enumerate(calls):
+            assert as_roles(call) == expected[name][: 2 * round + 1]
+    assert result.answer == "3"
+
+
+def test_a_lone_agent_gets_du_introspection_message_with_its_literal_braces():
+    model = ScriptedChatModel(respond=reply_for)
+    society = moot.Society(
+        agents=[moot.Agent(name="solo", model=model)],
+        protocol=moot.Debate(rounds=2, prompt_set="du-gsm8k"),
+    )
+    society.run("q?")
+    # gen_gsm.py returns this string without calling format, so its doubled braces stay.
+    assert model.calls[1][-1].text == (
+        "Can you double check that your answer is correct. Please reiterate your answer, with "
+        "your final answer a single numerical number, in the form \\boxed{{answer}}."
+    )
+
+
+def test_moot_prompts_keep_the_system_prompt_and_du_ones_drop_it():
+    model = ScriptedChatModel(respond=lambda messages: "Answer: 1")
+    for prompt_set, first_type in [("moot", "system"), ("du-arithmetic", "human")]:
+        moot.Society(
+            agents=[moot.Agent(name="a", model=model)],
+            protocol=moot.Debate(rounds=1, prompt_set=prompt_set),
+        ).run("What is 1?")
+        assert model.calls[-1][0].type == first_type
+
+
+def test_du_prompts_refuse_answer_formats_and_traits_they_cannot_serve():
+    model = ScriptedChatModel(respond=lambda messages: "(A)")
+    with pytest.raises(ValueError, match="du-mmlu asks for answers read as choice"):
+        moot.Society(
+            agents=[moot.Agent(name="a", model=model)],
+            protocol=moot.Debate(prompt_set="du-mmlu"),
+        )
+    with pytest.raises(ValueError, match="traits of a would be lost"):
+        moot.Society(
+            agents=[moot.Agent(name="a", model=model, trait="easy-going")],
+            protocol=moot.Debate(prompt_set="du-gsm8k"),
+        )
+    society = moot.Society(
+        agents=[moot.Agent(name="a", model=model)],
+        protocol=moot.Debate(prompt_set="du-mmlu"),
+        aggregator=moot.MajorityVote(extract="choice"),
+    )
+    assert society.run("Which? (A) x (B) y").answer == "A"
+
+
+def test_bench_picks_du_prompts_by_task_and_keeps_their_results_apart():
+    assert du_prompt_set("arithmetic-0-0-30", "number") == "du-arithmetic"
+    assert du_prompt_set("gsm8k/dev", "number") == "du-gsm8k"
+    assert du_prompt_set("machinesom/mmlu", "choice") == "du-mmlu"
+    with pytest.raises(moot.ConfigError, match="not 'square'"):
+        du_prompt_set("chess/moves", "square")
+
+    model = ScriptedChatModel(respond=lambda messages: "Answer: 1")
+    du = MethodSettings(model=model, prompt_set="du-arithmetic")
+    debate = build_method("debate-3x3-consensus", "number", du)
+    assert debate.protocol.prompt_set == "du-arithmetic"
+    assert debate.protocol.consensus == 1.0 and debate.protocol.rounds == 3
+    assert build_method("debate-3x3", "number", du).protocol.consensus is None
+    with pytest.raises(moot.ConfigError, match="single, vote and debate methods only"):
+        build_method("moa-2x1", "number", du)
+
+    task = arithmetic(2)
+    moot_plan = BenchPlan(task=task, methods=["single"], settings=MethodSettings(model=model))
+    du_plan = BenchPlan(task=task, methods=["single"], settings=du)
+    assert "prompts" not in moot_plan.settings_label()
+    assert du_plan.settings_label().endswith(" prompts=du-arithmetic")
