@@ -7,17 +7,21 @@
       - {name: agent, copies: 3, trait: easy-going, model: small}
     protocol: {kind: debate, rounds: 3, consensus: 1.0}
     aggregator: {kind: vote, extract: number}
+    answer_schema: {value: number, unit: string}   # optional: typed answers (or "module:Model")
+    vote_on: value
 
 Errors name the file, the line and the field.
 """
 
 from __future__ import annotations
 
+import pkgutil
 from pathlib import Path
+from types import GenericAlias
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
@@ -153,6 +157,44 @@ class SocietyFile(BaseModel):
         Field(discriminator="kind"),
     ] = Field(default_factory=lambda: VoteEntry(kind="vote"))
     max_concurrency: int | None = Field(default=None, ge=1)
+    answer_schema: str | dict[str, str] | None = None
+    """Typed answers: "module:Model" (a pydantic model), or the answer's fields by type name."""
+    vote_on: str | None = None
+
+
+_FIELD_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool}
+FIELD_TYPES = ", ".join([*_FIELD_TYPES, *(f"list[{name}]" for name in _FIELD_TYPES)])
+
+
+def answer_schema(value: str | dict[str, str]) -> type[BaseModel]:
+    """The pydantic model a society file's `answer_schema` names or describes.
+
+    A mapping gives each field a type name (string, integer, number, boolean, or list[...] of
+    one of them); a trailing "?" makes the field optional.
+    """
+    if isinstance(value, str):
+        try:
+            found = pkgutil.resolve_name(value)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ValueError(f"'{value}' cannot be imported ({error}): use MODULE:MODEL") from None
+        if not (isinstance(found, type) and issubclass(found, BaseModel)):
+            raise ValueError(f"'{value}' is not a pydantic model")
+        return found
+    if not value:
+        raise ValueError("give the answer at least one field, e.g. {value: number}")
+    fields: dict[str, Any] = {}
+    for name, type_name in value.items():
+        if not name.isidentifier() or name.startswith("_"):
+            raise ValueError(f"field name '{name}' must be a word of letters, digits and _")
+        optional = type_name.endswith("?")
+        base = type_name.removesuffix("?").replace(" ", "")
+        inner = base[5:-1] if base.startswith("list[") and base.endswith("]") else None
+        if (inner or base) not in _FIELD_TYPES:
+            raise ValueError(f"field '{name}': unknown type '{type_name}' (use {FIELD_TYPES})")
+        kind = GenericAlias(list, (_FIELD_TYPES[inner],)) if inner else _FIELD_TYPES[base]
+        fields[name] = (kind | None, None) if optional else (kind, ...)
+    model: type[BaseModel] = create_model("Answer", **fields)
+    return model
 
 
 def load_society(path: str | Path, *, model: str | BaseChatModel | None = None) -> Society:
@@ -244,12 +286,27 @@ def _build(
         "cascade": Cascade,
         "pipeline": Pipeline,
     }
+    schema = None
+    if spec.answer_schema is not None:
+        try:
+            schema = answer_schema(spec.answer_schema)
+        except ValueError as error:
+            line = line_of(lines, ("answer_schema",))
+            raise ConfigError(f"{path}:{line}: answer_schema: {error}") from error
+    fields = list(schema.model_fields) if schema else []
+    if spec.vote_on is not None and spec.vote_on not in fields:
+        line = line_of(lines, ("vote_on",))
+        have = f"fields: {', '.join(fields)}" if schema else "there is no answer_schema"
+        message = f"vote_on: '{spec.vote_on}' is not a field of the answer ({have})"
+        raise ConfigError(f"{path}:{line}: {message}")
     try:
         return Society(
             agents=agents,
             protocol=protocol_class[spec.protocol.kind](**protocol),
             aggregator=aggregator,
             max_concurrency=spec.max_concurrency,
+            answer_schema=schema,
+            vote_on=spec.vote_on,
         )
     except ConfigError as error:
         cause = error.__cause__

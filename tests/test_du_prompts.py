@@ -35,7 +35,7 @@ def du_gsm_message(others: list[str], question: str) -> str:
     """gen_gsm.py's construct_message, for the other agents' latest replies."""
     prefix = "These are the solutions to the problem from other agents: "
     for reply in others:
-        prefix += "\n\n One agent solution: ```{}```".format(reply)
+        prefix += f"\n\n One agent solution: ```{reply}```"
     return prefix + GSM_END.format(question)
 
 
@@ -43,7 +43,7 @@ def du_math_message(others: list[str]) -> str:
     """gen_math.py's construct_message."""
     prefix = "These are the recent/updated opinions from other agents: "
     for reply in others:
-        prefix += "\n\n One agent response: ```{}```".format(reply)
+        prefix += f"\n\n One agent response: ```{reply}```"
     return prefix + MATH_END
 
 

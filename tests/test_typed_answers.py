@@ -101,3 +101,62 @@ def test_with_structured_output_gives_the_schema_instance():
     assert isinstance(outcome["parsing_error"], OutputParserException)
     with pytest.raises(moot.ConfigError, match="takes a pydantic model class"):
         plain.as_chat_model().with_structured_output({"type": "object"})
+
+
+class Reading(BaseModel):
+    """Importable by tests.test_typed_answers:Reading, for a society file."""
+
+    value: float
+    unit: str
+
+
+SOCIETY_WITH_SCHEMA = """\
+agents:
+  - {name: a, copies: 3, model: test}
+protocol: {kind: debate, rounds: 1}
+answer_schema: SCHEMA
+vote_on: value
+"""
+
+
+@pytest.mark.parametrize(
+    "schema", ['{value: number, unit: string, note: "string?"}', "tests.test_typed_answers:Reading"]
+)
+def test_a_society_file_gives_the_answer_schema_inline_or_by_import(tmp_path, schema):
+    path = tmp_path / "typed.yaml"
+    path.write_text(SOCIETY_WITH_SCHEMA.replace("SCHEMA", schema))
+    replies = iter(['{"value": 3, "unit": "m"}', '{"value": 3.0, "unit": "km"}', "no JSON"])
+    model = ScriptedChatModel(respond=lambda messages: next(replies))
+
+    result = moot.load_society(path, model=model).run("How far?")
+
+    assert result.answer == "3.0"
+    assert result.answer_object is not None and result.answer_object.unit == "m"
+    assert result.turns[2].answer is None and "no JSON object" in (
+        result.turns[2].answer_error or ""
+    )
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ("{value: decimal}", "typed.yaml:4: answer_schema: field 'value': unknown type 'decimal'"),
+        ("{}", "typed.yaml:4: answer_schema: give the answer at least one field"),
+        ("{2x: number}", "typed.yaml:4: answer_schema: field name '2x' must be a word"),
+        (
+            "nowhere.mod:Thing",
+            "typed.yaml:4: answer_schema: 'nowhere.mod:Thing' cannot be imported",
+        ),
+        ("json:dumps", "typed.yaml:4: answer_schema: 'json:dumps' is not a pydantic model"),
+        (
+            "{weight: number}",
+            "typed.yaml:5: vote_on: 'value' is not a field of the answer (fields: weight)",
+        ),
+    ],
+)
+def test_a_bad_answer_schema_in_a_society_file_names_the_line(tmp_path, schema, message):
+    path = tmp_path / "typed.yaml"
+    path.write_text(SOCIETY_WITH_SCHEMA.replace("SCHEMA", schema))
+    with pytest.raises(moot.ConfigError) as error:
+        moot.load_society(path)
+    assert message in str(error.value)
