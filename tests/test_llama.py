@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel
 
 import moot
 from moot.models.embedded import embedded_model_path
@@ -199,3 +200,28 @@ def test_an_agents_timeout_reaches_llama(embedded_model):
     slow_turn, quick_turn = result.turns
     assert slow_turn.failed and "within 0.5 s" in slow_turn.error
     assert quick_turn.text and not quick_turn.failed
+
+
+class Sum(BaseModel):
+    value: int
+
+
+@pytest.mark.parametrize("engine", ["simple", "batched"])
+def test_typed_answers_end_with_a_json_object_of_the_schema(engine):
+    # SmolLM2 writes no JSON of its own accord; a grammar holds the end of each reply to the
+    # schema, while the reasoning before it stays free.
+    model = moot.load_model("local", engine=engine, n_ctx=1024)
+    society = moot.Society(
+        agents=[
+            moot.Agent(name=f"a{i}", model=model, temperature=0.7, seed=i, max_tokens=200)
+            for i in range(3)
+        ],
+        protocol=moot.Debate(rounds=1),
+        answer_schema=Sum,
+        vote_on="value",
+    )
+    result = society.run("What is 12+30?")
+    for turn in result.turns:
+        assert turn.answer is not None and turn.answer_error is None, turn.text
+        assert Sum.model_validate_json(turn.text[turn.text.rindex("{") :])
+    assert isinstance(result.answer_object, Sum)

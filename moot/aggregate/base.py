@@ -4,7 +4,7 @@ that chooses the final answer from the participants' latest turns."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from moot import prompts
 from moot.aggregate.extract import EXTRACTORS, ExtractKind, Extractor
@@ -41,6 +41,11 @@ class AnswerFormat(Config):
 
     def problem(self, text: str) -> str | None:
         """Why no answer can be read from `text`, where the format can say (typed answers)."""
+        return None
+
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema a reply must end with (typed answers), for backends that can hold a
+        reply to one; None for answers read from free text."""
         return None
 
 

@@ -34,8 +34,11 @@ class SchemaAnswers(AnswerFormat):
     def extractor(self) -> Extractor:
         return self.read
 
+    def json_schema(self) -> dict[str, Any]:
+        return self.schema_.model_json_schema()
+
     def instruction(self) -> str:
-        schema = json.dumps(self.schema_.model_json_schema())
+        schema = json.dumps(self.json_schema())
         return prompts.render("formats/schema", schema=schema)
 
     def parse(self, text: str) -> BaseModel:

@@ -326,8 +326,12 @@ def _request(call: Call) -> tuple[list[BaseMessage], RunnableConfig, dict[str, A
         "metadata": {"moot_agent": agent.name, "moot_role": agent.role, "moot_round": call.round},
     }
     options = agent.sampling()
-    if agent.timeout is not None and getattr(model, "_llm_type", "") in _TIMEOUT_AWARE:
+    backend = getattr(model, "_llm_type", "")
+    if agent.timeout is not None and backend in _TIMEOUT_AWARE:
         options["timeout"] = agent.timeout
+    schema = call.speaker.answer_format.json_schema()
+    if schema is not None and backend == "llama.cpp" and not agent.tools:
+        options["answer_schema"] = schema  # a grammar holds the reply's last part to it
     return messages, config, options
 
 

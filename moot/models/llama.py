@@ -489,6 +489,10 @@ class ChatLlama(LocalChatModel):
             params["stop"] = stop
         if kwargs.get("grammar"):  # a forced tool call (llama_tools)
             params["grammar"] = kwargs["grammar"]
+        elif kwargs.get("answer_schema"):  # a typed answer after free reasoning
+            from moot.models.llama_tools import answer_grammar
+
+            params["grammar"] = answer_grammar(kwargs["answer_schema"])
         if kwargs.get("logprobs"):
             if not self.load.logprobs and self.load.engine == "simple":
                 raise ConfigError(

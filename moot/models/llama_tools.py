@@ -57,6 +57,16 @@ def call_grammar(tools: list[dict[str, Any]]) -> str:
     return f'root ::= "<tool_call>\\n" call "\\n</tool_call>"\n{rules}'
 
 
+def answer_grammar(schema: dict[str, Any]) -> str:
+    """A GBNF grammar for a reply that reasons in free text (without "{") and ends with one
+    JSON object following `schema`: structured output that keeps the reasoning before it."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    rules = json_schema_to_gbnf(json.dumps(schema))
+    rules = re.sub(r"^root ::=", "moot-answer ::=", rules, flags=re.MULTILINE)
+    return f"root ::= moot-prose moot-answer\nmoot-prose ::= [^{{]*\n{rules}"
+
+
 def template_knows_tools(template: str | None) -> bool:
     """Whether a chat template was written for tool calls (it mentions them)."""
     return template is not None and ("tool_call" in template or "tools" in template)
