@@ -22,8 +22,8 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory):
+def _serve(tmp_path_factory, *options: str):
+    """llama-cpp-python's server on the embedded model, on a free port; yields its URL."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     log = log_path.open("w")  # a file, not a pipe: llama.cpp's load log would fill a pipe
@@ -42,6 +42,7 @@ def server_url(tmp_path_factory):
             str(port),
             "--n_ctx",
             "2048",
+            *options,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -64,6 +65,18 @@ def server_url(tmp_path_factory):
     process.terminate()
     process.wait(timeout=30)
     log.close()
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    yield from _serve(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tools_server_url(tmp_path_factory):
+    """The server with llama-cpp-python's OpenAI-style tool calls (a grammar forces a named
+    tool's call; SmolLM2 would not call one of its own accord)."""
+    yield from _serve(tmp_path_factory, "--chat_format", "chatml-function-calling")
 
 
 def test_openai_spec_talks_to_a_compatible_server(server_url, monkeypatch):
@@ -151,3 +164,22 @@ def test_a_society_file_mixes_a_local_gguf_and_a_served_model(server_url, tmp_pa
     assert first["agents"] == ["quick1", "quick2"] and second["agents"] == ["remote"]
     assert first["usage"]["calls"] == 2 and second["usage"]["calls"] == 1
     assert all(t.usage.output_tokens > 0 and not t.failed for t in result.turns)
+
+
+def test_an_agent_calls_a_tool_through_the_openai_path(tools_server_url):
+    model = moot.load_model("openai:smollm2", base_url=tools_server_url, max_tokens=48)
+    agent = moot.Agent(
+        name="counter", model=model, tools=["calculator"], tool_choice="first", max_tool_calls=2
+    )
+    result = moot.Society(agents=[agent], protocol=moot.Debate(rounds=1)).run(
+        "Use the calculator to compute 1234 * 5678."
+    )
+    turn = result.turns[0]
+    assert not turn.failed, turn.error
+    # The first step was forced (tool_choice names the calculator), so the server's grammar
+    # made a call; the calculator ran on what SmolLM2 wrote and its result or error is kept.
+    first = turn.tool_calls[0]
+    assert first.name == "calculator" and isinstance(first.arguments.get("expression"), str)
+    assert (first.result is None) != (first.error is None)
+    assert turn.usage.calls >= 2  # the forced call, then the answer (or more calls)
+    assert turn.usage.input_tokens > 0 and turn.usage.output_tokens > 0

@@ -278,11 +278,33 @@ def test_bench_methods_get_tools_and_keep_them_apart_from_runs_without(tmp_path)
 # -- llama.cpp models: the template's tool format, lenient parsing, a grammar for forced calls --
 
 
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_model_that_fails_after_a_tool_call_keeps_the_call_in_its_failed_turn(asynchronous):
+    def fails_after_calling(messages):
+        if not tool_results(messages):
+            return calls(("calculator", {"expression": "6*7"}))
+        raise ValueError("the server refused the conversation")
+
+    failing = moot.Agent(
+        name="a0", model=ScriptedChatModel(respond=fails_after_calling), tools=["calculator"]
+    )
+    healthy = moot.Agent(
+        name="a1", model=ScriptedChatModel(respond=multiplier), tools=["calculator"]
+    )
+    team = moot.Society(agents=[failing, healthy], protocol=moot.Debate(rounds=1))
+    result = asyncio.run(team.arun("q")) if asynchronous else team.run("q")
+    failed, answered = result.turns
+    assert failed.failed and "the server refused" in (failed.error or "")
+    assert [(c.name, c.result) for c in failed.tool_calls] == [("calculator", "42")]
+    assert answered.answer == "7006652"
+
+
 def test_first_forces_the_first_call_only():
     model = ScriptedChatModel(respond=multiplier)
     turn = society(model, agents=1, tool_choice="first").run("1234 * 5678?").turns[0]
     assert turn.answer == "7006652"
-    assert model.tool_choices[-2:] == [None, "required"]  # the turn binds both ways
+    # The turn binds both ways; a forced call names the one tool (servers know that best).
+    assert model.tool_choices[-2:] == [None, "calculator"]
 
 
 def llama_tools(example=True, forced=False):

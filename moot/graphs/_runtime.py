@@ -32,7 +32,13 @@ from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.confidence import logprob_confidence, stated_confidence
 from moot.cache import CallCache
 from moot.errors import CallTimeoutError
-from moot.graphs._tool_loop import MODEL_CALLS, TOOL_CALLS, arun_turn, run_turn
+from moot.graphs._tool_loop import (
+    MODEL_CALLS,
+    PARTIAL_TOOL_CALLS,
+    TOOL_CALLS,
+    arun_turn,
+    run_turn,
+)
 from moot.models import model_prices
 from moot.result import FusionStats, StopReason, ToolCall, Turn, Usage
 
@@ -360,7 +366,9 @@ def _recorded(call: Call) -> dict[str, Any]:
 
 def _failed_turn(call: Call, error: BaseException, retries: int) -> Turn:
     message = valid_text(f"{type(error).__name__}: {error}")
-    return Turn(**_recorded(call), usage=Usage(calls=1 + retries, retries=retries), error=message)
+    tool_calls = getattr(error, PARTIAL_TOOL_CALLS, [])
+    usage = Usage(calls=1 + retries, retries=retries)
+    return Turn(**_recorded(call), usage=usage, error=message, tool_calls=tool_calls)
 
 
 def _turn(call: Call, reply: BaseMessage, retries: int, cached: bool = False) -> Turn:

@@ -26,6 +26,8 @@ from moot.result import ToolCall
 
 TOOL_CALLS = "moot_tool_calls"
 """Response metadata key of the turn's tool calls (dumped `ToolCall`s)."""
+PARTIAL_TOOL_CALLS = "moot_partial_tool_calls"
+"""Attribute of an error that ended a turn: the tool calls (`ToolCall`) made before it."""
 MODEL_CALLS = "moot_model_calls"
 """Response metadata key of how many model calls the turn made."""
 _ANSWER_NOW = (
@@ -37,8 +39,9 @@ def bind(model: BaseChatModel, agent: Agent, forced: bool = False) -> Any:
     """`model` with the agent's tools bound (`forced`: its reply must be a call), or a
     ConfigError saying the model cannot call tools."""
     try:
-        if forced:
-            return model.bind_tools(agent.tools, tool_choice="required")
+        if forced:  # naming the one tool is understood by more servers than "required"
+            choice = agent.tools[0].name if len(agent.tools) == 1 else "required"
+            return model.bind_tools(agent.tools, tool_choice=choice)
         return model.bind_tools(agent.tools)
     except NotImplementedError:
         raise ConfigError(
@@ -146,7 +149,12 @@ def _steps(
     conversation = list(messages)
     while True:
         asker = (first if not loop.replies else bound) if loop.may_call() else model
-        reply = yield asker, list(conversation)
+        try:
+            reply = yield asker, list(conversation)
+        except Exception as error:
+            # The turn fails, but the calls it made are kept: the failed turn records them.
+            setattr(error, PARTIAL_TOOL_CALLS, list(loop.records))
+            raise
         requests = loop.requests(reply)
         if not requests or not loop.may_call():
             return loop.finish(reply)
@@ -172,7 +180,11 @@ def run_turn(
             if isinstance(target, BaseTool):
                 done = _recorded(payload, partial(target.invoke, payload.get("args") or {}))
             else:
-                done = target.invoke(payload, config=config, **options)
+                try:
+                    done = target.invoke(payload, config=config, **options)
+                except Exception as error:  # noqa: BLE001 - rethrown by the loop, records kept
+                    target, payload = steps.throw(error)
+                    continue
             target, payload = steps.send(done)
     except StopIteration as finished:
         return cast(BaseMessage, finished.value)
@@ -193,7 +205,11 @@ async def arun_turn(
             if isinstance(target, BaseTool):
                 done = await _arecorded(payload, target.ainvoke(payload.get("args") or {}))
             else:
-                done = await target.ainvoke(payload, config=config, **options)
+                try:
+                    done = await target.ainvoke(payload, config=config, **options)
+                except Exception as error:  # noqa: BLE001
+                    target, payload = steps.throw(error)
+                    continue
             target, payload = steps.send(done)
     except StopIteration as finished:
         return cast(BaseMessage, finished.value)

@@ -710,7 +710,13 @@ class ChatLlama(LocalChatModel):
         specs = [convert_to_openai_tool(tool) for tool in tools]
         worked = (getattr(tools[0], "metadata", None) or {}).get("moot_example") if tools else None
         small = parameters < SMALL_MODEL
-        forced = tool_choice in ("required", "any")
+        names = [spec["function"]["name"] for spec in specs]
+        if tool_choice is not None and tool_choice not in ("auto", "none", "required", "any"):
+            if tool_choice not in names:
+                raise ConfigError(f"tool_choice names no bound tool: '{tool_choice}'")
+            forced: bool | str = tool_choice
+        else:
+            forced = tool_choice in ("required", "any")
         return LlamaTools(self, specs, example=(worked or True) if small else False, forced=forced)
 
     async def _astream(

@@ -81,14 +81,16 @@ class LlamaTools(Runnable[Any, AIMessage]):
         model: BaseChatModel,
         tools: list[dict[str, Any]],
         example: dict[str, Any] | bool,
-        forced: bool = False,
+        forced: bool | str = False,
     ) -> None:
         """`example`: False, True (show the call format), or a worked example of the first
         tool ({"question", "arguments", "result", "answer"}), given as a first exchange.
-        `forced`: every reply is a call, its form held by a grammar (tool_choice="required")."""
+        `forced`: every reply is a call, its form held by a grammar (tool_choice="required"),
+        or, given a tool's name, a call of that tool."""
         self.model, self.tools, self.example = model, tools, example
         self.names = {tool["function"]["name"] for tool in tools}
-        self.grammar = call_grammar(tools) if forced else None
+        callable_now = [t for t in tools if forced is True or t["function"]["name"] == forced]
+        self.grammar = call_grammar(callable_now) if forced else None
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AIMessage:
         if self.grammar:

@@ -19,7 +19,8 @@ def chat_openai(model: str, **options: Any) -> BaseChatModel:
     reports usage in streams (vLLM and llama.cpp's llama-server do): tokens are always counted.
     langchain-openai sends a reply's token limit only as `max_completion_tokens`, which older
     compatible servers (llama-cpp-python's) ignore, so for a custom base URL it goes as
-    `max_tokens` too.
+    `max_tokens` too. An assistant message that only calls tools goes with empty text, not
+    langchain-openai's null, which stricter servers (llama-cpp-python's) refuse.
     """
     try:
         from langchain_openai import ChatOpenAI
@@ -44,6 +45,9 @@ def chat_openai(model: str, **options: Any) -> BaseChatModel:
             payload = super()._get_request_payload(input_, stop=stop, **kwargs)
             if "max_completion_tokens" in payload:
                 payload["max_tokens"] = payload["max_completion_tokens"]
+            for message in payload.get("messages", []):
+                if message.get("role") == "assistant" and message.get("content") is None:
+                    message["content"] = ""
             return payload
 
     return CompatibleChatOpenAI(model=model, **options)
