@@ -218,3 +218,41 @@ def test_a_failed_decode_fails_its_calls_and_the_engine_goes_on():
         assert model.invoke("Say hi.", max_tokens=8).text  # the worker lives
     finally:
         context.api = real_api
+
+
+def test_cancelled_timed_out_and_closed_calls_leave_no_sequence_held():
+    # The engine frees an abandoned call's sequence at its next step (after the decode in
+    # flight), with no lending count left behind, so a conversation that goes on afterwards
+    # still finds its own sequence and evaluates only its new tokens.
+    model = engine_model(sequences=2)
+    engine = model._shared.engine
+    question = [SYSTEM, HumanMessage("What is 12+30?")]
+
+    def settled() -> bool:
+        with engine.lock:
+            slots = [slot for context in engine.contexts for slot in context.slots]
+            return all(slot.request is None and slot.lending == 0 for slot in slots)
+
+    first = model.invoke(question, max_tokens=16, temperature=0)
+    cancel = threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        cancelled = pool.submit(model.invoke, LONG, max_tokens=3000, cancel=cancel)
+        time.sleep(0.5)
+        cancel.set()
+        with pytest.raises(moot.MootError, match="cancelled"):
+            cancelled.result(timeout=30)
+    with pytest.raises(moot.MootError, match="did not finish"):
+        model.invoke(LONG, max_tokens=3000, timeout=0.5)
+    stream = model.stream(LONG, max_tokens=3000)
+    next(stream)
+    stream.close()
+    deadline = time.monotonic() + 30
+    while not settled() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert settled()
+
+    before = model.stats.prompt_tokens_evaluated
+    follow_up = [*question, AIMessage(first.text), HumanMessage("And 12+31?")]
+    reply = model.invoke(follow_up, max_tokens=8, temperature=0)
+    evaluated = model.stats.prompt_tokens_evaluated - before
+    assert evaluated < reply.usage_metadata["input_tokens"] / 2

@@ -207,6 +207,21 @@ class Engine:
             self._admit()
             self.lock.notify_all()
 
+    def abandon(self, request: Request, wait: bool = False) -> None:
+        """Drop `request` (its caller stopped reading, was cancelled or timed out) and free its
+        sequence now, or, when its context is decoding it, right after that step; `wait` returns
+        only once the sequence is free, so a call made next finds it idle."""
+        with self.lock:
+            request.abandoned = True
+            for context in self.contexts:
+                for slot in context.slots:
+                    if slot.request is request and slot not in context.stepping:
+                        context.finish(slot, None)
+            while wait and any(
+                slot.request is request for context in self.contexts for slot in context.slots
+            ):
+                self.lock.wait(timeout=1.0)
+
     def close(self) -> None:
         with self.lock:
             self.closed = True
@@ -279,6 +294,8 @@ class _Context:
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(engine.n_batch, 0, 1)
         self.slots = [_Slot(self, seq_id) for seq_id in range(sequences)]
+        self.stepping: list[_Slot] = []
+        """The slots in the step the worker is decoding now (only it may touch them)."""
         self.thread = threading.Thread(target=self._work, name="moot-llama", daemon=True)
 
     def free(self) -> None:
@@ -310,15 +327,27 @@ class _Context:
                 if engine.closed:
                     return
                 active = [(slot, slot.request) for slot in self.slots if slot.request]
+            ready: list[_Slot] = []
             try:
-                with engine.lock:
-                    ready = [slot for slot, _ in active if self._prepare(slot)]
+                with engine.lock:  # (a slot abandoned since `active` was read is skipped)
+                    ready = [
+                        slot
+                        for slot, request in active
+                        if slot.request is request and self._prepare(slot)
+                    ]
+                    self.stepping = ready
                 self._step(ready)
             except Exception as error:  # noqa: BLE001 - delivered to each request, worker lives
                 with engine.lock:
                     for slot, request in active:
                         if slot.request is request:
-                            self._finish(slot, error)
+                            self.finish(slot, error)
+            finally:
+                with engine.lock:
+                    self.stepping = []
+                    for slot in ready:  # abandoned while decoding, with no token to deliver
+                        if slot.request is not None and slot.request.abandoned:
+                            self.finish(slot, None)
 
     def _prepare(self, slot: _Slot) -> bool:  # noqa: C901 - one decision list, read in order
         """Start a newly admitted request (KV edits, sampler); False while it must wait for
@@ -326,7 +355,7 @@ class _Context:
         request = slot.request
         assert request is not None
         if request.abandoned or request.halted():
-            self._finish(slot, None)
+            self.finish(slot, None)
             return False
         if slot.text is not None:
             return True  # already running
@@ -424,7 +453,7 @@ class _Context:
         token, logprobs = sampled
         engine = self.engine
         if request.abandoned or request.halted():
-            self._finish(slot, None)
+            self.finish(slot, None)
             return
         if self.api.llama_vocab_is_eog(engine.model.vocab, token):
             self._end(slot, "stop", text.flush())
@@ -456,9 +485,9 @@ class _Context:
                 }
             }
         )
-        self._finish(slot, None)
+        self.finish(slot, None)
 
-    def _finish(self, slot: _Slot, error: BaseException | None) -> None:
+    def finish(self, slot: _Slot, error: BaseException | None) -> None:
         """Free the slot; its KV cache stays for the conversation's next call."""
         request = slot.request
         if request is not None:

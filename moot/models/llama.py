@@ -613,8 +613,8 @@ class ChatLlama(LocalChatModel):
                     raise item
                 yield {"usage": shared.count(item["usage"])} if "usage" in item else item
             halt.raise_if_due()  # the generation was cut short
-        finally:
-            request.abandoned = True  # frees the sequence if the caller stopped early
+        finally:  # a caller that stopped early (halted, closed) frees its sequence first
+            shared.engine.abandon(request, wait=True)
 
     async def _aengine_completion(
         self,
@@ -645,8 +645,8 @@ class ChatLlama(LocalChatModel):
                     raise item
                 yield {"usage": shared.count(item["usage"])} if "usage" in item else item
             halt.raise_if_due()
-        finally:
-            request.abandoned = True  # a cancelled task frees its sequence at the next step
+        finally:  # a cancelled task frees its sequence now, or after the step in flight
+            shared.engine.abandon(request)
 
     async def _aengine_whole(
         self,
@@ -679,8 +679,8 @@ class ChatLlama(LocalChatModel):
                 await asyncio.wait({ended}, timeout=0.05)
                 if not ended.done():
                     halt.raise_if_due()
-        finally:
-            request.abandoned = True  # a cancelled task frees its sequence at the next step
+        finally:  # a cancelled task frees its sequence now, or after the step in flight
+            shared.engine.abandon(request)
         if (error := ended.result()) is not None:
             raise error
         halt.raise_if_due()
