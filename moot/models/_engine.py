@@ -121,6 +121,10 @@ class _Slot:
     next_token: int | None = None
     """A sampled token not yet evaluated."""
     sampler: Any = None
+    grammar: Any = None
+    """The request's grammar sampler, if it has a grammar."""
+    candidates: Any = None
+    """Reused candidate array for sampling under a grammar."""
     text: Text | None = None
 
     def reusable(self, prompt: list[int], upcoming: bool = False) -> int:
@@ -300,9 +304,10 @@ class _Context:
 
     def free(self) -> None:
         for slot in self.slots:
-            if slot.sampler is not None:
-                self.api.llama_sampler_free(slot.sampler)
-                slot.sampler = None
+            for sampler in (slot.sampler, slot.grammar):
+                if sampler is not None:
+                    self.api.llama_sampler_free(sampler)
+            slot.sampler = slot.grammar = None
         self.api.llama_batch_free(self.batch)
         self.api.llama_free(self.ctx)
 
@@ -381,9 +386,9 @@ class _Context:
         slot.pending = prompt_chunks(request.prompt, request.cuts, slot.keep, self.engine.n_batch)
         request.evaluated = len(request.prompt) - slot.keep
         slot.next_token = None
-        slot.sampler = sampler_chain(
-            self.api, request.sampling, self.engine.n_vocab, vocab=self.engine.vocab
-        )
+        slot.sampler = sampler_chain(self.api, request.sampling, self.engine.n_vocab)
+        if request.sampling.grammar is not None:
+            slot.grammar = grammar_sampler(self.api, request.sampling.grammar, self.engine.vocab)
         slot.text = Text(request.stop)
         return True
 
@@ -435,7 +440,10 @@ class _Context:
     def _sample(self, slot: _Slot, row: int) -> tuple[int, dict[str, Any] | None]:
         request = slot.request
         assert request is not None
-        token = self.api.llama_sampler_sample(slot.sampler, self.ctx, row)
+        if slot.grammar is None:
+            token = self.api.llama_sampler_sample(slot.sampler, self.ctx, row)
+        else:
+            token = self._sample_by_grammar(slot, row)
         logprobs = None
         if request.sampling.top_logprobs is not None:
             logits = np.ctypeslib.as_array(
@@ -445,6 +453,34 @@ class _Context:
                 logits, token, request.sampling.top_logprobs, self.engine.piece
             )
         return token, logprobs
+
+    def _sample_by_grammar(self, slot: _Slot, row: int) -> int:
+        """The chain's choice if the grammar allows it, else the chain's choice among the
+        tokens the grammar allows (as llama.cpp's own common sampler does): the same
+        distribution as filtering first, without checking the grammar against the whole
+        vocabulary at every token (most tokens of a free-text part pass)."""
+        from llama_cpp._internals import LlamaTokenDataArray
+
+        api, n_vocab = self.api, self.engine.n_vocab
+        logits = np.ctypeslib.as_array(api.llama_get_logits_ith(self.ctx, row), shape=(n_vocab,))
+        if slot.candidates is None:
+            slot.candidates = LlamaTokenDataArray(n_vocab=n_vocab)
+        candidates = slot.candidates
+        candidates.copy_logits(logits)
+        api.llama_sampler_apply(slot.sampler, ctypes.byref(candidates.candidates))
+        token = int(candidates.candidates_data.id[candidates.candidates.selected])
+        single = LlamaTokenDataArray(n_vocab=1)
+        single.copy_logits(logits[token : token + 1])
+        single.candidates_data.id[0] = token
+        api.llama_sampler_apply(slot.grammar, ctypes.byref(single.candidates))
+        if not np.isfinite(single.candidates_data.logit[0]):  # the grammar forbids it
+            candidates.copy_logits(logits)
+            api.llama_sampler_apply(slot.grammar, ctypes.byref(candidates.candidates))
+            api.llama_sampler_apply(slot.sampler, ctypes.byref(candidates.candidates))
+            token = int(candidates.candidates_data.id[candidates.candidates.selected])
+        api.llama_sampler_accept(slot.grammar, token)
+        api.llama_sampler_accept(slot.sampler, token)
+        return token
 
     def _deliver(self, slot: _Slot, sampled: tuple[int, dict[str, Any] | None]) -> None:
         """Turn a sampled token into text and chunks; end the request where due (locked)."""
@@ -496,9 +532,10 @@ class _Context:
             self.api.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
             slot.tokens, slot.boundaries = [], {0}
         slot.pending.clear()  # a prompt cut short: what was evaluated stays, up to a boundary
-        if slot.sampler is not None:
-            self.api.llama_sampler_free(slot.sampler)
-            slot.sampler = None
+        for sampler in (slot.sampler, slot.grammar):
+            if sampler is not None:
+                self.api.llama_sampler_free(sampler)
+        slot.sampler = slot.grammar = None
         if slot.donor is not None:  # ended while waiting to copy
             slot.donor.lending -= 1
         slot.request, slot.text, slot.next_token, slot.donor = None, None, None, None
@@ -660,12 +697,11 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def sampler_chain(
-    api: Any, sampling: Sampling, n_vocab: int, penalties: bool = True, vocab: Any = None
-) -> Any:
-    """llama-cpp-python's chain (`Llama._init_sampler`): penalties over the last 64 generated
-    tokens (unless `penalties` is False), the grammar if the request has one (`vocab` needed),
-    then greedy at temperature 0, else top-k, top-p, min-p, temperature and a draw."""
+def sampler_chain(api: Any, sampling: Sampling, n_vocab: int, penalties: bool = True) -> Any:
+    """llama-cpp-python's chain (`Llama._init_sampler`) but for the grammar (`grammar_sampler`,
+    applied only when the chain's choice breaks it): penalties over the last 64 generated
+    tokens (unless `penalties` is False), then greedy at temperature 0, else top-k, top-p,
+    min-p, temperature and a draw."""
     chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params())
     add = api.llama_sampler_chain_add
     if penalties:
@@ -675,11 +711,6 @@ def sampler_chain(
                 n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0
             ),
         )
-    if sampling.grammar is not None:
-        grammar = api.llama_sampler_init_grammar(vocab, sampling.grammar.encode(), b"root")
-        if not grammar:
-            raise ConfigError("llama.cpp could not parse the grammar of a forced tool call")
-        add(chain, grammar)
     if sampling.temperature == 0:
         add(chain, api.llama_sampler_init_greedy())
         return chain
@@ -690,3 +721,13 @@ def sampler_chain(
     add(chain, api.llama_sampler_init_temp(sampling.temperature))
     add(chain, api.llama_sampler_init_dist(ctypes.c_uint32(seed & 0xFFFFFFFF).value))
     return chain
+
+
+def grammar_sampler(api: Any, grammar: str, vocab: Any) -> Any:
+    """llama.cpp's sampler for a GBNF grammar (its rule "root")."""
+    sampler = api.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    if not sampler:
+        raise ConfigError(
+            "llama.cpp could not parse the grammar (a forced tool call, a typed answer)"
+        )
+    return sampler
