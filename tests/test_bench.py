@@ -322,6 +322,16 @@ def test_report_has_tables_and_plots(tmp_path):
         assert f"]({png})" in report
 
 
+def test_the_report_pairs_each_debate_with_the_vote_of_as_many_calls(tmp_path):
+    methods = ("single", "vote-4", "debate-2x2", "debate-2x2-consensus", "debate-3x2")
+    records = run_bench(plan_for(scripted(), methods), tmp_path, progress=False)
+    report = write_report(records, tmp_path, list(methods)).read_text()
+    section = report.split("### Debate against the vote of as many calls")[1]
+    assert "| debate-2x2 | vote-4 | 4 | 4 | 0 | 0 | 0 | 1.000 |" in section
+    assert "| debate-2x2-consensus | vote-4 |" in section
+    assert "debate-3x2" not in section  # no vote-6 was run
+
+
 def test_ray_backend_gives_the_local_results(tmp_path):
     pytest.importorskip("ray", reason="the Ray backend needs the 'ray' extra")  # in moot[dev]
     import ray

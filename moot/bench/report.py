@@ -8,6 +8,7 @@ questions only one method got right and tests them with McNemar's exact test.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
@@ -284,7 +285,39 @@ def _task_section(
                 f"| {s.method} | {c.pairs} | {c.both} | {c.only_baseline} | {c.only_method} | "
                 f"{c.neither} | {c.p_value:.3f} |"
             )
+    lines += _same_budget(group, records)
     return [*lines, ""]
+
+
+_DEBATE = re.compile(r"debate-(\d+)x(\d+)(?:-consensus)?")
+
+
+def _same_budget(group: list[MethodSummary], records: list[BenchRecord]) -> list[str]:
+    """Each debate paired with the vote of as many calls (debate-3x3 with vote-9), when run."""
+    methods = {s.method for s in group}
+    pairs = []
+    for s in group:
+        match = _DEBATE.fullmatch(s.method)
+        if match:
+            vote = f"vote-{int(match[1]) * int(match[2])}"
+            if vote in methods:
+                pairs.append((vote, s.method))
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "### Debate against the vote of as many calls",
+        "",
+        "| debate | vote | pairs | both right | only vote | only debate | neither | p |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for vote, debate in pairs:
+        c = compare(records, vote, debate)
+        lines.append(
+            f"| {debate} | {vote} | {c.pairs} | {c.both} | {c.only_baseline} | "
+            f"{c.only_method} | {c.neither} | {c.p_value:.3f} |"
+        )
+    return lines
 
 
 def _plots(group: list[MethodSummary], out: Path, suffix: str) -> list[str]:
