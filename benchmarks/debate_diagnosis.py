@@ -24,14 +24,14 @@ from moot.aggregate.extract import normalise_number
 
 def diagnose(folder: Path) -> dict[str, Counter[str]]:
     records = [json.loads(line) for line in (folder / "results.jsonl").open()]
-    texts: dict[tuple[str, str, int], tuple[str, int]] = {}
+    texts: dict[tuple[str, str, int, str], tuple[str, int]] = {}
     transcripts = folder / "transcripts.jsonl"
     if transcripts.exists():
         for line in transcripts.open():
             entry = json.loads(line)
             method, question = entry["key"][1], entry["key"][5]
             for turn in entry["turns"]:
-                texts[method, question, turn["round"], turn["agent"]] = (  # type: ignore[index]
+                texts[method, question, turn["round"], turn["agent"]] = (
                     turn["text"],
                     turn["usage"]["output_tokens"],
                 )
