@@ -3,6 +3,8 @@ sends, message for message, with the same replies."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from langchain_core.messages import BaseMessage
 
@@ -165,3 +167,28 @@ def test_bench_picks_du_prompts_by_task_and_keeps_their_results_apart():
     du_plan = BenchPlan(task=task, methods=["single"], settings=du)
     assert "prompts" not in moot_plan.settings_label()
     assert du_plan.settings_label().endswith(" prompts=du-arithmetic")
+
+
+def test_an_mmlu_question_reaches_the_model_as_du_et_al_write_it(tmp_path):
+    from moot.bench.tasks import load_jsonl
+
+    path = tmp_path / "mmlu.jsonl"
+    record = {"question": "Which is a virus?", "choices": ["HIV", "E. coli", "Yeast", "Moss"]}
+    path.write_text(json.dumps({**record, "answer": "A"}) + "\n")
+    task = load_jsonl(path, du_choices=True)
+    assert task.questions[0].question == "Which is a virus?: A) HIV, B) E. coli, C) Yeast, D) Moss"
+    assert "(A) HIV\n(B)" in load_jsonl(path).questions[0].question  # moot's own layout
+
+    model = ScriptedChatModel(respond=lambda messages: "It is (A)")
+    society = moot.Society(
+        agents=[moot.Agent(name="a", model=model)],
+        protocol=moot.Debate(rounds=1, prompt_set="du-mmlu"),
+        aggregator=moot.MajorityVote(extract="choice"),
+    )
+    assert society.run(task.questions[0].question).answer == "A"
+    # mmlu/gen_mmlu.py's question, whole.
+    assert model.calls[0][0].text == (
+        "Can you answer the following question as accurately as possible? Which is a virus?: "
+        "A) HIV, B) E. coli, C) Yeast, D) Moss Explain your answer, putting the answer in the "
+        "form (X) at the end of your response."
+    )

@@ -137,11 +137,14 @@ def load_jsonl(
     answer_field: str = "answer",
     extract: ExtractKind | Extractor | None = None,
     check: Checker | None = None,
+    du_choices: bool = False,
 ) -> Task:
     """The task in a JSONL file, its format recognised from the first record's fields.
 
     `extract` and `check` replace what the format would use, so any JSONL with a question and
     an answer field can be benchmarked with your own reading and checking of answers.
+    `du_choices` writes multiple-choice questions as Du et al.'s MMLU code does
+    ("QUESTION: A) ..., B) ..."), for their prompts; otherwise one choice per line.
     """
     path = Path(path)
     records = read_records(path)
@@ -151,7 +154,7 @@ def load_jsonl(
         kind: tuple[ExtractKind | Extractor, Checker] = ("square", chess_destination)
     elif "choices" in first:
         questions = [
-            _multiple_choice(record, path, line, question_field, answer_field)
+            _multiple_choice(record, path, line, question_field, answer_field, du_choices)
             for line, record in records
         ]
         kind = ("choice", choice_letter)
@@ -224,7 +227,12 @@ def _plain(
 
 
 def _multiple_choice(
-    record: dict[str, Any], path: Path, line: int, question_field: str, answer_field: str
+    record: dict[str, Any],
+    path: Path,
+    line: int,
+    question_field: str,
+    answer_field: str,
+    du_choices: bool = False,
 ) -> Question:
     choices = _field(record, "choices", path, line)
     if isinstance(choices, list):
@@ -236,10 +244,13 @@ def _multiple_choice(
         raise ConfigError(
             f"{path}:{line}: answer '{answer}' is not one of the choices {', '.join(choices)}"
         )
-    listed = "\n".join(f"({letter}) {text}" for letter, text in choices.items())
-    text = prompts.render(
-        "bench/choice", question=_field(record, question_field, path, line), choices=listed
-    )
+    question = _field(record, question_field, path, line)
+    if du_choices:  # mmlu/gen_mmlu.py: "{}: A) {}, B) {}, C) {}, D) {}"
+        inline = ", ".join(f"{letter}) {text}" for letter, text in choices.items())
+        text = f"{question}: {inline}"
+    else:
+        listed = "\n".join(f"({letter}) {text}" for letter, text in choices.items())
+        text = prompts.render("bench/choice", question=question, choices=listed)
     return Question(id=_id(record, path, line), question=text, answer=answer)
 
 

@@ -140,6 +140,7 @@ def _task(args: argparse.Namespace) -> Any:
         answer_field=args.answer_field,
         extract=extract,
         check=imported(args.check, "--check") if args.check else None,
+        du_choices=args.prompts == "du",
     ).head(args.limit)
 
 
