@@ -377,8 +377,14 @@ def test_cli_bench_writes_results_report_and_plots(tmp_path, scripted_backend, c
     out = tmp_path / "out"
     argv = ["bench", "--data", str(data), "--limit", "3", "--methods", "single,debate-3x2"]
     assert main([*argv, "--model", "scripted:solver", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "debate-3x2" in printed and f"report: {out}/report.md" in printed
+    # No terminal here: progress comes as one line per finished question, for a log.
+    progress = [line for line in captured.err.splitlines() if " (trial 0): " in line]
+    finished = sorted(line.split(" (trial")[0] for line in progress)
+    assert finished == [f"{m} s{n}" for m in ("debate-3x2", "single") for n in range(3)]
+    assert all(": right, " in line and "acc 100.0%" in line for line in progress)
     assert (
         "| debate-3x2 | 3 | 1 | 100.0% [43.8, 100.0] | 448 | 6.0 |"
         in (out / "report.md").read_text()

@@ -12,7 +12,8 @@ from moot.bench.records import BenchPlan, BenchRecord
 
 
 class Progress:
-    """One rich bar per method, with live accuracy and tokens per question."""
+    """One rich bar per method, with live accuracy and tokens per question; where the output
+    is no terminal (a log file), one line per finished question instead."""
 
     def __init__(
         self,
@@ -38,8 +39,10 @@ class Progress:
             method: self.progress.add_task(method, total=per_method, stats="")
             for method in plan.methods
         }
+        self.started = False  # results already on file are counted, not printed
         for record in done:
             self.add(record)
+        self.started = True
 
     def add(self, record: BenchRecord) -> None:
         counts = self.totals[record.method]
@@ -51,6 +54,15 @@ class Progress:
             f"acc {100 * right / answered:5.1f}% ({right}/{answered})  {tokens // answered:,} tok/q"
         )
         self.progress.update(self.bars[record.method], advance=1, stats=stats)
+        console = self.progress.console
+        if self.enabled and not console.is_terminal and self.started:
+            outcome = "error" if record.error else "right" if record.correct else "wrong"
+            console.print(
+                f"{record.method} {record.question_id} (trial {record.trial}): {outcome}, "
+                f"{record.tokens:,} tokens, {record.seconds:.1f} s; {stats}",
+                markup=False,
+                highlight=False,
+            )
 
     def __enter__(self) -> Progress:
         self.progress.__enter__()
