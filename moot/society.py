@@ -65,6 +65,11 @@ class Society(Config):
         self.protocol.check(self.agents, self.aggregator)
         if self.vote_on is not None and self.answer_schema is None:
             raise ValueError("vote_on names a field of answer_schema: give answer_schema too")
+        if self.answer_schema is not None and not self.protocol.asks_in_answer_format():
+            raise ValueError(
+                "answer_schema needs prompts that ask for it, but this protocol asks in fixed "
+                "words (a published prompt set): use moot's prompts for typed answers"
+            )
         self.typed_answers()  # an unknown vote_on field fails here
         return self
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from langchain_core.messages import BaseMessage
+from pydantic import BaseModel
 
 import moot
 from moot.bench import MethodSettings, build_method
@@ -144,6 +145,16 @@ def test_du_prompts_refuse_answer_formats_and_traits_they_cannot_serve():
         aggregator=moot.MajorityVote(extract="choice"),
     )
     assert society.run("Which? (A) x (B) y").answer == "A"
+
+    class Letter(BaseModel):
+        letter: str
+
+    with pytest.raises(ValueError, match="answer_schema needs prompts that ask for it"):
+        moot.Society(
+            agents=[moot.Agent(name="a", model=model)],
+            protocol=moot.Debate(prompt_set="du-gsm8k"),
+            answer_schema=Letter,
+        )
 
 
 def test_bench_picks_du_prompts_by_task_and_keeps_their_results_apart():

@@ -61,6 +61,11 @@ class BaseProtocol(Config, ABC):
         window before any call. Default: the question and the answer format."""
         return question_prompt(question, context)
 
+    def asks_in_answer_format(self) -> bool:
+        """Whether the prompts ask for the run's answer format (typed answers need it), rather
+        than in fixed words of their own. Default: they do."""
+        return True
+
     def recursion_limit(self, agents: list[Agent]) -> int:
         """The most graph steps a run may take (LangGraph's `recursion_limit`). Default: 25."""
         return 25

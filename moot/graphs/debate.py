@@ -127,6 +127,9 @@ class Debate(RoundProtocol):
     def sends_system_prompt(self) -> bool:
         return self.prompt_set == "moot"
 
+    def asks_in_answer_format(self) -> bool:
+        return self.prompt_set == "moot"
+
     def first_prompt(self, question: str, context: RunContext) -> str:
         if self.prompt_set == "moot":
             return super().first_prompt(question, context)
