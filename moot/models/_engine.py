@@ -221,8 +221,10 @@ class Engine:
                 for slot in context.slots:
                     if slot.request is request and slot not in context.stepping:
                         context.finish(slot, None)
-            while wait and any(
-                slot.request is request for context in self.contexts for slot in context.slots
+            while (
+                wait
+                and not self.closed
+                and any(slot.request is request for c in self.contexts for slot in c.slots)
             ):
                 self.lock.wait(timeout=1.0)
 
