@@ -9,6 +9,7 @@ import time
 import urllib.request
 
 import pytest
+from pydantic import BaseModel
 
 import moot
 from moot.models.embedded import embedded_model_path
@@ -183,3 +184,33 @@ def test_an_agent_calls_a_tool_through_the_openai_path(tools_server_url):
     assert (first.result is None) != (first.error is None)
     assert turn.usage.calls >= 2  # the forced call, then the answer (or more calls)
     assert turn.usage.input_tokens > 0 and turn.usage.output_tokens > 0
+
+
+class _Reading(BaseModel):
+    value: int
+
+
+def test_typed_answers_are_held_by_the_servers_response_format(server_url):
+    # llama-cpp-python's server takes a "json_object" format with a schema: a grammar holds
+    # the whole reply to reasoning + answer, which moot writes back as text, then the JSON.
+    model = moot.load_model(
+        "openai:smollm2", base_url=server_url, max_tokens=160, structured_output="json_object"
+    )
+    agents = [moot.Agent(name=f"a{i}", model=model) for i in range(2)]
+    society = moot.Society(agents=agents, protocol=moot.Debate(rounds=1), answer_schema=_Reading)
+    result = society.run("What is 12+30?")
+    for turn in result.turns:
+        assert not turn.failed and turn.answer is not None, turn.answer_error
+        assert not turn.text.startswith("{")  # unwrapped: the reasoning comes first
+        assert turn.text.rstrip().endswith("}")
+    assert isinstance(result.answer_object, _Reading)
+
+
+def test_a_server_without_structured_output_is_asked_in_the_prompt(server_url):
+    # The default for a custom server: no response format (this one refuses "json_schema").
+    model = moot.load_model("openai:smollm2", base_url=server_url, max_tokens=48)
+    agent = moot.Agent(name="a", model=model)
+    society = moot.Society(agents=[agent], protocol=moot.Debate(rounds=1), answer_schema=_Reading)
+    turn = society.run("What is 12+30?").turns[0]
+    assert not turn.failed, turn.error
+    assert turn.answer is not None or turn.answer_error  # SmolLM2 rarely fits it unaided

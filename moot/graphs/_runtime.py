@@ -336,9 +336,17 @@ def _request(call: Call) -> tuple[list[BaseMessage], RunnableConfig, dict[str, A
     if agent.timeout is not None and backend in _TIMEOUT_AWARE:
         options["timeout"] = agent.timeout
     schema = call.speaker.answer_format.json_schema()
-    if schema is not None and backend == "llama.cpp" and not agent.tools:
-        options["answer_schema"] = schema  # a grammar holds the reply's last part to it
+    if schema is not None and not agent.tools and _takes_answer_schema(model):
+        options["answer_schema"] = schema  # a grammar or a response format holds the reply to it
     return messages, config, options
+
+
+def _takes_answer_schema(model: Any) -> bool:
+    """Whether the model holds a reply to a typed answer's schema itself: llama.cpp by a
+    grammar, moot's OpenAI models by a response format (`structured_output`)."""
+    return getattr(model, "_llm_type", "") == "llama.cpp" or getattr(
+        model, "takes_answer_schema", False
+    )
 
 
 _TIMEOUT_AWARE = {"llama.cpp", "openai-chat"}
