@@ -430,3 +430,43 @@ def test_ray_backend_errors_are_clear(tmp_path):
     ):
         run_bench(missing, tmp_path, backend="ray", workers=1, progress=False)
     assert not ray.is_initialized()
+
+
+def test_the_report_pairs_each_method_with_and_without_tools(tmp_path):
+    from langchain_core.messages import AIMessage, ToolMessage
+
+    def with_calculator(messages):
+        results = [m.text for m in messages if isinstance(m, ToolMessage)]
+        if not results:
+            expression = _EXPRESSION.search(messages[-1].text).group(1)
+            call = {"name": "calculator", "args": {"expression": expression}, "id": "c0"}
+            return AIMessage(content="", tool_calls=[call])
+        return f"Answer: {results[-1]}"
+
+    def head_sums(messages):
+        return "Answer: 0"  # right only where the result is 0
+
+    task = arithmetic(6, seed=3, low=0, high=9)
+    for model, tools in ((ScriptedChatModel(respond=head_sums), []), (None, ["calculator"])):
+        settings = MethodSettings(model=model or ScriptedChatModel(respond=with_calculator))
+        settings.tools = tools
+        plan = BenchPlan(task=task, methods=["single"], settings=settings)
+        run_bench(plan, tmp_path, progress=False)
+    records = ResultStore(tmp_path).records()
+    aided = [r for r in records if "tools=" in r.settings]
+    assert [r.tool_calls for r in aided] == [1] * 6 and all(r.correct for r in aided)
+    right_alone = sum(r.correct for r in records if "tools=" not in r.settings)
+    report = write_report(records, tmp_path).read_text()
+    section = report.split("## With and without tools")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| arithmetic"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:4] == ["single", "tools=calculator tool_choice=auto", "6"]
+    assert cells[5].startswith("100.0%") and cells[6] == "1.00"
+    assert cells[9:11] == ["0", str(6 - right_alone)]
+
+
+@pytest.mark.parametrize("right", [0, 6])
+def test_an_interval_at_0_or_100_percent_holds_its_value(right):
+    # rounding once put the upper bound of 6/6 a hair under 100%: a negative error bar
+    interval = Interval.wilson(right, 6)
+    assert interval.low <= interval.value <= interval.high

@@ -51,6 +51,9 @@ class BenchRecord(BaseModel):
     """Calls answered from the call cache (`moot bench --cache`)."""
     deferred_tokens: int = 0
     """Fused models (colm): reply tokens the base deferred to the assistant."""
+    tool_calls: int | None = None
+    """Tool calls the agents made (None: a record written before they were counted; the
+    report then counts them from the transcript)."""
     seconds: float = 0.0
     """Wall time of this question (varies between runs; everything else is reproducible)."""
     rounds: int = 0

@@ -35,7 +35,9 @@ class Interval(BaseModel):
         denominator = 1 + z * z / total
         centre = (p + z * z / (2 * total)) / denominator
         half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-        return cls(value=p, low=max(0.0, centre - half), high=min(1.0, centre + half))
+        # (clamped to hold p: at 0% or 100% rounding can put a bound a hair past it)
+        low, high = min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
+        return cls(value=p, low=low, high=high)
 
     def __str__(self) -> str:
         return f"{100 * self.value:.1f}% [{100 * self.low:.1f}, {100 * self.high:.1f}]"
@@ -212,6 +214,7 @@ def write_report(
         chosen = [r for r in records if (r.task, r.model, r.settings) == (task, model, settings)]
         lines += _task_section(task, model, settings, group, chosen)
         lines += _plots(group, out, suffix)
+    lines += _with_and_without_tools(records)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -318,6 +321,58 @@ def _same_budget(group: list[MethodSummary], records: list[BenchRecord]) -> list
             f"{c.only_method} | {c.neither} | {c.p_value:.3f} |"
         )
     return lines
+
+
+_TOOLS = re.compile(r" tools=\S+ tool_choice=\S+")
+
+
+def _with_and_without_tools(records: list[BenchRecord]) -> list[str]:
+    """Each method run with tools paired with the same method, task, model and settings run
+    without them, question by question: what the tools did to accuracy and cost."""
+    runs: dict[tuple[str, str, str, str], list[BenchRecord]] = defaultdict(list)
+    for record in records:
+        runs[record.task, record.model, record.settings, record.method].append(record)
+    lines: list[str] = []
+    for (task, model, settings, method), with_tools in runs.items():
+        tools = _TOOLS.search(settings)
+        without = runs.get((task, model, _TOOLS.sub("", settings), method))
+        if tools is None or not without:
+            continue
+        renamed = [r.model_copy(update={"method": "with"}) for r in with_tools]
+        c = compare([*without, *renamed], method, "with")
+        paired = {(r.trial, r.question_id) for r in without} & {
+            (r.trial, r.question_id) for r in with_tools
+        }
+        plain = [r for r in without if (r.trial, r.question_id) in paired]
+        aided = [r for r in with_tools if (r.trial, r.question_id) in paired]
+        if not paired:
+            continue
+        if not lines:
+            lines = [
+                "## With and without tools",
+                "",
+                "Each method on the questions it ran both ways, with the same model and sampling.",
+                "",
+                "| task | method | tools | questions | accuracy without | accuracy with | "
+                "tool calls | tokens without | tokens with | only without | only with | p |",
+                "| --- | --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
+        lines.append(
+            f"| {task} | {method} | {tools[0].strip()} | {len(paired)} | "
+            f"{Interval.wilson(sum(r.correct for r in plain), len(plain))} | "
+            f"{Interval.wilson(sum(r.correct for r in aided), len(aided))} | "
+            f"{statistics.mean(_tool_calls(r) for r in aided):.2f} | "
+            f"{statistics.mean(r.tokens for r in plain):,.0f} | "
+            f"{statistics.mean(r.tokens for r in aided):,.0f} | "
+            f"{c.only_baseline} | {c.only_method} | {c.p_value:.3f} |"
+        )
+    return [*lines, ""] if lines else []
+
+
+def _tool_calls(record: BenchRecord) -> int:
+    if record.tool_calls is not None:
+        return record.tool_calls
+    return sum(len(turn.tool_calls) for turn in record.transcript)
 
 
 def _plots(group: list[MethodSummary], out: Path, suffix: str) -> list[str]:

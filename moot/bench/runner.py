@@ -82,6 +82,7 @@ class QuestionRunner:
                 "cost": result.usage.cost,
                 "cached_calls": result.usage.cached_calls,
                 "deferred_tokens": sum(_deferred(turn) for turn in result.turns),
+                "tool_calls": sum(len(turn.tool_calls) for turn in result.turns),
                 "seconds": round(time.perf_counter() - started, 3),
                 "rounds": result.rounds,
                 "stop_reason": result.stop_reason,

@@ -78,7 +78,7 @@ def bench_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
     if args.report_only:
-        records = ResultStore(out).records()
+        records = ResultStore(out).records_with_transcripts()  # tool calls of old records
         if not records:
             raise MootError(f"no results in {out / 'results.jsonl'}: run `moot bench` first")
     else:
