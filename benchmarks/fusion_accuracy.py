@@ -2,8 +2,10 @@
 Co-LLM at several thresholds and with a learned gate (issue 14's accuracy targets).
 
 Each setting is a `moot bench --methods single` run of its own (greedy, one question at a time)
-in benchmarks/results/fusion/TASK/SETTING, so a run resumes where it stopped and `--limit` can
-grow slice by slice. Then one table per task (accuracy with 95% Wilson intervals, McNemar
+in benchmarks/results/fusion/TASK/SETTING (fusion-du/ with `--prompts du`: Du et al.'s prompts,
+which ask for the working), so a run resumes where it stopped and `--limit` can grow. Settings
+take turns `--slice` questions at a time, so a run cut short has every setting on the same
+questions. Then one table per task (accuracy with 95% Wilson intervals, McNemar
 against the small model alone, share of the small->large gap recovered, output tokens/s,
 deferral rate) and a plot of accuracy against deferral rate.
 
@@ -48,14 +50,15 @@ def settings(small: str, large: str, gate: str | None) -> dict[str, str]:
     return table
 
 
-def folder(task: str, name: str) -> Path:
-    return OUT / task / name.replace(" ", "_").replace("<=", "le")
+def folder(task: str, name: str, prompts: str = "moot") -> Path:
+    root = OUT if prompts == "moot" else OUT.with_name(f"fusion-{prompts}")
+    return root / task / name.replace(" ", "_").replace("<=", "le")
 
 
-def run(task: str, name: str, spec: str, limit: int) -> None:
+def run(task: str, name: str, spec: str, limit: int, prompts: str) -> None:
     args = ["bench", *TASKS[task], "--limit", str(limit), "--methods", "single"]
     args += ["--model", spec, "--temperature", "0", "--concurrency", "1"]
-    args += ["--out", str(folder(task, name))]
+    args += ["--out", str(folder(task, name, prompts)), "--prompts", prompts]
     if spec.startswith("llama:"):
         args += ["-o", "n_threads=2"]
     status = moot(args)
@@ -63,10 +66,10 @@ def run(task: str, name: str, spec: str, limit: int) -> None:
         raise SystemExit(f"moot bench failed for {task} / {name} (status {status})")
 
 
-def report(task: str, names: list[str], limit: int) -> None:
+def report(task: str, names: list[str], limit: int, prompts: str) -> None:
     records: dict[str, dict[str, BenchRecord]] = {}
     for name in names:
-        done = ResultStore(folder(task, name)).records()
+        done = ResultStore(folder(task, name, prompts)).records()
         records[name] = {record.question_id: record for record in done}
     common = sorted(set.intersection(*(set(r) for r in records.values())))[: limit or None]
     if not common:
@@ -100,10 +103,10 @@ def report(task: str, names: list[str], limit: int) -> None:
         if name.startswith("colm") or "alone" in name:
             share = deferred if name.startswith("colm") else (0.0 if "0.5B" in name else 1.0)
             points.append((name, share, interval.value))
-    _plot(task, points)
+    _plot(task, points, folder(task, names[0], prompts).parent)
 
 
-def _plot(task: str, points: list[tuple[str, float, float]]) -> None:
+def _plot(task: str, points: list[tuple[str, float, float]], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,7 +121,7 @@ def _plot(task: str, points: list[tuple[str, float, float]]) -> None:
     axes.set_ylabel("accuracy")
     axes.set_title(f"Co-LLM on {task}: Qwen2.5-Coder 0.5B base, 1.5B assistant")
     figure.tight_layout()
-    path = OUT / task / "accuracy_vs_deferral.png"
+    path = out / "accuracy_vs_deferral.png"
     figure.savefig(path, dpi=120)
     plt.close(figure)
     print(f"\nplot: {path.relative_to(ROOT.parent)}")
@@ -132,15 +135,19 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--tasks", default="gsm8k,arithmetic")
     parser.add_argument("--only", help="comma-separated settings to run (default: all)")
+    parser.add_argument("--slice", type=int, default=10, help="questions per setting's turn")
+    parser.add_argument("--prompts", choices=["moot", "du"], default="moot")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     table = settings(args.small, args.large, args.gate)
     chosen = args.only.split(",") if args.only else list(table)
     for task in args.tasks.split(","):
         if not args.report_only:
-            for name in chosen:
-                run(task, name, table[name], args.limit)
-        report(task, [name for name in table if folder(task, name).exists()], args.limit)
+            for upto in range(min(args.slice, args.limit), args.limit + args.slice, args.slice):
+                for name in chosen:
+                    run(task, name, table[name], min(upto, args.limit), args.prompts)
+        done = [name for name in table if folder(task, name, args.prompts).exists()]
+        report(task, done, args.limit, args.prompts)
 
 
 if __name__ == "__main__":
