@@ -38,6 +38,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--questions", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--exact-too",
+        action="store_true",
+        help="add prob and colm settings without repacked weights (repack=False)",
+    )
     args = parser.parse_args()
     sampling = {"temperature": 0, "max_tokens": args.tokens}
     pair = [args.small, args.large]
@@ -55,6 +60,12 @@ def main() -> None:
         threshold = LearnedGate.load(args.gate).training.thresholds["30%"]  # type: ignore[union-attr]
         settings["colm gate"] = FusedChatModel(
             models=pair, strategy="colm", gate=args.gate, threshold=threshold, **sampling
+        )
+    if args.exact_too:
+        exact = {"temperature": 0, "max_tokens": args.tokens, "repack": False}
+        settings["prob, not repacked"] = FusedChatModel(models=pair, strategy="prob", **exact)
+        settings["colm p<=0.5, not repacked"] = FusedChatModel(
+            models=pair, strategy="colm", threshold=0.5, **exact
         )
     rates: dict[str, list[float]] = {name: [] for name in settings}
     deferred: dict[str, list[float]] = {name: [] for name in settings}

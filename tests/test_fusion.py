@@ -39,7 +39,8 @@ def alone(path: str, **kwargs: object) -> str:
 
 
 def fused(q8: Path, **fields: object) -> FusedChatModel:
-    return FusedChatModel(models=["local", str(q8)], **{**GREEDY, **fields})
+    """Not repacked, so each model computes what it does alone on the batched engine."""
+    return FusedChatModel(models=["local", str(q8)], **{**GREEDY, "repack": False, **fields})
 
 
 @pytest.mark.parametrize("strategy", ["prob", "logit"])
@@ -54,7 +55,7 @@ def test_all_weight_on_one_model_gives_its_own_greedy_tokens(q8_copy, strategy):
 
 
 def test_a_model_fused_with_itself_runs_on_two_contexts_and_gives_its_own_tokens():
-    model = FusedChatModel(models=["local", "local"], strategy="prob", **GREEDY)
+    model = FusedChatModel(models=["local", "local"], strategy="prob", repack=False, **GREEDY)
     assert model._decoders[0] is not model._decoders[1]
     assert model.invoke(QUESTION).text == alone("local")
 
@@ -287,3 +288,11 @@ def test_the_logistic_regression_separates_what_is_separable():
     predicted = (x @ weights + bias) > 0
     assert (predicted == (y == 1)).mean() > 0.97
     assert weights[0] > 0 > weights[2] and abs(weights[1]) < abs(weights[0]) / 3
+
+
+def test_repacked_and_exact_fusions_are_cached_apart(q8_copy):
+    # repacking changes logits in the last bits: a cached reply of one is not the other's
+    exact, repacked = fused(q8_copy), fused(q8_copy, repack=True)
+    assert exact._decoders[0] is not repacked._decoders[0]  # each loaded its own way
+    assert exact._identifying_params != repacked._identifying_params
+    assert repacked.invoke(QUESTION).text  # the default, repacked, answers too

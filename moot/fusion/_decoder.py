@@ -1,9 +1,10 @@
 """One GGUF on its own llama.cpp context, stepped a token at a time by the fusion loop.
 
-Models and contexts are built as the batched engine builds them (weights not repacked, flash
-attention off on CPU) and a prompt is cut into chunks by the same rule, so a model stepped here
-computes the logits it computes there, bit for bit, and a fusion that gives one model all the
-weight decodes that model's own tokens.
+Contexts are built as the batched engine builds them (flash attention off on CPU) and a prompt
+is cut into chunks by the same rule. Weights are repacked for llama.cpp's faster CPU kernels
+unless `repack=False`; without repacking a model stepped here computes the logits it computes on
+the batched engine, bit for bit, and a fusion that gives one model all the weight decodes that
+model's own tokens there.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ class Decoder:
         n_threads: int | None,
         n_gpu_layers: int,
         hidden: bool,
+        repack: bool = True,
     ) -> None:
         import llama_cpp
 
         self.api = llama_cpp
         self.path = path
-        self.model = load_model(path, n_gpu_layers)
+        self.model = load_model(path, n_gpu_layers, repack)
         self.n_ctx = n_ctx or self.model.n_ctx_train()
         self.n_batch = n_batch
         self.n_vocab = self.model.n_vocab()

@@ -57,6 +57,11 @@ class FusedChatModel(LocalChatModel):
     """Threads of each model's context, for generation and prompt alike (None: all usable
     cores; the models run one after another)."""
     n_gpu_layers: int = Field(default=0, ge=-1)
+    repack: bool = True
+    """Repack weights for llama.cpp's faster CPU kernels (Qwen2.5-Coder-1.5B: a token 38 -> 31
+    ms, a deferral's catch-up of 4 tokens 106 -> 71 ms; BENCHMARKS.md). False: each model
+    computes exactly what it computes alone on the batched engine (which never repacks), so
+    weights (1, 0) give the first model's own tokens there, bit for bit."""
     temperature: float = Field(default=0.7, ge=0)
     max_tokens: int = Field(default=512, ge=1)
     top_p: float = Field(default=0.95, gt=0, le=1)
@@ -109,6 +114,7 @@ class FusedChatModel(LocalChatModel):
                 n_threads=self.n_threads,
                 n_gpu_layers=self.n_gpu_layers,
                 hidden=want_hidden,
+                repack=self.repack,
                 copy=paths[:index].count(path),  # a model named twice runs on two contexts
             )
             for index, (path, want_hidden) in enumerate(zip(paths, hidden, strict=True))
@@ -129,7 +135,7 @@ class FusedChatModel(LocalChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        fields = ("models", "strategy", "weights", "threshold", "gate", *_SAMPLING)
+        fields = ("models", "strategy", "weights", "threshold", "gate", "repack", *_SAMPLING)
         return {name: getattr(self, name) for name in fields}
 
     def _sampling(self, kwargs: dict[str, Any]) -> Any:

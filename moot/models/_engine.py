@@ -619,15 +619,16 @@ def token_piece(model: Any, token: int) -> bytes:
     return buffer.raw[:n]
 
 
-def load_model(path: Path, n_gpu_layers: int) -> Any:
-    """A llama-cpp-python `LlamaModel`, its weights not repacked (see the module docstring)."""
+def load_model(path: Path, n_gpu_layers: int, repack: bool = False) -> Any:
+    """A llama-cpp-python `LlamaModel`, its weights not repacked unless asked (see the module
+    docstring: the engine never repacks; token fusion does by default)."""
     import llama_cpp
     from llama_cpp import _internals, _logger
 
     _logger.set_verbose(False)  # llama.cpp logs every KV copy and graph to stderr
     model_params = llama_cpp.llama_model_default_params()
     model_params.n_gpu_layers = n_gpu_layers
-    model_params.use_extra_bufts = False
+    model_params.use_extra_bufts = repack
     try:
         return _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
     except ValueError as error:
