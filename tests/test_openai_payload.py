@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 import moot
 from moot.errors import ModelSpecError
-from moot.models.openai import _unwrapped
+from moot.models._openai_chat import _unwrapped
 
 
 class Part(BaseModel):
