@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from itertools import product
-from typing import Any
+from typing import Any, Literal, cast
 
 from langchain_core.language_models import BaseChatModel
 
@@ -11,7 +12,7 @@ from moot.agents import Agent
 from moot.aggregate.base import Aggregator
 from moot.aggregate.extract import ExtractKind
 from moot.aggregate.vote import MajorityVote
-from moot.graphs.debate import Debate
+from moot.graphs.debate import Debate, PromptSet, RoundStrategy
 from moot.society import Society
 
 MACHINESOM_STRATEGIES = ["-".join(moves) for moves in product(("debate", "reflect"), repeat=3)]
@@ -23,26 +24,50 @@ def machinesom(
     strategy: str = "debate-debate-debate",
     model: str | BaseChatModel = "local",
     extract: ExtractKind = "choice",
+    prompts: Literal["moot", "som"] = "moot",
+    reflector_seed: int = 0,
     **sampling: Any,
 ) -> Society:
     """A MachineSoM society: 3 agents, the first `overconfident` of them overconfident and the
     rest easy-going; an independent first answer, then the strategy's 3 moves; the answer is
-    the plurality if at least two agents give it, else none."""
+    the plurality if at least two agents give it, else none.
+
+    `prompts="som"` runs it as zjunlp/MachineSoM's code does: their prompts for the task
+    (MMLU's for choice answers, MATH's for boxed or numeric ones), and in each debate round
+    one agent, drawn at random (`reflector_seed`), reflects while the other two debate."""
     if not 0 <= overconfident <= 3:
         raise ValueError(f"overconfident must be 0 to 3 (of 3 agents), got {overconfident}")
+    names = [f"agent{index + 1}" for index in range(3)]
+    moves = cast(list[RoundStrategy], [move.strip() for move in strategy.split("-")])
+    prompt_set: PromptSet = "moot"
+    if prompts == "som":
+        prompt_set = _som_prompt_set(extract)
+        draw = random.Random(reflector_seed)
+        moves = [{draw.choice(names): "reflect"} if m == "debate" else m for m in moves]
     agents = [
         Agent(
-            name=f"agent{index + 1}",
+            name=name,
             trait="overconfident" if index < overconfident else "easy-going",
             model=model,
             **sampling,
         )
-        for index in range(3)
+        for index, name in enumerate(names)
     ]
     return Society(
         agents=agents,
-        protocol=Debate.model_validate({"strategy": strategy}),
+        protocol=Debate(strategy=moves, prompt_set=prompt_set),
         aggregator=MajorityVote(extract=extract, min_votes=2),
+    )
+
+
+def _som_prompt_set(extract: ExtractKind) -> PromptSet:
+    if extract == "choice":
+        return "som-mmlu"
+    if extract in ("boxed", "number"):
+        return "som-math"
+    raise ValueError(
+        f"MachineSoM's prompts cover multiple-choice (MMLU) and math answers, not {extract!r} "
+        "(their chess prompts are not reproduced): use prompts='moot'"
     )
 
 

@@ -170,7 +170,7 @@ def test_bench_picks_du_prompts_by_task_and_keeps_their_results_apart():
     assert debate.protocol.prompt_set == "du-arithmetic"
     assert debate.protocol.consensus == 1.0 and debate.protocol.rounds == 3
     assert build_method("debate-3x3", "number", du).protocol.consensus is None
-    with pytest.raises(moot.ConfigError, match="single, vote and debate methods only"):
+    with pytest.raises(moot.ConfigError, match="single, vote, debate and machinesom methods only"):
         build_method("moa-2x1", "number", du)
 
     task = arithmetic(2)

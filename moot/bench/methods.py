@@ -158,19 +158,21 @@ def _builtin(kind: str, groups: tuple[str | None, ...], settings: MethodSettings
             rounds=rounds, consensus=1.0 if groups[2] else None, prompt_set=prompt_set
         )
         return Society(agents=with_tools(count), protocol=protocol)
-    if prompt_set != "moot":
-        raise ConfigError(
-            f"prompt_set {prompt_set} is for single, vote and debate methods only: "
-            "run the other methods in a moot bench of their own, without --prompts du"
-        )
-    if kind == "som":
+    if kind == "som":  # with --prompts du, each paper's own: MachineSoM's for its societies
         assert groups[1] in MACHINESOM_STRATEGIES
         return machinesom(
             int(groups[0] or 0),
             groups[1],
             model=model,
+            extract="choice" if prompt_set == "du-mmlu" else "number",
+            prompts="moot" if prompt_set == "moot" else "som",
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,
+        )
+    if prompt_set != "moot":
+        raise ConfigError(
+            f"prompt_set {prompt_set} is for single, vote, debate and machinesom methods only: "
+            "run the other methods in a moot bench of their own, without --prompts du"
         )
     if kind == "moa":
         count, layers = int(groups[0] or 1), int(groups[1] or 1)

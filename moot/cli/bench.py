@@ -43,7 +43,8 @@ def add_command(commands: Any) -> None:
         "--prompts",
         choices=["moot", "du"],
         default="moot",
-        help="single, vote and debate ask in moot's words or Du et al.'s for the task (moot)",
+        help="moot's words, or each paper's own for the task: Du et al.'s for single, vote and "
+        "debate, MachineSoM's for machinesom-* (moot)",
     )
     methods.add_argument("--model", help="model spec for every agent (local)")
     methods.add_argument("--strong-model", help="the cascade's last tier (--model)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from rich.live import Live
 
@@ -33,6 +33,7 @@ from moot.cli._common import (
 )
 from moot.cli.display import exit_status, print_json, print_summary, show_live, show_turns
 from moot.errors import ConfigError
+from moot.graphs.debate import PromptSet
 from moot.result import Result, Turn
 from moot.society import Society
 
@@ -72,9 +73,10 @@ def add_commands(commands: Any) -> None:
     )
     debate.add_argument(
         "--prompts",
-        choices=["moot", "du-gsm8k", "du-arithmetic", "du-mmlu"],
+        choices=get_args(PromptSet),
         default="moot",
-        help="moot's prompts, or Du et al.'s for one of their tasks, word for word (moot)",
+        help="moot's prompts, or Du et al.'s (du-*) or MachineSoM's (som-*) for one of their "
+        "tasks, word for word (moot)",
     )
     debate.add_argument("--json", action="store_true", help="print the result as one JSON object")
 

@@ -6,7 +6,10 @@ reflects (it re-examines only its own answer), continuing its own conversation, 
 extends the agent's previous one. The strategy is written per round, and may differ per agent.
 
 The prompts are moot's own by default; `prompt_set="du-gsm8k"` (or du-arithmetic, du-mmlu)
-sends Du et al.'s, word for word, as their code does (composable-models/llm_multiagent_debate).
+sends Du et al.'s, word for word, as their code does (composable-models/llm_multiagent_debate),
+and "som-mmlu" or "som-math" MachineSoM's (zjunlp/MachineSoM), with its layout: each agent is
+first told its expert role and character, and a debating agent is shown only the other agents
+that debate in the same round.
 """
 
 from __future__ import annotations
@@ -27,13 +30,19 @@ Move = Literal["debate", "reflect"]
 RoundStrategy = Move | dict[str, Move]
 """One round's move for every agent, or a move per agent name (unnamed agents debate)."""
 Topology = Literal["all", "ring", "star"] | dict[str, list[str]]
-PromptSet = Literal["moot", "du-gsm8k", "du-arithmetic", "du-mmlu"]
-_DU_READS: dict[str, tuple[str, ...]] = {
+PromptSet = Literal["moot", "du-gsm8k", "du-arithmetic", "du-mmlu", "som-mmlu", "som-math"]
+_PAPER_READS: dict[str, tuple[str, ...]] = {
     "du-gsm8k": ("number", "boxed"),
     "du-arithmetic": ("number",),
     "du-mmlu": ("choice",),
+    "som-mmlu": ("choice",),
+    "som-math": ("boxed", "number"),
 }
-"""The answer formats each of Du et al.'s prompt sets asks for."""
+"""The answer formats each paper's prompt set asks for."""
+_SOM_TRAITS = ("easy-going", "overconfident")
+"""moot's traits for MachineSoM's two characters ("temperate" and "confident")."""
+_SOM_ACKNOWLEDGEMENT = "ok"
+"""The reply MachineSoM's agents are asked to give to their role ("say ok only")."""
 
 
 class Debate(RoundProtocol):
@@ -60,7 +69,8 @@ class Debate(RoundProtocol):
     """Whose prompts: moot's ("moot": a system prompt per role, step-by-step work, an "Answer:"
     line, peers shown by name), or Du et al.'s for one of their tasks, word for word and with no
     system prompt: "du-gsm8k" (\\boxed{} answers), "du-arithmetic" ("state your answer at the
-    end") or "du-mmlu" ("(X)")."""
+    end") or "du-mmlu" ("(X)"); or MachineSoM's, "som-mmlu" or "som-math", where each agent's
+    trait (easy-going or overconfident; none is easy-going) becomes their role message."""
 
     @model_validator(mode="before")
     @classmethod
@@ -99,7 +109,7 @@ class Debate(RoundProtocol):
         if unknown:
             raise ValueError(f"the debate names unknown agents: {', '.join(unknown)}")
         if self.prompt_set != "moot":
-            self._check_du(agents, aggregator)
+            self._check_paper(agents, aggregator)
         if isinstance(self.topology, dict):
             selfish = sorted(name for name, seen in self.topology.items() if name in seen)
             if selfish:
@@ -109,14 +119,22 @@ class Debate(RoundProtocol):
                     "re-examine them)"
                 )
 
-    def _check_du(self, agents: list[Agent], aggregator: Aggregator) -> None:
-        reads = _DU_READS[self.prompt_set]
+    def _check_paper(self, agents: list[Agent], aggregator: Aggregator) -> None:
+        reads = _PAPER_READS[self.prompt_set]
         if isinstance(aggregator.extract, str) and aggregator.extract not in reads:
             raise ValueError(
                 f"prompt_set {self.prompt_set} asks for answers read as {' or '.join(reads)}, "
                 f"but the society reads them as {aggregator.extract}: set extract to "
                 f"{reads[0]}, or use prompt_set moot"
             )
+        if self._som:
+            odd = [agent.name for agent in agents if agent.trait not in (None, *_SOM_TRAITS)]
+            if odd:
+                raise ValueError(
+                    f"prompt_set {self.prompt_set} knows MachineSoM's two characters, traits "
+                    f"{' and '.join(_SOM_TRAITS)}; {', '.join(odd)} have others"
+                )
+            return
         traited = [agent.name for agent in agents if agent.trait]
         if traited:
             raise ValueError(
@@ -133,10 +151,24 @@ class Debate(RoundProtocol):
     def first_prompt(self, question: str, context: RunContext) -> str:
         if self.prompt_set == "moot":
             return super().first_prompt(question, context)
-        return self._du("question").format(question=question)
+        return self._paper("question").format(question=question)
 
-    def _du(self, key: str) -> str:
-        return prompts.load_set("du/" + self.prompt_set.removeprefix("du-"))[key]
+    @property
+    def _som(self) -> bool:
+        return self.prompt_set.startswith("som-")
+
+    def _paper(self, key: str) -> str:
+        """A template of the paper's prompt set ("du-gsm8k" -> moot/prompts/du/gsm8k.json)."""
+        return prompts.load_set(self.prompt_set.replace("-", "/", 1))[key]
+
+    def _som_role(self, agent: Agent) -> list[BaseMessage]:
+        """MachineSoM's opening exchange: the agent's expert role and character, and its "ok"
+        (their agents answer it in a call of its own; here the acknowledgement is given)."""
+        trait = agent.trait or "easy-going"
+        role = self._paper(f"intro_{trait}").format(
+            expert=self._paper("expert"), character=self._paper(f"character_{trait}")
+        )
+        return [HumanMessage(content=role), AIMessage(content=_SOM_ACKNOWLEDGEMENT)]
 
     def move(self, round: int, agent: str) -> Move:
         """What `agent` does in `round` (>= 2)."""
@@ -168,10 +200,12 @@ class Debate(RoundProtocol):
         It replays the agent's own replies, each followed by the message of the next round:
         the neighbours' answers (debate) or a request to re-examine (reflect).
         """
-        me = context.agents[task["agent"]].name
+        agent = context.agents[task["agent"]]
+        me = agent.name
         answer_format = context.format_instruction()
         conversation: list[BaseMessage] = [
-            HumanMessage(content=self.first_prompt(task["question"], context))
+            *(self._som_role(agent) if self._som else []),
+            HumanMessage(content=self.first_prompt(task["question"], context)),
         ]
         by_round: dict[int, dict[str, Turn]] = {}
         for turn in task["turns"]:
@@ -184,6 +218,10 @@ class Debate(RoundProtocol):
             if own is not None and not own.failed:
                 conversation.append(AIMessage(content=own.text))
             shown = [turns[name] for name in neighbours if name in turns and not turns[name].failed]
+            if self._som:  # MachineSoM shows a debater only the agents debating with it
+                shown = [
+                    turn for turn in shown if self.move(past_round + 1, turn.agent) == "debate"
+                ]
             if self.move(past_round + 1, me) == "debate" and shown:
                 peers = [turn.agent for turn in shown]
                 message = self._update(shown, task["question"], answer_format)
@@ -192,7 +230,7 @@ class Debate(RoundProtocol):
                 message = (
                     prompts.render("debate/reflect", format=answer_format)
                     if self.prompt_set == "moot"
-                    else self._du("reflect").format()
+                    else self._paper("reflect").format()
                 )
             message += note_after(task["notes"], past_round)
             conversation.append(HumanMessage(content=message))
@@ -203,9 +241,9 @@ class Debate(RoundProtocol):
         if self.prompt_set == "moot":
             replies = show_replies(shown, self._peer_text)
             return prompts.render("debate/update", peers=replies, format=answer_format)
-        # Du's code concatenates the peers, unnamed, each string starting with a blank line.
-        replies = "".join(self._du("peer").format(text=self._peer_text(turn)) for turn in shown)
-        return self._du("update").format(peers=replies, question=question)
+        # The papers' code concatenates the peers, unnamed, each starting with a blank line.
+        replies = "".join(self._paper("peer").format(text=self._peer_text(turn)) for turn in shown)
+        return self._paper("update").format(peers=replies, question=question)
 
     def _peer_text(self, turn: Turn) -> str:
         """What others are shown of `turn`, by `peer_view`."""
