@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from moot.agents import Agent
+from moot.agents import Agent, ToolChoice
 from moot.aggregate.base import Aggregator
 from moot.aggregate.extract import ExtractKind
 from moot.aggregate.judge import Judge, PairwiseRank
@@ -73,7 +73,7 @@ class AgentEntry(BaseModel):
     tools: list[str] = Field(default_factory=list)
     """Built-in tool names ("calculator") or "module:attribute" paths (see Agent.tools)."""
     max_tool_calls: int = Field(default=4, ge=0, le=50)
-    tool_choice: Literal["auto", "first"] = "auto"
+    tool_choice: ToolChoice = "auto"
 
     @field_validator("tools")
     @classmethod

@@ -388,3 +388,38 @@ def test_a_forced_call_follows_its_grammar_on_both_engines():
             r'<tool_call>\n\{ ?"name" ?: ?"calculator" ?, ?"arguments" ?: ?\{ ?"expression" ?: ?"'
         )
         assert re.match(shape, reply.text), (engine, reply.text)
+
+
+def reasoner(messages):
+    """Reasons without calling, calls when made to, then answers with the result."""
+    results = tool_results(messages)
+    if results:
+        return f"The calculator says {results[-1]}.\nAnswer: {results[-1]}"
+    if isinstance(messages[-1], AIMessage):  # its reasoning came last: the call is due now
+        return calls(("calculator", {"expression": "1234*5678"}))
+    return "1234 times 5678 is about 7 million.\nAnswer: 7000000"
+
+
+def test_reason_first_reasons_then_must_call_then_answers():
+    model = ScriptedChatModel(respond=reasoner)
+    turn = society(model, agents=1, tool_choice="reason-first").run("1234 * 5678?").turns[0]
+    assert turn.answer == "7006652"
+    assert turn.text.startswith("1234 times 5678 is about 7 million.")  # the reasoning is kept
+    assert [(c.name, c.result) for c in turn.tool_calls] == [("calculator", "7006652")]
+    assert turn.usage.calls == 3  # reasoning, the forced call, the answer
+    assert model.tool_choices[-2:] == [None, "calculator"]  # offered freely, then forced
+    # The forced step saw the reasoning as the assistant's last message.
+    assert model.calls[1][-1].text.startswith("1234 times 5678 is about 7 million.")
+
+
+def test_reason_first_that_calls_at_once_is_not_forced_again():
+    model = ScriptedChatModel(respond=multiplier)
+    turn = society(model, agents=1, tool_choice="reason-first").run("1234 * 5678?").turns[0]
+    assert turn.answer == "7006652" and turn.usage.calls == 2 and len(turn.tool_calls) == 1
+
+
+def test_no_tool_calls_allowed_means_no_tools_offered():
+    model = ScriptedChatModel(respond=reasoner)
+    for choice in ("first", "reason-first"):
+        turn = society(model, agents=1, tool_choice=choice, max_tool_calls=0).run("q").turns[0]
+        assert turn.answer == "7000000" and turn.usage.calls == 1 and not turn.tool_calls

@@ -11,6 +11,9 @@ from pydantic import Field, field_validator
 from moot import prompts
 from moot.config import Config
 
+ToolChoice = Literal["auto", "first", "reason-first"]
+"""How an agent's turn may call its tools (`Agent.tool_choice`)."""
+
 
 class Agent(Config):
     """One participant of a society.
@@ -52,10 +55,13 @@ class Agent(Config):
     paths. The model must support tool calls (`bind_tools`)."""
     max_tool_calls: int = Field(default=4, ge=0, le=50)
     """Most tool calls in one turn; then the model is asked to answer with what it has."""
-    tool_choice: Literal["auto", "first"] = "auto"
+    tool_choice: ToolChoice = "auto"
     """"auto": the model decides whether to call; "first": its first step in a turn must be a
     call (forced by the backend: `tool_choice="required"`, a grammar on llama.cpp), then it
-    answers freely with the result. Small local models call tools reliably only so."""
+    answers freely with the result. Small local models call tools reliably only so.
+    "reason-first": as "first", but the step may reason in text before its call (on llama.cpp
+    the grammar lets free text precede the call; OpenAI decides itself), so a multi-step problem
+    is worked out before it is computed."""
 
     @field_validator("role")
     @classmethod

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field
 
-from moot.agents import Agent
+from moot.agents import Agent, ToolChoice
 from moot.aggregate.extract import ExtractKind, Extractor
 from moot.aggregate.judge import Judge, PairwiseRank
 from moot.errors import ConfigError
@@ -62,7 +62,7 @@ class MethodSettings(BaseModel):
     """Base seed; trials and agents get distinct seeds derived from it."""
     tools: list[str] = Field(default_factory=list)
     """Tools the agents of single, vote and debate methods may call ("calculator", ...)."""
-    tool_choice: Literal["auto", "first"] = "auto"
+    tool_choice: ToolChoice = "auto"
     prompt_set: PromptSet = "moot"
     """The prompts of single, vote and debate methods: moot's, or Du et al.'s for one task
     (`du_prompt_set` picks it for a task)."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import pkgutil
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from rich.console import Console
 from rich.text import Text
 
+from moot.agents import ToolChoice
 from moot.aggregate.extract import EXTRACT_KINDS
 from moot.errors import MootError
 
@@ -105,9 +106,10 @@ def add_tool_options(parser: Any, agents: str = "every agent") -> None:
     )
     parser.add_argument(
         "--tool-choice",
-        choices=["auto", "first"],
+        choices=get_args(ToolChoice),
         default="auto",
-        help="first: each turn starts with a tool call (small local models need it)",
+        help="first: each turn starts with a tool call (small local models need it); "
+        "reason-first: the same, after reasoning in text",
     )
 
 

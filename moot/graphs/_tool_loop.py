@@ -65,6 +65,8 @@ class _Loop:
         self.replies: list[BaseMessage] = []
         self.closed = False
         """Set when the model may call no more tools this turn."""
+        self.reasoning = ""
+        """reason-first: the first reply, which did not call; the turn's text begins with it."""
 
     def may_call(self) -> bool:
         return not self.closed and len(self.records) < self.agent.max_tool_calls
@@ -132,7 +134,18 @@ class _Loop:
         update: dict[str, Any] = {"response_metadata": metadata}
         if isinstance(reply, AIMessage):
             update["usage_metadata"] = usage
+        if self.reasoning:
+            update["content"] = f"{self.reasoning}\n\n{reply.text}".strip()
         return reply.model_copy(update=update)
+
+    def must_call_now(self, requests: list[dict[str, Any]]) -> bool:
+        """reason-first: a first reply that reasoned without calling is followed by a call."""
+        return (
+            self.agent.tool_choice == "reason-first"
+            and not requests
+            and len(self.replies) == 1
+            and self.may_call()
+        )
 
 
 Step = tuple[Any, Any]
@@ -145,10 +158,10 @@ def _steps(
     """The loop, written once: yields a model call or a tool call, receives its reply or its
     record, returns the final reply. `run_turn` and `arun_turn` drive it."""
     bound, loop = bind(model, agent), _Loop(agent)
-    first = bind(model, agent, forced=True) if agent.tool_choice == "first" else bound
+    forced = bind(model, agent, forced=True) if agent.tool_choice != "auto" else bound
+    asker = (forced if agent.tool_choice == "first" else bound) if loop.may_call() else model
     conversation = list(messages)
     while True:
-        asker = (first if not loop.replies else bound) if loop.may_call() else model
         try:
             reply = yield asker, list(conversation)
         except Exception as error:
@@ -156,6 +169,11 @@ def _steps(
             setattr(error, PARTIAL_TOOL_CALLS, list(loop.records))
             raise
         requests = loop.requests(reply)
+        if loop.must_call_now(requests):  # it has reasoned; now it checks that with a tool
+            loop.reasoning = reply.text
+            conversation.append(reply)
+            asker = forced
+            continue
         if not requests or not loop.may_call():
             return loop.finish(reply)
         conversation.append(reply)
@@ -163,6 +181,7 @@ def _steps(
             record = loop.unusable(request) or (yield loop.tools[request["name"]], request)
             conversation.append(loop.shown(request, record))
         loop.after_calls(conversation)
+        asker = bound if loop.may_call() else model
 
 
 def run_turn(
