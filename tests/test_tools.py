@@ -155,7 +155,10 @@ def test_the_call_limit_ends_the_calling_and_asks_for_an_answer():
     def greedy(messages):
         if "Answer now" in messages[-1].text:
             return f"Out of calls after {len(tool_results(messages))}.\nAnswer: 3"
-        return calls(("calculator", {"expression": "1+2"}), ("calculator", {"expression": "2+1"}))
+        done = len(tool_results(messages))  # new arguments each time: none is a repeat
+        return calls(
+            ("calculator", {"expression": f"{done}+1"}), ("calculator", {"expression": f"{done}+2"})
+        )
 
     model = ScriptedChatModel(respond=greedy)
     turn = society(model, agents=1, max_tool_calls=3).run("1 + 2?").turns[0]
@@ -423,3 +426,18 @@ def test_no_tool_calls_allowed_means_no_tools_offered():
     for choice in ("first", "reason-first"):
         turn = society(model, agents=1, tool_choice=choice, max_tool_calls=0).run("q").turns[0]
         assert turn.answer == "7000000" and turn.usage.calls == 1 and not turn.tool_calls
+
+
+def test_a_call_repeated_word_for_word_is_not_run_again_and_the_model_answers():
+    def stuck(messages):
+        results = tool_results(messages)
+        if messages[-1].text.startswith("You have made all the tool calls"):
+            return f"Answer: {results[0]}"
+        return calls(("calculator", {"expression": "1234*5678"}))  # again and again
+
+    model = ScriptedChatModel(respond=stuck)
+    turn = society(model, agents=1, max_tool_calls=4).run("1234 * 5678?").turns[0]
+    first, again = turn.tool_calls
+    assert (first.result, first.error) == ("7006652", None)
+    assert again.result is None and again.error.startswith("not run again")
+    assert turn.answer == "7006652" and turn.usage.calls == 3  # call, repeat, answer

@@ -30,6 +30,7 @@ PARTIAL_TOOL_CALLS = "moot_partial_tool_calls"
 """Attribute of an error that ended a turn: the tool calls (`ToolCall`) made before it."""
 MODEL_CALLS = "moot_model_calls"
 """Response metadata key of how many model calls the turn made."""
+_REPEATED = "not run again"
 _ANSWER_NOW = (
     "You have made all the tool calls you may make in this turn. Answer now with what you have."
 )
@@ -72,10 +73,12 @@ class _Loop:
         return not self.closed and len(self.records) < self.agent.max_tool_calls
 
     def after_calls(self, conversation: list[BaseMessage]) -> None:
-        """After a batch of calls: a second malformed call (the model was told of the first)
-        or the last allowed call ends the calling, and the model is asked to answer."""
+        """After a batch of calls: a second malformed call (the model was told of the first),
+        a call repeated word for word (the model is going round in circles) or the last
+        allowed call ends the calling, and the model is asked to answer."""
         malformed = [r for r in self.records if (r.error or "").startswith("malformed")]
-        if len(malformed) > 1 or not self.may_call():
+        repeated = any((r.error or "").startswith(_REPEATED) for r in self.records)
+        if len(malformed) > 1 or repeated or not self.may_call():
             self.closed = True
             conversation.append(HumanMessage(content=_ANSWER_NOW))
 
@@ -110,6 +113,9 @@ class _Loop:
             return ToolCall(
                 name=name, arguments=arguments, error=f"no tool named '{name}' (tools: {known})"
             )
+        if any((r.name, r.arguments) == (name, arguments) for r in self.records):
+            error = f"{_REPEATED}: the same call with the same arguments was made above"
+            return ToolCall(name=name, arguments=arguments, error=error)
         return None
 
     def shown(self, request: dict[str, Any], record: ToolCall) -> ToolMessage:
