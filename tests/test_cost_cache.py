@@ -259,3 +259,28 @@ def test_an_hf_model_loads_from_the_cache_offline(tmp_path):
 def test_a_malformed_hf_spec_says_what_to_write(spec, message):
     with pytest.raises(moot.ModelSpecError, match=message):
         moot.load_model(spec)
+
+
+@pytest.mark.parametrize(
+    ("engine", "layouts"),
+    [
+        ("simple", [{"n_threads": 2}, {"n_threads": 1}]),
+        ("batched", [{"n_threads": 2}, {"n_threads": 1, "contexts": 2, "sequences": 2}]),
+    ],
+)
+def test_another_thread_layout_gives_the_same_replies_and_finds_the_cache(
+    engine, layouts, tmp_path
+):
+    # Threads and contexts are left out of the cache key because they never change a reply:
+    # checked here on the real model, then the cache is found across layouts.
+    cache = tmp_path / "calls.sqlite"
+    first, second = (
+        moot.load_model("local", engine=engine, n_ctx=1024, max_tokens=24, **layout)
+        for layout in layouts
+    )
+    fresh = debate(first).run("What is 12 + 30?", cache=cache)
+    again = debate(second).run("What is 12 + 30?")
+    assert [t.text for t in again.turns] == [t.text for t in fresh.turns]
+    cached = debate(second).run("What is 12 + 30?", cache=cache)
+    assert cached.usage.calls == 0 and cached.usage.cached_calls == len(fresh.turns)
+    assert [t.text for t in cached.turns] == [t.text for t in fresh.turns]

@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 _GGUF_MAGIC = b"GGUF"
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
 _SAMPLING = ("temperature", "max_tokens", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
+_SPEED_ONLY = {"n_threads", "contexts", "sequences", "cache_bytes"}
+"""Load options that change how fast a reply comes, never its tokens (threads split rows, the
+batched engine decodes a sequence alike in any company): left out of the cache key, so a run
+resumed with another thread layout still finds its calls."""
 
 
 class LoadOptions(BaseModel):
@@ -467,7 +471,8 @@ class ChatLlama(LocalChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         # Sampling defaults too: LangChain's cache key (and moot's call cache) is built from these.
         sampling = {name: getattr(self, name) for name in _SAMPLING}
-        return {"model_path": self.model_path, **self.load.model_dump(), **sampling}
+        load = self.load.model_dump(exclude=_SPEED_ONLY)
+        return {"model_path": self.model_path, **load, **sampling}
 
     @property
     def context_window(self) -> int:
