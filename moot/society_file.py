@@ -21,9 +21,17 @@ from types import GenericAlias
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from moot.agents import Agent, ToolChoice
+from moot.agents import Agent, ToolChoice, check_tool_choice
 from moot.aggregate.base import Aggregator
 from moot.aggregate.extract import ExtractKind
 from moot.aggregate.judge import Judge, PairwiseRank
@@ -83,6 +91,11 @@ class AgentEntry(BaseModel):
         for name in tools:
             as_tool(name)  # an unknown or unimportable tool is this field's error
         return tools
+
+    @model_validator(mode="after")
+    def _tool_choice_has_tools(self) -> AgentEntry:
+        check_tool_choice(self.tool_choice, self.tools)
+        return self
 
 
 class DebateEntry(Debate):

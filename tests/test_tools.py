@@ -97,9 +97,9 @@ def test_a_turn_calls_a_tool_and_answers_with_its_result():
         )
         assert turn.usage.calls == 2  # the call, then the answer
     assert model.bound_tools == ["calculator"]
-    assert len(model.calls) == 4
-    first_call, second_call = model.calls[0], model.calls[1]
-    assert tool_results(second_call) == ["7006652"] and not tool_results(first_call)
+    # Each agent's first call has no result yet, its second has its own (the two agents run in
+    # parallel, so their calls interleave in any order).
+    assert sorted(tool_results(call) for call in model.calls) == [[], [], ["7006652"], ["7006652"]]
 
 
 def test_usage_sums_every_model_call_of_the_turn():
@@ -243,6 +243,25 @@ def test_society_files_name_tools(tmp_path):
     path.write_text(path.read_text().replace("[calculator]", "[abacus]"))
     with pytest.raises(moot.ConfigError, match=r"society.yaml:2: agents.0.tools: .*'abacus'"):
         moot.load_society(path)
+
+
+def test_a_tool_choice_without_tools_is_an_error_everywhere(tmp_path, capsys):
+    with pytest.raises(moot.ConfigError, match="tool_choice 'first' needs tools"):
+        moot.Agent(name="a", tool_choice="first")
+    path = tmp_path / "society.yaml"
+    path.write_text(
+        "agents:\n  - {name: a, model: test, tool_choice: reason-first}\n"
+        "protocol: {kind: debate, rounds: 1}\n"
+    )
+    with pytest.raises(moot.ConfigError, match=r"society.yaml:2: agents.0: tool_choice"):
+        moot.load_society(path)
+    out = str(tmp_path / "out")
+    debate = ["debate", "2+2?", "--model", "test", "--tool-choice", "first"]
+    bench = ["bench", "--data", "arithmetic", "--model", "test", "--tool-choice", "first"]
+    for command in (debate, [*bench, "--out", out]):
+        assert main(command) == 2
+        assert "needs tools" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_turns_with_tool_calls_are_checkpointed_and_shown(tmp_path, capsys):

@@ -6,13 +6,22 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from moot import prompts
 from moot.config import Config
 
 ToolChoice = Literal["auto", "first", "reason-first"]
 """How an agent's turn may call its tools (`Agent.tool_choice`)."""
+
+
+def check_tool_choice(tool_choice: ToolChoice, tools: list[Any]) -> None:
+    """A tool choice other than "auto" without tools is a mistake, not a no-op: say so."""
+    if tool_choice != "auto" and not tools:
+        raise ValueError(
+            f"tool_choice {tool_choice!r} needs tools: give the agent tools (calculator, or "
+            "MODULE:NAME; --tools on the command line) or leave tool_choice at 'auto'"
+        )
 
 
 class Agent(Config):
@@ -83,6 +92,11 @@ class Agent(Config):
         if twice:
             raise ValueError(f"tool names must differ; given twice: {', '.join(twice)}")
         return made
+
+    @model_validator(mode="after")
+    def _tool_choice_has_tools(self) -> Agent:
+        check_tool_choice(self.tool_choice, self.tools)
+        return self
 
     def chat_model(self) -> BaseChatModel:
         """The agent's model, loaded on first use (and shared with agents naming the same spec)."""

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from moot.agents import Agent, ToolChoice
+from moot.agents import Agent, ToolChoice, check_tool_choice
 from moot.aggregate.extract import ExtractKind, Extractor
 from moot.aggregate.judge import Judge, PairwiseRank
 from moot.errors import ConfigError
@@ -66,6 +66,11 @@ class MethodSettings(BaseModel):
     prompt_set: PromptSet = "moot"
     """The prompts of single, vote and debate methods: moot's, or Du et al.'s for one task
     (`du_prompt_set` picks it for a task)."""
+
+    @model_validator(mode="after")
+    def _tool_choice_has_tools(self) -> MethodSettings:
+        check_tool_choice(self.tool_choice, self.tools)
+        return self
 
     def loaded(self, strong: bool = False) -> BaseChatModel:
         """The (strong) model, loaded once per process and shared by the agents naming it."""
