@@ -24,14 +24,14 @@ from moot.aggregate.extract import normalise_number
 
 def diagnose(folder: Path) -> dict[str, Counter[str]]:
     records = [json.loads(line) for line in (folder / "results.jsonl").open()]
-    texts: dict[tuple[str, str, int, str], tuple[str, int]] = {}
+    texts: dict[tuple[str, str, str, int, str], tuple[str, int]] = {}
     transcripts = folder / "transcripts.jsonl"
     if transcripts.exists():
         for line in transcripts.open():
             entry = json.loads(line)
-            method, question = entry["key"][1], entry["key"][5]
+            method, settings, question = entry["key"][1], entry["key"][3], entry["key"][5]
             for turn in entry["turns"]:
-                texts[method, question, turn["round"], turn["agent"]] = (
+                texts[method, settings, question, turn["round"], turn["agent"]] = (
                     turn["text"],
                     turn["usage"]["output_tokens"],
                 )
@@ -42,13 +42,15 @@ def diagnose(folder: Path) -> dict[str, Counter[str]]:
             continue
         limit = re.search(r"max_tokens=(\d+)", record["settings"])
         max_tokens = int(limit[1]) if limit else None
-        seen = counts.setdefault(method, Counter())
+        # Runs with other settings (tools, say) in the same folder are counted apart.
+        seen = counts.setdefault(f"{method} ({record['settings']})", Counter())
         seen["questions"] += 1
         rounds = record["per_round"]
         for number, now in enumerate(rounds, start=1):
             for agent, answer in now["answers"].items():
                 seen[f"round {number} turns"] += 1
-                text, output = texts.get((method, record["question_id"], number, agent), ("", 0))
+                turn_key = (method, record["settings"], record["question_id"], number, agent)
+                text, output = texts.get(turn_key, ("", 0))
                 if answer is None:
                     seen[f"round {number} no answer"] += 1
                 elif not now["correct"][agent] and _ends_with(text, record["reference"]):

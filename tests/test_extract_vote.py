@@ -73,3 +73,19 @@ def test_callable_extractor_and_unknown_kind():
     assert vote.format_prompt() == "formats/text"
     with pytest.raises(ConfigError, match="unknown extract 'roman'"):
         MajorityVote.model_construct(extract="roman", min_votes=1).extractor()
+
+
+def test_agents_asked_for_a_boxed_answer_see_single_braces():
+    # The format file doubles its literal braces; the agents must not see them doubled.
+    import moot
+    from moot.testing import ScriptedChatModel
+
+    model = ScriptedChatModel(respond=lambda messages: "\\boxed{4}")
+    society = moot.Society(
+        agents=[moot.Agent(name="a", model=model)],
+        protocol=moot.Debate(rounds=1),
+        aggregator=MajorityVote(extract="boxed"),
+    )
+    assert society.run("2+2?").answer == "4"
+    asked = model.calls[0][-1].text
+    assert "\\boxed{}" in asked and "{{" not in asked

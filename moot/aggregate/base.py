@@ -36,8 +36,9 @@ class AnswerFormat(Config):
         return f"formats/{self.extract}" if isinstance(self.extract, str) else "formats/text"
 
     def instruction(self) -> str:
-        """The text that tells agents how to state their answer."""
-        return prompts.load(self.format_prompt())
+        """The text that tells agents how to state their answer (rendered: literal braces, as
+        in `\\boxed{}`, are written doubled in the file)."""
+        return prompts.render(self.format_prompt())
 
     def problem(self, text: str) -> str | None:
         """Why no answer can be read from `text`, where the format can say (typed answers)."""
