@@ -449,14 +449,20 @@ def test_no_tool_calls_allowed_means_no_tools_offered():
 
 def test_a_call_repeated_word_for_word_is_not_run_again_and_the_model_answers():
     def stuck(messages):
-        results = tool_results(messages)
         if messages[-1].text.startswith("You have made all the tool calls"):
-            return f"Answer: {results[0]}"
+            return "Answer: 7006652"
         return calls(("calculator", {"expression": "1234*5678"}))  # again and again
 
     model = ScriptedChatModel(respond=stuck)
     turn = society(model, agents=1, max_tool_calls=4).run("1234 * 5678?").turns[0]
     first, again = turn.tool_calls
     assert (first.result, first.error) == ("7006652", None)
-    assert again.result is None and again.error.startswith("not run again")
+    assert again.result is None
+    assert again.error == "not run again: the same call was made above and gave 7006652"
     assert turn.answer == "7006652" and turn.usage.calls == 3  # call, repeat, answer
+    # The last ask shows the earlier result again and repeats how to state the answer.
+    last = model.calls[-1]
+    assert last[-2].text == f"error: {again.error}"
+    assert last[-1].text.endswith(
+        'End your reply with a line that starts with "Answer:" followed by the number.'
+    )

@@ -243,7 +243,8 @@ def _invoke(call: Call) -> BaseMessage:
 
     def ask() -> BaseMessage:
         if who.agent.tools:
-            return run_turn(who.model, who.agent, messages, config, options)
+            instruction = who.answer_format.instruction()
+            return run_turn(who.model, who.agent, messages, config, options, instruction)
         return who.model.invoke(messages, config=config, **options)
 
     timeout = who.agent.timeout
@@ -274,7 +275,8 @@ async def _ainvoke(call: Call) -> BaseMessage:
     who = call.speaker
     messages, config, options = _request(call)
     if who.agent.tools:
-        reply = arun_turn(who.model, who.agent, messages, config, options)
+        instruction = who.answer_format.instruction()
+        reply = arun_turn(who.model, who.agent, messages, config, options, instruction)
     else:
         reply = who.model.ainvoke(messages, config=config, **options)
     if who.agent.timeout is None:

@@ -20,6 +20,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 
+from moot import prompts
 from moot.agents import Agent
 from moot.errors import ConfigError
 from moot.result import ToolCall
@@ -31,9 +32,6 @@ PARTIAL_TOOL_CALLS = "moot_partial_tool_calls"
 MODEL_CALLS = "moot_model_calls"
 """Response metadata key of how many model calls the turn made."""
 _REPEATED = "not run again"
-_ANSWER_NOW = (
-    "You have made all the tool calls you may make in this turn. Answer now with what you have."
-)
 
 
 def bind(model: BaseChatModel, agent: Agent, forced: bool = False) -> Any:
@@ -59,8 +57,10 @@ class _Loop:
     """What one turn's tool loop keeps: the calls made, the replies, whether the model was
     told about a malformed call."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, answer_format: str) -> None:
         self.agent = agent
+        self.answer_format = answer_format
+        """How the turn's answer is to be stated, repeated when the model is asked to answer."""
         self.tools: dict[str, BaseTool] = {tool.name: tool for tool in agent.tools}
         self.records: list[ToolCall] = []
         self.replies: list[BaseMessage] = []
@@ -80,7 +80,8 @@ class _Loop:
         repeated = any((r.error or "").startswith(_REPEATED) for r in self.records)
         if len(malformed) > 1 or repeated or not self.may_call():
             self.closed = True
-            conversation.append(HumanMessage(content=_ANSWER_NOW))
+            answer_now = prompts.render("tools/answer_now", format=self.answer_format)
+            conversation.append(HumanMessage(content=answer_now))
 
     def requests(self, reply: BaseMessage) -> list[dict[str, Any]]:
         """The tool calls `reply` asks for, malformed ones marked with an "error"."""
@@ -113,9 +114,12 @@ class _Loop:
             return ToolCall(
                 name=name, arguments=arguments, error=f"no tool named '{name}' (tools: {known})"
             )
-        if any((r.name, r.arguments) == (name, arguments) for r in self.records):
-            error = f"{_REPEATED}: the same call with the same arguments was made above"
-            return ToolCall(name=name, arguments=arguments, error=error)
+        for earlier in self.records:
+            if (earlier.name, earlier.arguments) == (name, arguments):
+                # Its result is shown again: a model that asks twice has often lost sight of it.
+                outcome = earlier.result if earlier.error is None else f"error: {earlier.error}"
+                error = f"{_REPEATED}: the same call was made above and gave {outcome}"
+                return ToolCall(name=name, arguments=arguments, error=error)
         return None
 
     def shown(self, request: dict[str, Any], record: ToolCall) -> ToolMessage:
@@ -159,11 +163,11 @@ Step = tuple[Any, Any]
 
 
 def _steps(
-    model: BaseChatModel, agent: Agent, messages: list[BaseMessage]
+    model: BaseChatModel, agent: Agent, messages: list[BaseMessage], answer_format: str
 ) -> Generator[Step, Any, BaseMessage]:
     """The loop, written once: yields a model call or a tool call, receives its reply or its
     record, returns the final reply. `run_turn` and `arun_turn` drive it."""
-    bound, loop = bind(model, agent), _Loop(agent)
+    bound, loop = bind(model, agent), _Loop(agent, answer_format)
     forced = bind(model, agent, forced=True) if agent.tool_choice != "auto" else bound
     asker = (forced if agent.tool_choice == "first" else bound) if loop.may_call() else model
     conversation = list(messages)
@@ -196,9 +200,11 @@ def run_turn(
     messages: list[BaseMessage],
     config: RunnableConfig,
     options: dict[str, Any],
+    answer_format: str,
 ) -> BaseMessage:
-    """The agent's reply after calling its tools (sync)."""
-    steps = _steps(model, agent, messages)
+    """The agent's reply after calling its tools (sync); `answer_format` is the instruction
+    repeated when the model is asked to answer."""
+    steps = _steps(model, agent, messages, answer_format)
     try:
         target, payload = next(steps)
         while True:
@@ -221,9 +227,10 @@ async def arun_turn(
     messages: list[BaseMessage],
     config: RunnableConfig,
     options: dict[str, Any],
+    answer_format: str,
 ) -> BaseMessage:
     """`run_turn` for async graphs: the model and the tools are awaited."""
-    steps = _steps(model, agent, messages)
+    steps = _steps(model, agent, messages, answer_format)
     try:
         target, payload = next(steps)
         while True:
