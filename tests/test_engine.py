@@ -21,6 +21,7 @@ SYSTEM = SystemMessage(
 )
 QUESTIONS = ["What is 12+30?", "What is 7*8?", "What is 100-37?", "What is 9*9?", "What is 5+5?"]
 LONG = "Write a very long story about a lighthouse keeper, at least 3000 words."
+"""Asked greedily, the embedded model writes all 3000 tokens: sampled, it may stop early."""
 
 
 def engine_model(**options: object) -> ChatLlama:
@@ -113,7 +114,7 @@ def test_a_cancelled_sequence_frees_its_slot_and_the_others_go_on():
 def test_a_timeout_ends_one_request_not_the_batch():
     model = engine_model(sequences=3)
     with ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(model.invoke, LONG, max_tokens=3000, timeout=1.0)
+        slow = pool.submit(model.invoke, LONG, max_tokens=3000, temperature=0, timeout=1.0)
         quick = pool.submit(model.invoke, "Name three colours.", max_tokens=24)
         with pytest.raises(moot.MootError, match="did not finish within 1 s"):
             slow.result(timeout=30)
@@ -122,7 +123,7 @@ def test_a_timeout_ends_one_request_not_the_batch():
 
 def test_a_stream_closed_early_frees_its_sequence():
     model = engine_model(sequences=1)
-    stream = model.stream(LONG, max_tokens=3000)
+    stream = model.stream(LONG, max_tokens=3000, temperature=0)
     next(stream)
     stream.close()
     reply = model.invoke("Say hi.", max_tokens=8)  # would wait forever on a held sequence
@@ -170,7 +171,7 @@ async def test_async_calls_decode_together():
 
 async def test_a_cancelled_async_call_frees_its_sequence():
     model = engine_model(sequences=1)
-    task = asyncio.create_task(model.ainvoke(LONG, max_tokens=3000))
+    task = asyncio.create_task(model.ainvoke(LONG, max_tokens=3000, temperature=0))
     await asyncio.sleep(0.5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -236,14 +237,14 @@ def test_cancelled_timed_out_and_closed_calls_leave_no_sequence_held():
     first = model.invoke(question, max_tokens=16, temperature=0)
     cancel = threading.Event()
     with ThreadPoolExecutor(2) as pool:
-        cancelled = pool.submit(model.invoke, LONG, max_tokens=3000, cancel=cancel)
+        cancelled = pool.submit(model.invoke, LONG, max_tokens=3000, temperature=0, cancel=cancel)
         time.sleep(0.5)
         cancel.set()
         with pytest.raises(moot.MootError, match="cancelled"):
             cancelled.result(timeout=30)
     with pytest.raises(moot.MootError, match="did not finish"):
-        model.invoke(LONG, max_tokens=3000, timeout=0.5)
-    stream = model.stream(LONG, max_tokens=3000)
+        model.invoke(LONG, max_tokens=3000, temperature=0, timeout=0.5)
+    stream = model.stream(LONG, max_tokens=3000, temperature=0)
     next(stream)
     stream.close()
     deadline = time.monotonic() + 30

@@ -194,7 +194,10 @@ async def test_a_cancelled_async_call_stops_generating(embedded_model):
 
 
 def test_an_agents_timeout_reaches_llama(embedded_model):
-    slow = moot.Agent(name="slow", model=embedded_model, timeout=0.5, max_tokens=3000)
+    # Greedy, so the reply is long every time (sampled, it sometimes ended within 0.5 s).
+    slow = moot.Agent(
+        name="slow", model=embedded_model, timeout=0.5, max_tokens=3000, temperature=0
+    )
     quick = moot.Agent(name="quick", model=embedded_model, max_tokens=16)
     result = moot.Society(agents=[slow, quick], protocol=moot.Debate(rounds=1)).run(LONG)
     slow_turn, quick_turn = result.turns
