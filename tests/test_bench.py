@@ -193,6 +193,9 @@ def test_methods_build_the_societies_they_name(tmp_path):
     ]
     moa = build("moa-3x2")
     assert isinstance(moa.aggregator, moot.Judge) and moa.protocol.layers == 2
+    assert build("debate-3x2").protocol.peer_view == "full"
+    shown_answers = build("debate-3x3-consensus-answers").protocol
+    assert (shown_answers.peer_view, shown_answers.consensus) == ("answer", 1.0)
     cascade = build("cascade-3")
     assert cascade.protocol.tiers == [["cheap1", "cheap2", "cheap3"], ["strong"]]
     society_file = tmp_path / "s.yaml"
@@ -207,6 +210,19 @@ def test_methods_build_the_societies_they_name(tmp_path):
     for bad in ("debate-0x2", "vote", "machinesom-debate-debate", "mystery"):
         with pytest.raises(ConfigError, match=r"unknown method .* use single, vote-N"):
             build(bad)
+
+
+def test_a_debate_of_answers_shows_peers_their_answers_only(tmp_path):
+    model = scripted()
+    plan = plan_for(model, methods=["debate-3x2", "debate-3x2-answers", "vote-6"], questions=2)
+    run_bench(plan, tmp_path, concurrency=1, progress=False)
+    updates = [call[-1].text for call in model.calls if len(call) > 2]
+    # question by question, method by method: 3 round-2 updates of each debate, twice
+    assert ["Work." in text for text in updates] == ([True] * 3 + [False] * 3) * 2
+    answers_only = updates[3:6] + updates[9:12]
+    assert all(len(re.findall(r"```\n-?\d+\n```", text)) == 2 for text in answers_only)
+    report = write_report(ResultStore(tmp_path).records(), tmp_path).read_text()
+    assert "| debate-3x2-answers | vote-6 | 2 |" in report
 
 
 def test_trials_seed_every_agent_differently():
@@ -463,6 +479,40 @@ def test_the_report_pairs_each_method_with_and_without_tools(tmp_path):
     assert cells[1:4] == ["single", "tools=calculator tool_choice=auto", "6"]
     assert cells[5].startswith("100.0%") and cells[6] == "1.00"
     assert cells[9:11] == ["0", str(6 - right_alone)]
+
+
+def test_a_cascade_names_its_strong_model_and_the_report_pairs_it_with_single_there(tmp_path):
+    def cheap_answer(messages, info):
+        right = eval(_EXPRESSION.search(messages[-1].text).group(1))  # noqa: S307
+        if right % 3 == 0:
+            return f"Answer: {right + 1}"  # sure and wrong: the cascade keeps it
+        if right % 2 == 0:
+            return f"Answer: {right}"  # sure and right
+        return f"Answer: {100 + info.number}"  # unsure: three answers, escalated
+
+    cheap, strong = ScriptedChatModel(respond=cheap_answer), scripted()
+    task = arithmetic(12, seed=3, low=0, high=9)
+    alone = BenchPlan(task=task, methods=["single"], settings=MethodSettings(model=strong))
+    run_bench(alone, tmp_path, concurrency=1, progress=False)
+    settings = MethodSettings(model=cheap, strong_model=strong)
+    plan = BenchPlan(task=task, methods=["cascade-3"], settings=settings)
+    # cascades to two strong models must not pass for one (a rerun would skip the second)
+    assert plan.key(plan.items()[0])[2] == "ScriptedChatModel -> ScriptedChatModel"
+    unpaired = plan.model_copy(update={"settings": MethodSettings(model=cheap)})
+    assert unpaired.key(unpaired.items()[0])[2] == "ScriptedChatModel"
+    run_bench(plan, tmp_path, concurrency=1, progress=False)
+    escalated = [q for q in task.questions if int(q.answer) % 3 and int(q.answer) % 2]
+    kept_wrong = sum(int(q.answer) % 3 == 0 for q in task.questions)
+    assert len(strong.calls) == 12 + len(escalated) and 0 < kept_wrong < 12 - len(escalated)
+    report = write_report(ResultStore(tmp_path).records(), tmp_path).read_text()
+    section = report.split("## Cascades against their strong model alone")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| arithmetic"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:3] == ["cascade-3", "12"]
+    assert cells[3].startswith(f"{100 * (12 - kept_wrong) / 12:.1f}%")
+    assert cells[4] == f"{100 * len(escalated) / 12:.0f}%"
+    assert int(cells[6].replace(",", "")) > 0 and cells[7].startswith("100.0%")
+    assert cells[9:11] == [str(kept_wrong), "0"]
 
 
 @pytest.mark.parametrize("right", [0, 6])

@@ -4,6 +4,8 @@
     vote-N, self-consistency-N  N samples of one model, majority vote
     debate-NxR                N agents, R rounds (Du et al.), majority vote over the last round
     debate-NxR-consensus      the same, stopping after the first round in which all agents agree
+    debate-NxR-answers        the same, each agent shown only the others' answers, not their work
+                              (also debate-NxR-consensus-answers)
     machinesom-STRATEGY       MachineSoM, 3 easy-going agents, e.g. machinesom-debate-reflect-debate
     machinesom-ocK-STRATEGY   the same with K of the 3 agents overconfident
     moa-NxL                   mixture-of-agents: N proposers, L layers, one aggregator
@@ -36,7 +38,7 @@ from moot.society import Society
 from moot.society_file import load_society
 
 METHOD_FORMS = (
-    "single, vote-N, self-consistency-N, debate-NxR, debate-NxR-consensus, machinesom-STRATEGY, "
+    "single, vote-N, self-consistency-N, debate-NxR[-consensus][-answers], machinesom-STRATEGY, "
     "machinesom-ocK-STRATEGY, moa-NxL, cascade-N, or a society file (.yaml)"
 )
 _SEED_STRIDE = 1000
@@ -112,7 +114,7 @@ def _is_file(spec: str) -> bool:
 _FORMS = [
     (re.compile(r"single"), "single"),
     (re.compile(r"(?:vote|self-consistency)-(\d+)"), "vote"),
-    (re.compile(r"debate-(\d+)x(\d+)(-consensus)?"), "debate"),
+    (re.compile(r"debate-(\d+)x(\d+)(-consensus)?(-answers)?"), "debate"),
     (
         re.compile(r"machinesom-(?:oc([0-3])-)?((?:debate|reflect)(?:-(?:debate|reflect)){2})"),
         "som",
@@ -160,7 +162,10 @@ def _builtin(kind: str, groups: tuple[str | None, ...], settings: MethodSettings
     if kind == "debate":
         count, rounds = int(groups[0] or 1), int(groups[1] or 1)
         protocol = Debate(
-            rounds=rounds, consensus=1.0 if groups[2] else None, prompt_set=prompt_set
+            rounds=rounds,
+            consensus=1.0 if groups[2] else None,
+            peer_view="answer" if groups[3] else "full",
+            prompt_set=prompt_set,
         )
         return Society(agents=with_tools(count), protocol=protocol)
     if kind == "som":  # with --prompts du, each paper's own: MachineSoM's for its societies

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field
 
 from moot.bench.methods import MethodSettings
@@ -91,10 +92,15 @@ class BenchPlan(BaseModel):
     earlier run made with the same model, messages and seed are answered from it."""
 
     def model_label(self, method: str) -> str:
-        model = self.settings.model
-        if method.endswith((".yaml", ".yml")) and not self.settings.override:
+        """The model(s) a method ran on; a cascade with its own strong model names both
+        ("CHEAP -> STRONG"), so cascades to different strong models are kept apart."""
+        s = self.settings
+        if method.endswith((".yaml", ".yml")) and not s.override:
             return "society file"
-        return model if isinstance(model, str) else type(model).__name__
+        label = _name(s.model)
+        if method.startswith("cascade-") and s.strong_model is not None:
+            label += f" -> {_name(s.strong_model)}"
+        return label
 
     def settings_label(self) -> str:
         s = self.settings
@@ -124,3 +130,7 @@ class BenchPlan(BaseModel):
             item.trial,
             question.id,
         )
+
+
+def _name(model: str | BaseChatModel) -> str:
+    return model if isinstance(model, str) else type(model).__name__

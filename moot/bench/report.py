@@ -215,6 +215,7 @@ def write_report(
         lines += _task_section(task, model, settings, group, chosen)
         lines += _plots(group, out, suffix)
     lines += _with_and_without_tools(records)
+    lines += _cascades_against_the_strong_model(records)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -292,7 +293,7 @@ def _task_section(
     return [*lines, ""]
 
 
-_DEBATE = re.compile(r"debate-(\d+)x(\d+)(?:-consensus)?")
+_DEBATE = re.compile(r"debate-(\d+)x(\d+)(?:-consensus)?(?:-answers)?")
 
 
 def _same_budget(group: list[MethodSummary], records: list[BenchRecord]) -> list[str]:
@@ -367,6 +368,55 @@ def _with_and_without_tools(records: list[BenchRecord]) -> list[str]:
             f"{c.only_baseline} | {c.only_method} | {c.p_value:.3f} |"
         )
     return [*lines, ""] if lines else []
+
+
+def _cascades_against_the_strong_model(records: list[BenchRecord]) -> list[str]:
+    """Each cascade ("CHEAP -> STRONG") paired with `single` on its strong model, same task and
+    settings: how much of the strong model's accuracy it keeps, and for how much of its spend."""
+    runs: dict[tuple[str, str, str, str], list[BenchRecord]] = defaultdict(list)
+    for record in records:
+        runs[record.task, record.model, record.settings, record.method].append(record)
+    lines: list[str] = []
+    for (task, model, settings, method), cascade in runs.items():
+        if not method.startswith("cascade-") or " -> " not in model:
+            continue
+        strong = runs.get((task, model.split(" -> ", 1)[1], settings, "single"), [])
+        pairs = {(r.trial, r.question_id) for r in strong} & {
+            (r.trial, r.question_id) for r in cascade
+        }
+        if not pairs:
+            continue
+        mine = [r for r in cascade if (r.trial, r.question_id) in pairs]
+        alone = [r for r in strong if (r.trial, r.question_id) in pairs]
+        c = compare([*alone, *mine], "single", method)
+        if not lines:
+            lines = [
+                "## Cascades against their strong model alone",
+                "",
+                "Each cascade paired with `single` on its strong model, question by question. "
+                "Escalated: the share of questions the strong tier answered; its tokens are part "
+                "of the cascade's.",
+                "",
+                "| task | cascade | questions | accuracy | escalated | tokens | tokens past tier 1 "
+                "| single on the strong model | its tokens | only single | only cascade | p |",
+                "| --- | --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+            ]
+        escalated = sum((r.rounds or 0) >= 2 for r in mine) / len(mine)
+        lines.append(
+            f"| {task} | {method} | {len(pairs)} | "
+            f"{Interval.wilson(sum(r.correct for r in mine), len(mine))} | "
+            f"{100 * escalated:.0f}% | {statistics.mean(r.tokens for r in mine):,.0f} | "
+            f"{statistics.mean(_tokens_after_tier_one(r) for r in mine):,.0f} | "
+            f"{Interval.wilson(sum(r.correct for r in alone), len(alone))} | "
+            f"{statistics.mean(r.tokens for r in alone):,.0f} | "
+            f"{c.only_baseline} | {c.only_method} | {c.p_value:.3f} |"
+        )
+    return [*lines, ""] if lines else []
+
+
+def _tokens_after_tier_one(record: BenchRecord) -> int:
+    """Tokens a cascade spent past its first tier (each tier is a round of its record)."""
+    return sum(round.tokens for round in record.per_round if round.round >= 2)
 
 
 def _tool_calls(record: BenchRecord) -> int:

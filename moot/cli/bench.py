@@ -36,8 +36,8 @@ def add_command(commands: Any) -> None:
     methods.add_argument(
         "--methods",
         default="single,vote-3,debate-3x2",
-        help="comma-separated: single, vote-N, debate-NxR[-consensus], machinesom-STRATEGY, "
-        "moa-NxL, cascade-N, FILE.yaml (single,vote-3,debate-3x2)",
+        help="comma-separated: single, vote-N, debate-NxR[-consensus][-answers], "
+        "machinesom-STRATEGY, moa-NxL, cascade-N, FILE.yaml (single,vote-3,debate-3x2)",
     )
     methods.add_argument(
         "--prompts",
