@@ -221,6 +221,7 @@ def test_a_debate_of_answers_shows_peers_their_answers_only(tmp_path):
     assert ["Work." in text for text in updates] == ([True] * 3 + [False] * 3) * 2
     answers_only = updates[3:6] + updates[9:12]
     assert all(len(re.findall(r"```\n-?\d+\n```", text)) == 2 for text in answers_only)
+    assert all("their work is not shown" in text for text in answers_only)
     report = write_report(ResultStore(tmp_path).records(), tmp_path).read_text()
     assert "| debate-3x2-answers | vote-6 | 2 |" in report
 

@@ -240,7 +240,8 @@ class Debate(RoundProtocol):
         """The message showing the peers' latest replies."""
         if self.prompt_set == "moot":
             replies = show_replies(shown, self._peer_text)
-            return prompts.render("debate/update", peers=replies, format=answer_format)
+            template = "debate/update_answers" if self.peer_view == "answer" else "debate/update"
+            return prompts.render(template, peers=replies, format=answer_format)
         # The papers' code concatenates the peers, unnamed, each starting with a blank line.
         replies = "".join(self._paper("peer").format(text=self._peer_text(turn)) for turn in shown)
         return self._paper("update").format(peers=replies, question=question)
