@@ -430,6 +430,10 @@ def test_cli_bench_arithmetic_and_errors(tmp_path, scripted_backend, capsys):
     assert "no results in" in capsys.readouterr().err
     assert main(["bench", "--methods", "single"]) == 2
     assert "say what to run on: --data" in capsys.readouterr().err
+    strong = ["--model", "scripted:solver", "--strong-model", "scripted:solver"]
+    assert main([*argv, *strong, "--methods", "single", "--out", str(tmp_path / "s")]) == 2
+    assert "none of the methods (single) is one" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
 
 
 def test_ray_backend_errors_are_clear(tmp_path):
@@ -501,6 +505,8 @@ def test_a_cascade_names_its_strong_model_and_the_report_pairs_it_with_single_th
     assert plan.key(plan.items()[0])[2] == "ScriptedChatModel -> ScriptedChatModel"
     unpaired = plan.model_copy(update={"settings": MethodSettings(model=cheap)})
     assert unpaired.key(unpaired.items()[0])[2] == "ScriptedChatModel"
+    with pytest.raises(ValueError, match="none of the methods .single, vote-3. is one"):
+        BenchPlan(task=task, methods=["single", "vote-3"], settings=settings)
     run_bench(plan, tmp_path, concurrency=1, progress=False)
     escalated = [q for q in task.questions if int(q.answer) % 3 and int(q.answer) % 2]
     kept_wrong = sum(int(q.answer) % 3 == 0 for q in task.questions)

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from moot.bench.methods import MethodSettings
 from moot.bench.tasks import Task
+from moot.errors import ConfigError
 from moot.result import Turn
 
 
@@ -90,6 +91,17 @@ class BenchPlan(BaseModel):
     cache: str | None = None
     """A call cache file (SQLite; with Ray, a path on each worker's machine): calls that an
     earlier run made with the same model, messages and seed are answered from it."""
+
+    @model_validator(mode="after")
+    def _strong_model_has_a_cascade(self) -> BenchPlan:
+        if self.settings.strong_model is not None and not any(
+            method.startswith("cascade-") for method in self.methods
+        ):
+            raise ConfigError(
+                "a strong model is the last tier of a cascade-N method, and none of the methods "
+                f"({', '.join(self.methods)}) is one: add cascade-3, say, or leave it out"
+            )
+        return self
 
     def model_label(self, method: str) -> str:
         """The model(s) a method ran on; a cascade with its own strong model names both
