@@ -1,9 +1,9 @@
 """Where debate answers go right or wrong, round by round, from a `moot bench` folder.
 
 For every debate record (`debate-NxR`) it follows each agent from one round to the next:
-- an answer that changed from right to wrong, and whether it took up the previous round's
-  plurality answer (conformity to a wrong majority) or a new wrong one;
-- an answer that changed from wrong to right, by following a right plurality or on its own;
+- an answer that changed from right to wrong or from wrong to right, and where the new answer
+  came from: the previous round's plurality (conformity, when wrong), a peer's answer that was
+  not the plurality (a minority's), or no peer at all (the agent's own new answer);
 - replies with no readable answer, and wrong answers whose reply ends with the right number
   (a possible reading miss, from OUT/transcripts.jsonl);
 - replies cut at the token limit (output tokens equal to the run's max_tokens).
@@ -60,18 +60,24 @@ def diagnose(folder: Path) -> dict[str, Counter[str]]:
             if number == 1:
                 continue
             before = rounds[number - 2]
-            majority = before["vote"]
             for agent, answer in now["answers"].items():
                 was, right = before["correct"].get(agent), now["correct"][agent]
                 if was is None or was == right:
                     continue
-                if was and not right:
-                    kind = "conformed" if answer == majority else "new wrong answer"
-                    seen[f"right->wrong ({kind})"] += 1
-                else:
-                    kind = "followed the plurality" if answer == majority else "on its own"
-                    seen[f"wrong->right ({kind})"] += 1
+                peers = [a for name, a in before["answers"].items() if name != agent]
+                change = "right->wrong" if was else "wrong->right"
+                seen[f"{change} ({_source(answer, before['vote'], peers)})"] += 1
     return counts
+
+
+def _source(answer: str | None, plurality: str | None, peers: list[str | None]) -> str:
+    """Where a changed answer came from: the previous round's plurality, a peer's answer that
+    was not the plurality (a minority's), or no peer (the agent's own new answer)."""
+    if answer is not None and answer == plurality:
+        return "took up the plurality"
+    if answer is not None and answer in peers:
+        return "took up a minority peer's answer"
+    return "an answer no peer gave"
 
 
 def _ends_with(text: str, reference: str) -> bool:
