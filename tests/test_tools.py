@@ -466,3 +466,36 @@ def test_a_call_repeated_word_for_word_is_not_run_again_and_the_model_answers():
     assert last[-1].text.endswith(
         'End your reply with a line that starts with "Answer:" followed by the number.'
     )
+
+
+def test_a_reply_with_no_answer_after_tools_is_asked_for_it_once():
+    def thankful(messages):
+        if not tool_results(messages):
+            return calls(("calculator", {"expression": "1234*5678"}))
+        if messages[-1].text.startswith("Your reply states no final answer"):
+            return "Answer: 7006652"
+        return "Thank you for using the tools."  # the tool result taken for a user's reply
+
+    model = ScriptedChatModel(respond=thankful)
+    turn = society(model, agents=1).run("1234 * 5678?").turns[0]
+    assert turn.answer == "7006652" and turn.usage.calls == 3  # call, no answer, answer
+    assert turn.text == "Thank you for using the tools.\n\nAnswer: 7006652"
+    ask = model.calls[-1]
+    assert ask[-2].text == "Thank you for using the tools."
+    assert ask[-1].text.endswith(
+        'End your reply with a line that starts with "Answer:" followed by the number.'
+    )
+
+
+def test_the_answer_is_asked_for_only_once_and_only_after_tools():
+    def evasive(messages):
+        if not tool_results(messages):
+            return calls(("calculator", {"expression": "2+2"}))
+        return "I would rather not say."
+
+    model = ScriptedChatModel(respond=evasive)
+    turn = society(model, agents=1).run("2 + 2?").turns[0]
+    assert turn.answer is None and turn.usage.calls == 3  # call, no answer, asked once: none
+    untooled = ScriptedChatModel(respond=lambda messages: "I would rather not say.")
+    turn = society(untooled, agents=1).run("2 + 2?").turns[0]
+    assert turn.answer is None and turn.usage.calls == 1  # no tool was called: not asked

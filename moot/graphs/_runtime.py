@@ -243,8 +243,7 @@ def _invoke(call: Call) -> BaseMessage:
 
     def ask() -> BaseMessage:
         if who.agent.tools:
-            instruction = who.answer_format.instruction()
-            return run_turn(who.model, who.agent, messages, config, options, instruction)
+            return run_turn(who.model, who.agent, messages, config, options, who.answer_format)
         return who.model.invoke(messages, config=config, **options)
 
     timeout = who.agent.timeout
@@ -275,8 +274,7 @@ async def _ainvoke(call: Call) -> BaseMessage:
     who = call.speaker
     messages, config, options = _request(call)
     if who.agent.tools:
-        instruction = who.answer_format.instruction()
-        reply = arun_turn(who.model, who.agent, messages, config, options, instruction)
+        reply = arun_turn(who.model, who.agent, messages, config, options, who.answer_format)
     else:
         reply = who.model.ainvoke(messages, config=config, **options)
     if who.agent.timeout is None:

@@ -1,5 +1,7 @@
 """An agent's turn with tools: the model may call tools, see their results and call again, up
-to the agent's `max_tool_calls`, then answers.
+to the agent's `max_tool_calls`, then answers; a final reply that states no answer after the
+model called tools is followed by one ask for it (small models take a tool result for a user's
+reply and write "Thank you for using the tools.").
 
 The loop runs inside the agent's model call, so one time limit covers the whole turn (a tool
 that hangs gets the agent's timeout), a round's agents still run in parallel, and a tool that
@@ -22,6 +24,7 @@ from langchain_core.tools import BaseTool
 
 from moot import prompts
 from moot.agents import Agent
+from moot.aggregate.base import AnswerFormat
 from moot.errors import ConfigError
 from moot.result import ToolCall
 
@@ -57,10 +60,11 @@ class _Loop:
     """What one turn's tool loop keeps: the calls made, the replies, whether the model was
     told about a malformed call."""
 
-    def __init__(self, agent: Agent, answer_format: str) -> None:
+    def __init__(self, agent: Agent, answer_format: AnswerFormat) -> None:
         self.agent = agent
         self.answer_format = answer_format
-        """How the turn's answer is to be stated, repeated when the model is asked to answer."""
+        """How the turn's answer is stated (repeated when the model is asked to answer) and
+        read (to see whether the final reply has one)."""
         self.tools: dict[str, BaseTool] = {tool.name: tool for tool in agent.tools}
         self.records: list[ToolCall] = []
         self.replies: list[BaseMessage] = []
@@ -68,6 +72,9 @@ class _Loop:
         """Set when the model may call no more tools this turn."""
         self.reasoning = ""
         """reason-first: the first reply, which did not call; the turn's text begins with it."""
+        self.unanswered = ""
+        """A final reply that stated no answer (the model was then asked for it); the turn's
+        text keeps it."""
 
     def may_call(self) -> bool:
         return not self.closed and len(self.records) < self.agent.max_tool_calls
@@ -80,8 +87,21 @@ class _Loop:
         repeated = any((r.error or "").startswith(_REPEATED) for r in self.records)
         if len(malformed) > 1 or repeated or not self.may_call():
             self.closed = True
-            answer_now = prompts.render("tools/answer_now", format=self.answer_format)
+            instruction = self.answer_format.instruction()
+            answer_now = prompts.render("tools/answer_now", format=instruction)
             conversation.append(HumanMessage(content=answer_now))
+
+    def ask_for_the_answer(self, reply: BaseMessage, conversation: list[BaseMessage]) -> bool:
+        """After tools were called, a final reply with no readable answer is followed, once, by
+        an ask for it (added to `conversation`); True when asked."""
+        if self.unanswered or not self.records or not reply.text.strip():
+            return False
+        if self.answer_format.extractor()(reply.text) is not None:
+            return False
+        self.unanswered, self.closed = reply.text, True
+        missing = prompts.render("tools/answer_missing", format=self.answer_format.instruction())
+        conversation += [reply, HumanMessage(content=missing)]
+        return True
 
     def requests(self, reply: BaseMessage) -> list[dict[str, Any]]:
         """The tool calls `reply` asks for, malformed ones marked with an "error"."""
@@ -144,8 +164,9 @@ class _Loop:
         update: dict[str, Any] = {"response_metadata": metadata}
         if isinstance(reply, AIMessage):
             update["usage_metadata"] = usage
-        if self.reasoning:
-            update["content"] = f"{self.reasoning}\n\n{reply.text}".strip()
+        if self.reasoning or self.unanswered:
+            said = [self.reasoning, self.unanswered, reply.text]
+            update["content"] = "\n\n".join(text for text in said if text.strip())
         return reply.model_copy(update=update)
 
     def must_call_now(self, requests: list[dict[str, Any]]) -> bool:
@@ -163,7 +184,7 @@ Step = tuple[Any, Any]
 
 
 def _steps(
-    model: BaseChatModel, agent: Agent, messages: list[BaseMessage], answer_format: str
+    model: BaseChatModel, agent: Agent, messages: list[BaseMessage], answer_format: AnswerFormat
 ) -> Generator[Step, Any, BaseMessage]:
     """The loop, written once: yields a model call or a tool call, receives its reply or its
     record, returns the final reply. `run_turn` and `arun_turn` drive it."""
@@ -185,6 +206,9 @@ def _steps(
             asker = forced
             continue
         if not requests or not loop.may_call():
+            if loop.ask_for_the_answer(reply, conversation):
+                asker = model
+                continue
             return loop.finish(reply)
         conversation.append(reply)
         for request in requests:
@@ -200,10 +224,9 @@ def run_turn(
     messages: list[BaseMessage],
     config: RunnableConfig,
     options: dict[str, Any],
-    answer_format: str,
+    answer_format: AnswerFormat,
 ) -> BaseMessage:
-    """The agent's reply after calling its tools (sync); `answer_format` is the instruction
-    repeated when the model is asked to answer."""
+    """The agent's reply after calling its tools (sync), its answer stated in `answer_format`."""
     steps = _steps(model, agent, messages, answer_format)
     try:
         target, payload = next(steps)
@@ -227,7 +250,7 @@ async def arun_turn(
     messages: list[BaseMessage],
     config: RunnableConfig,
     options: dict[str, Any],
-    answer_format: str,
+    answer_format: AnswerFormat,
 ) -> BaseMessage:
     """`run_turn` for async graphs: the model and the tools are awaited."""
     steps = _steps(model, agent, messages, answer_format)
