@@ -417,6 +417,10 @@ def test_cli_bench_arithmetic_and_errors(tmp_path, scripted_backend, capsys):
     assert main([*argv, "--model", "scripted:solver", "--methods", "vote-3"]) == 0
     assert "vote-3" in capsys.readouterr().out
     assert "| vote-3 | 3 | 1 | 100.0% [43.8, 100.0] |" in (tmp_path / "out/report.md").read_text()
+    assert main([*argv, "--model", "scripted:solver", "--methods", "single"]) == 0
+    report = (tmp_path / "out/report.md").read_text()  # the folder's: vote-3 stays in it
+    assert "| single | 3 | 1 |" in report and "| vote-3 | 3 | 1 |" in report
+    capsys.readouterr()
     assert main([*argv, "--methods", "single,debate-three"]) == 2
     assert "error: unknown method 'debate-three': use single, vote-N" in capsys.readouterr().err
     assert main([*argv[:-2], "--range", "9-0", "--out", out]) == 2

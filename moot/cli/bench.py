@@ -116,8 +116,10 @@ def bench_command(args: argparse.Namespace) -> int:
             console=errors,
         )
         console.print(f"wall time {time.perf_counter() - started:.1f} s ({args.backend} backend)")
-    report = write_report(records, out, None if args.report_only else methods)
     _print_tables(records)
+    # The report is the folder's: runs with other methods or settings into OUT stay in it.
+    everything = records if args.report_only else ResultStore(out).records_with_transcripts()
+    report = write_report(everything, out, None if args.report_only else methods)
     console.print(f"report: {report}", soft_wrap=True)
     return 0
 
