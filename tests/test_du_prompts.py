@@ -203,3 +203,19 @@ def test_an_mmlu_question_reaches_the_model_as_du_et_al_write_it(tmp_path):
         "A) HIV, B) E. coli, C) Yeast, D) Moss Explain your answer, putting the answer in the "
         "form (X) at the end of your response."
     )
+
+
+def test_moot_bench_runs_multiple_choice_on_du_et_al_s_prompts(tmp_path):
+    from moot.bench import run_bench
+    from moot.bench.tasks import load_jsonl
+
+    path = tmp_path / "mmlu.jsonl"
+    record = {"question": "Which is a virus?", "choices": ["HIV", "E. coli", "Yeast", "Moss"]}
+    path.write_text(json.dumps({**record, "answer": "A"}) + "\n")
+    model = ScriptedChatModel(respond=lambda messages: "It is (A)")
+    settings = MethodSettings(model=model, prompt_set=du_prompt_set("machinesom/mmlu", "choice"))
+    methods = ["single", "vote-3", "debate-3x2", "machinesom-debate-debate-debate"]
+    plan = BenchPlan(task=load_jsonl(path, du_choices=True), methods=methods, settings=settings)
+    records = run_bench(plan, tmp_path / "out", progress=False)  # was: "reads them as number"
+    assert [(r.method, r.answer, r.error) for r in records] == [(m, "A", None) for m in methods]
+    assert model.calls[0][0].text.startswith("Can you answer the following question")

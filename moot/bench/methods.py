@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from moot.agents import Agent, ToolChoice, check_tool_choice
 from moot.aggregate.extract import ExtractKind, Extractor
 from moot.aggregate.judge import Judge, PairwiseRank
+from moot.aggregate.vote import MajorityVote
 from moot.errors import ConfigError
 from moot.graphs.cascade import Cascade
 from moot.graphs.debate import Debate, PromptSet
@@ -103,7 +104,7 @@ def build_method(
         parsed = _parse(spec)
         if parsed is None:
             raise ConfigError(f"unknown method '{spec}': use {METHOD_FORMS}")
-        society = _builtin(*parsed, settings)
+        society = _builtin(*parsed, settings, extract)
     return _for_trial(society, extract, settings.seed + trial * _SEED_STRIDE)
 
 
@@ -135,8 +136,15 @@ def _parse(spec: str) -> tuple[str, tuple[str | None, ...]] | None:
     return None
 
 
-def _builtin(kind: str, groups: tuple[str | None, ...], settings: MethodSettings) -> Society:
+def _builtin(
+    kind: str,
+    groups: tuple[str | None, ...],
+    settings: MethodSettings,
+    extract: ExtractKind | Extractor,
+) -> Society:
     model = settings.loaded()
+    # Built in the task's answer format: a paper's prompt set checks it against its own.
+    vote = MajorityVote(extract=extract)
 
     def agents(count: int, *, prefix: str = "agent", **fields: object) -> list[Agent]:
         return [
@@ -154,11 +162,10 @@ def _builtin(kind: str, groups: tuple[str | None, ...], settings: MethodSettings
         return agents(count, tools=settings.tools, tool_choice=settings.tool_choice)
 
     prompt_set = settings.prompt_set
-    if kind == "single":
-        return Society(agents=with_tools(1), protocol=Debate(rounds=1, prompt_set=prompt_set))
-    if kind == "vote":
-        count = int(groups[0] or 1)
-        return Society(agents=with_tools(count), protocol=Debate(rounds=1, prompt_set=prompt_set))
+    if kind in ("single", "vote"):
+        count = int(groups[0] or 1) if kind == "vote" else 1
+        protocol = Debate(rounds=1, prompt_set=prompt_set)
+        return Society(agents=with_tools(count), protocol=protocol, aggregator=vote)
     if kind == "debate":
         count, rounds = int(groups[0] or 1), int(groups[1] or 1)
         protocol = Debate(
@@ -167,7 +174,7 @@ def _builtin(kind: str, groups: tuple[str | None, ...], settings: MethodSettings
             peer_view="answer" if groups[3] else "full",
             prompt_set=prompt_set,
         )
-        return Society(agents=with_tools(count), protocol=protocol)
+        return Society(agents=with_tools(count), protocol=protocol, aggregator=vote)
     if kind == "som":  # with --prompts du, each paper's own: MachineSoM's for its societies
         assert groups[1] in MACHINESOM_STRATEGIES
         return machinesom(
