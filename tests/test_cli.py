@@ -277,3 +277,10 @@ def test_a_topology_that_shows_an_agent_itself_is_refused(tmp_path, capsys):
     )
     err = one_error_line(capsys, "run", str(society), "q", "--model", "test")
     assert "the topology shows a their own answer" in err
+
+
+def test_python_dash_m_moot_is_the_moot_command():
+    done = subprocess.run(
+        [sys.executable, "-m", "moot", "models"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "llama:/path/to/model.gguf" in done.stdout.replace("\n", "")
