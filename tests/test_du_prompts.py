@@ -219,3 +219,20 @@ def test_moot_bench_runs_multiple_choice_on_du_et_al_s_prompts(tmp_path):
     records = run_bench(plan, tmp_path / "out", progress=False)  # was: "reads them as number"
     assert [(r.method, r.answer, r.error) for r in records] == [(m, "A", None) for m in methods]
     assert model.calls[0][0].text.startswith("Can you answer the following question")
+
+
+def test_moot_debate_reads_a_paper_s_prompt_set_in_its_answer_format(capsys):
+    from moot.cli import main
+    from moot.models import _BACKENDS, register_backend
+
+    model = ScriptedChatModel(respond=lambda messages: "It is (B)")
+    register_backend("choosing", lambda rest, options: model, "choosing:x (tests)")
+    try:
+        question = "Which is a virus?: A) Moss, B) HIV"
+        argv = ["debate", question, "--prompts", "du-mmlu", "--model", "choosing:x", "--json"]
+        assert main(argv) == 0  # was: "the society reads them as number", without --extract
+        assert json.loads(capsys.readouterr().out)["answer"] == "B"
+        assert main([*argv, "--extract", "number"]) == 2  # asked for: refused, with the fix
+        assert "set extract to choice" in capsys.readouterr().err
+    finally:
+        del _BACKENDS["choosing"]

@@ -59,8 +59,7 @@ def add_commands(commands: Any) -> None:
     debate.add_argument(
         "--extract",
         choices=extract_choices(),
-        default="number",
-        help="answer format to ask for and vote on (number)",
+        help="answer format to ask for and vote on (number; with --prompts, the paper's)",
     )
     debate.add_argument("--temperature", type=float, help="sampling temperature for every agent")
     debate.add_argument("--max-tokens", type=positive, help="most tokens per reply")
@@ -131,6 +130,7 @@ def add_commands(commands: Any) -> None:
 def society_of(spec: dict[str, Any]) -> Society:
     """The society a `debate` or `run` command describes (also rebuilt by `resume`)."""
     from moot import Agent, Debate, MajorityVote, load_model
+    from moot.graphs.debate import answer_format_of
     from moot.society_file import load_society
 
     limits = {
@@ -142,6 +142,7 @@ def society_of(spec: dict[str, Any]) -> Society:
         agents = [agent.model_copy(update=limits) for agent in society.agents]
         return society.model_copy(update={"agents": agents})
     model = load_model(spec["model"], **dict(spec["model_option"]))
+    prompt_set = spec.get("prompts") or "moot"
     agents = [
         Agent(
             name=f"agent{index + 1}",
@@ -159,9 +160,9 @@ def society_of(spec: dict[str, Any]) -> Society:
         protocol=Debate(
             rounds=spec["rounds"],
             consensus=spec["consensus"],
-            prompt_set=spec.get("prompts") or "moot",
+            prompt_set=prompt_set,
         ),
-        aggregator=MajorityVote(extract=spec["extract"]),
+        aggregator=MajorityVote(extract=spec["extract"] or answer_format_of(prompt_set)),
         max_concurrency=spec["max_concurrency"],
     )
 

@@ -39,6 +39,13 @@ _PAPER_READS: dict[str, tuple[str, ...]] = {
     "som-math": ("boxed", "number"),
 }
 """The answer formats each paper's prompt set asks for."""
+
+
+def answer_format_of(prompt_set: str) -> str:
+    """The answer format to read a prompt set's replies in (moot's: numbers, by default)."""
+    return _PAPER_READS.get(prompt_set, ("number",))[0]
+
+
 _SOM_TRAITS = ("easy-going", "overconfident")
 """moot's traits for MachineSoM's two characters ("temperate" and "confident")."""
 _SOM_ACKNOWLEDGEMENT = "ok"
