@@ -283,7 +283,7 @@ def test_the_cli_gives_agents_tools(capsys):
     assert "unknown tool 'abacus'" in capsys.readouterr().err
 
 
-def test_bench_methods_get_tools_and_keep_them_apart_from_runs_without(tmp_path):
+def test_bench_methods_get_tools_and_keep_them_apart_from_runs_without(tmp_path, capsys):
     bench = ["bench", "--data", "arithmetic", "--limit", "1", "--methods", "single", "--model"]
     out = str(tmp_path / "out")
     assert main([*bench, "test", "--out", out]) == 0
@@ -295,6 +295,14 @@ def test_bench_methods_get_tools_and_keep_them_apart_from_runs_without(tmp_path)
         False,
         True,
     ]
+
+    # Methods the tools would not reach are refused, not labelled "tools=calculator".
+    other = str(tmp_path / "other")
+    with_tools = ["--out", other, "--tools", "calculator"]
+    assert main([*bench[:-2], "single,cascade-3,moa-2x1", "--model", "test", *with_tools]) == 2
+    error = capsys.readouterr().err
+    assert "cascade-3, moa-2x1 would run without them: run them in a bench of their own" in error
+    assert not (tmp_path / "other").exists()
 
 
 # -- llama.cpp models: the template's tool format, lenient parsing, a grammar for forced calls --

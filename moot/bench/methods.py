@@ -91,6 +91,16 @@ def check_method(spec: str) -> None:
         raise ConfigError(f"unknown method '{spec}': use {METHOD_FORMS}")
 
 
+def ignores_tools(spec: str) -> bool:
+    """Whether `spec` is a method that `MethodSettings.tools` do not reach (a society file's
+    agents have their own tools; moa and cascade agents none)."""
+    parsed = None if _is_file(spec) else _parse(spec)
+    return _is_file(spec) or (parsed is not None and parsed[0] not in _TAKE_TOOLS)
+
+
+_TAKE_TOOLS = ("single", "vote", "debate")
+
+
 def build_method(
     spec: str,
     extract: ExtractKind | Extractor,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from moot.bench.methods import MethodSettings
+from moot.bench.methods import MethodSettings, ignores_tools
 from moot.bench.tasks import Task
 from moot.errors import ConfigError
 from moot.result import Turn
@@ -100,6 +100,23 @@ class BenchPlan(BaseModel):
             raise ConfigError(
                 "a strong model is the last tier of a cascade-N method, and none of the methods "
                 f"({', '.join(self.methods)}) is one: add cascade-3, say, or leave it out"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tools_reach_every_method(self) -> BenchPlan:
+        """Results labelled with tools must have had them."""
+        without = [method for method in self.methods if ignores_tools(method)]
+        if self.settings.tools and without:
+            raise ConfigError(
+                f"tools reach the agents of single, vote-N and debate-NxR methods only; "
+                f"{', '.join(without)} would run without them: run "
+                + (
+                    "it in a bench of its own"
+                    if len(without) == 1
+                    else "them in a bench of their own"
+                )
+                + ", without tools"
             )
         return self
 
