@@ -20,10 +20,11 @@ from collections import Counter
 from pathlib import Path
 
 from moot.aggregate.extract import normalise_number
+from moot.bench.report import change_source
+from moot.bench.store import ResultStore
 
 
 def diagnose(folder: Path) -> dict[str, Counter[str]]:
-    records = [json.loads(line) for line in (folder / "results.jsonl").open()]
     texts: dict[tuple[str, str, str, int, str], tuple[str, int]] = {}
     transcripts = folder / "transcripts.jsonl"
     if transcripts.exists():
@@ -36,48 +37,43 @@ def diagnose(folder: Path) -> dict[str, Counter[str]]:
                     turn["usage"]["output_tokens"],
                 )
     counts: dict[str, Counter[str]] = {}
-    for record in records:
-        method = record["method"]
-        if not method.startswith("debate-"):
+    for record in ResultStore(folder).records():
+        if not record.method.startswith("debate-"):
             continue
-        limit = re.search(r"max_tokens=(\d+)", record["settings"])
+        limit = re.search(r"max_tokens=(\d+)", record.settings)
         max_tokens = int(limit[1]) if limit else None
         # Runs with other settings (tools, say) in the same folder are counted apart.
-        seen = counts.setdefault(f"{method} ({record['settings']})", Counter())
+        seen = counts.setdefault(f"{record.method} ({record.settings})", Counter())
         seen["questions"] += 1
-        rounds = record["per_round"]
+        rounds = record.per_round
         for number, now in enumerate(rounds, start=1):
-            for agent, answer in now["answers"].items():
+            for agent, answer in now.answers.items():
                 seen[f"round {number} turns"] += 1
-                turn_key = (method, record["settings"], record["question_id"], number, agent)
+                turn_key = (record.method, record.settings, record.question_id, number, agent)
                 text, output = texts.get(turn_key, ("", 0))
                 if answer is None:
                     seen[f"round {number} no answer"] += 1
-                elif not now["correct"][agent] and _ends_with(text, record["reference"]):
+                elif not now.correct[agent] and _ends_with(text, record.reference):
                     seen[f"round {number} reference at the end, read otherwise"] += 1
                 if max_tokens and output >= max_tokens:
                     seen[f"round {number} cut at max_tokens"] += 1
             if number == 1:
                 continue
             before = rounds[number - 2]
-            for agent, answer in now["answers"].items():
-                was, right = before["correct"].get(agent), now["correct"][agent]
+            for agent, answer in now.answers.items():
+                was, right = before.correct.get(agent), now.correct[agent]
                 if was is None or was == right:
                     continue
-                peers = [a for name, a in before["answers"].items() if name != agent]
                 change = "right->wrong" if was else "wrong->right"
-                seen[f"{change} ({_source(answer, before['vote'], peers)})"] += 1
+                seen[f"{change} ({_SOURCES[change_source(answer, before, agent)]})"] += 1
     return counts
 
 
-def _source(answer: str | None, plurality: str | None, peers: list[str | None]) -> str:
-    """Where a changed answer came from: the previous round's plurality, a peer's answer that
-    was not the plurality (a minority's), or no peer (the agent's own new answer)."""
-    if answer is not None and answer == plurality:
-        return "took up the plurality"
-    if answer is not None and answer in peers:
-        return "took up a minority peer's answer"
-    return "an answer no peer gave"
+_SOURCES = {
+    "plurality": "took up the plurality",
+    "minority": "took up a minority peer's answer",
+    "own": "an answer no peer gave",
+}
 
 
 def _ends_with(text: str, reference: str) -> bool:

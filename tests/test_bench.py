@@ -331,7 +331,8 @@ def test_report_has_tables_and_plots(tmp_path):
     records = run_bench(plan_for(scripted()), tmp_path, progress=False)
     report = write_report(records, tmp_path, ["single", "vote-3", "debate-3x2"]).read_text()
     assert "| single | 4 | 1 | 100.0% [51.0, 100.0] |" in report
-    assert "| debate-3x2 | 2 | 100.0% | 67% | 4 | 4 |" in report
+    # agent2 leaves the right plurality for an answer of its own; agent3 takes the plurality up
+    assert "| debate-3x2 | 2 | 100.0% | 67% | 4 (0 / 0 / 4) | 4 (4 / 0 / 0) |" in report
     assert "| single | 1 | 100.0% | - | 0 | 0 |" in report  # no agreement with one agent
     assert "### Paired against single" in report
     for png in ("accuracy_vs_tokens.png", "accuracy_by_round.png"):

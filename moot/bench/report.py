@@ -13,10 +13,11 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
-from moot.bench.records import BenchRecord
+from moot.bench.records import BenchRecord, RoundRecord
 from moot.result import format_cost
 
 
@@ -43,6 +44,21 @@ class Interval(BaseModel):
         return f"{100 * self.value:.1f}% [{100 * self.low:.1f}, {100 * self.high:.1f}]"
 
 
+Source = Literal["plurality", "minority", "own"]
+"""Where a changed answer came from: the previous round's plurality, a peer's answer that was
+not the plurality (a minority's), or no peer (the agent's own new answer)."""
+
+
+def change_source(answer: str | None, before: RoundRecord, agent: str) -> Source:
+    """Where `agent`'s new `answer` came from, given the round before."""
+    peers = [given for name, given in before.answers.items() if name != agent]
+    if answer is not None and answer == before.vote:
+        return "plurality"
+    if answer is not None and answer in peers:
+        return "minority"
+    return "own"
+
+
 class RoundSummary(BaseModel):
     round: int
     accuracy: float
@@ -52,6 +68,9 @@ class RoundSummary(BaseModel):
     right_to_wrong: int
     """Agent answers right the round before and wrong in this one."""
     wrong_to_right: int
+    right_to_wrong_from: dict[Source, int] = {}
+    """The right-to-wrong changes by where the new answer came from (conformity: plurality)."""
+    wrong_to_right_from: dict[Source, int] = {}
 
 
 class MethodSummary(BaseModel):
@@ -133,11 +152,16 @@ def _summary(key: tuple[str, str, str, str], records: list[BenchRecord]) -> Meth
     )
 
 
+_SOURCES: tuple[Source, ...] = ("plurality", "minority", "own")
+
+
 def _by_round(records: list[BenchRecord]) -> list[RoundSummary]:
     most = max((len(record.per_round) for record in records), default=0)
     summaries = []
     for index in range(most):
-        right = agreement = right_to_wrong = wrong_to_right = 0.0
+        right = agreement = 0.0
+        to_wrong: dict[Source, int] = dict.fromkeys(_SOURCES, 0)
+        to_right: dict[Source, int] = dict.fromkeys(_SOURCES, 0)
         for record in records:
             if not record.per_round:
                 continue
@@ -145,19 +169,23 @@ def _by_round(records: list[BenchRecord]) -> list[RoundSummary]:
             right += current.vote_correct
             agreement += current.agreement
             if 0 < index < len(record.per_round):
-                before = record.per_round[index - 1].correct
+                before = record.per_round[index - 1]
                 for agent, correct in current.correct.items():
-                    if agent in before:
-                        right_to_wrong += before[agent] and not correct
-                        wrong_to_right += correct and not before[agent]
+                    was = before.correct.get(agent)
+                    if was is None or was == correct:
+                        continue
+                    source = change_source(current.answers.get(agent), before, agent)
+                    (to_right if correct else to_wrong)[source] += 1
         counted = sum(bool(record.per_round) for record in records) or 1
         summaries.append(
             RoundSummary(
                 round=index + 1,
                 accuracy=right / counted,
                 agreement=agreement / counted,
-                right_to_wrong=int(right_to_wrong),
-                wrong_to_right=int(wrong_to_right),
+                right_to_wrong=sum(to_wrong.values()),
+                wrong_to_right=sum(to_right.values()),
+                right_to_wrong_from=to_wrong,
+                wrong_to_right_from=to_right,
             )
         )
     return summaries
@@ -252,7 +280,9 @@ def _task_section(
         "### By round",
         "",
         "Accuracy of each round's plurality vote, mean agreement, and agent answers that went",
-        "from right to wrong (or wrong to right) since the round before.",
+        "from right to wrong (or wrong to right) since the round before, split by where the new",
+        "answer came from: the previous round's plurality / a peer's answer that was not the",
+        "plurality / no peer (the agent's own).",
         "",
         "| method | round | accuracy | agreement | right→wrong | wrong→right |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -262,7 +292,8 @@ def _task_section(
             agreement = f"{100 * r.agreement:.0f}%" if s.agents > 1 else "-"
             lines.append(
                 f"| {s.method} | {r.round} | {100 * r.accuracy:.1f}% | {agreement} | "
-                f"{r.right_to_wrong} | {r.wrong_to_right} |"
+                f"{_changes(r.right_to_wrong, r.right_to_wrong_from)} | "
+                f"{_changes(r.wrong_to_right, r.wrong_to_right_from)} |"
             )
     if any(s.trials > 1 for s in group):
         lines += ["", "### Trials", "", "| method | accuracy per trial | mean ± sd |"]
@@ -291,6 +322,13 @@ def _task_section(
             )
     lines += _same_budget(group, records)
     return [*lines, ""]
+
+
+def _changes(total: int, sources: dict[Source, int]) -> str:
+    """ "12 (2 / 4 / 6)": changes, by plurality / minority / own; just the total when none."""
+    if not total:
+        return "0"
+    return f"{total} ({' / '.join(str(sources.get(source, 0)) for source in _SOURCES)})"
 
 
 _DEBATE = re.compile(r"debate-(\d+)x(\d+)(?:-consensus)?(?:-answers)?")
@@ -467,7 +505,8 @@ def _plots(group: list[MethodSummary], out: Path, suffix: str) -> list[str]:
 def _accuracy_against(
     group: list[MethodSummary], spent: Callable[[MethodSummary], float], what: str, path: Path
 ) -> None:
-    """Accuracy (with its interval) against what each method spent per question, log scale."""
+    """Accuracy (with its interval) against what each method spent per question, on a log
+    scale where every method spent something."""
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4))
@@ -479,9 +518,11 @@ def _accuracy_against(
         axes.errorbar(
             [spent(s)], [100 * s.accuracy.value], yerr=errors, fmt="o", capsize=4, label=s.method
         )
-    axes.set_xscale("log")
+    logarithmic = all(spent(s) > 0 for s in group)  # (a model that reports no usage: 0)
+    if logarithmic:
+        axes.set_xscale("log")
     axes.set_ylim(bottom=0)
-    axes.set_xlabel(f"{what} (log scale)")
+    axes.set_xlabel(f"{what} (log scale)" if logarithmic else what)
     axes.set_ylabel("accuracy, % (95% CI)")
     axes.set_title(f"{group[0].task}: accuracy against {what.split()[0]}")
     axes.legend(fontsize="small")
