@@ -23,7 +23,7 @@ from moot.bench import (
     summarise,
     write_report,
 )
-from moot.bench.report import Interval, mcnemar_exact
+from moot.bench.report import Interval, format_p, mcnemar_exact
 from moot.bench.tasks import Question, accepted_answers, chess_destination, choice_letter, numeric
 from moot.cli import main
 from moot.errors import ConfigError
@@ -325,6 +325,7 @@ def test_statistics():
     assert mcnemar_exact(0, 5) == pytest.approx(0.0625)
     assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)
     assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    assert format_p(mcnemar_exact(0, 12)) == "<0.001" and format_p(0.0625) == "0.062"
 
 
 def test_report_has_tables_and_plots(tmp_path):

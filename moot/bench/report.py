@@ -211,6 +211,11 @@ def compare(records: list[BenchRecord], baseline: str, method: str) -> PairedCom
     )
 
 
+def format_p(p: float) -> str:
+    """A p-value to three places; one under 0.001 as "<0.001" (not "0.000")."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value: a binomial test of b against b + c at one half."""
     n = b + c
@@ -318,7 +323,7 @@ def _task_section(
             c = compare(records, baseline, s.method)
             lines.append(
                 f"| {s.method} | {c.pairs} | {c.both} | {c.only_baseline} | {c.only_method} | "
-                f"{c.neither} | {c.p_value:.3f} |"
+                f"{c.neither} | {format_p(c.p_value)} |"
             )
     lines += _same_budget(group, records)
     return [*lines, ""]
@@ -357,7 +362,7 @@ def _same_budget(group: list[MethodSummary], records: list[BenchRecord]) -> list
         c = compare(records, vote, debate)
         lines.append(
             f"| {debate} | {vote} | {c.pairs} | {c.both} | {c.only_baseline} | "
-            f"{c.only_method} | {c.neither} | {c.p_value:.3f} |"
+            f"{c.only_method} | {c.neither} | {format_p(c.p_value)} |"
         )
     return lines
 
@@ -403,7 +408,7 @@ def _with_and_without_tools(records: list[BenchRecord]) -> list[str]:
             f"{statistics.mean(_tool_calls(r) for r in aided):.2f} | "
             f"{statistics.mean(r.tokens for r in plain):,.0f} | "
             f"{statistics.mean(r.tokens for r in aided):,.0f} | "
-            f"{c.only_baseline} | {c.only_method} | {c.p_value:.3f} |"
+            f"{c.only_baseline} | {c.only_method} | {format_p(c.p_value)} |"
         )
     return [*lines, ""] if lines else []
 
@@ -447,7 +452,7 @@ def _cascades_against_the_strong_model(records: list[BenchRecord]) -> list[str]:
             f"{statistics.mean(_tokens_after_tier_one(r) for r in mine):,.0f} | "
             f"{Interval.wilson(sum(r.correct for r in alone), len(alone))} | "
             f"{statistics.mean(r.tokens for r in alone):,.0f} | "
-            f"{c.only_baseline} | {c.only_method} | {c.p_value:.3f} |"
+            f"{c.only_baseline} | {c.only_method} | {format_p(c.p_value)} |"
         )
     return [*lines, ""] if lines else []
 
