@@ -336,6 +336,7 @@ def test_report_has_tables_and_plots(tmp_path):
     assert "| debate-3x2 | 2 | 100.0% | 67% | 4 (0 / 0 / 4) | 4 (4 / 0 / 0) |" in report
     assert "| single | 1 | 100.0% | - | 0 | 0 |" in report  # no agreement with one agent
     assert "### Paired against single" in report
+    assert "| vote-3 | 3 | 66.7% | 0.0% | 100.0% |" in report  # agent3 is wrong alone
     for png in ("accuracy_vs_tokens.png", "accuracy_by_round.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in report

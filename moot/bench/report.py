@@ -326,6 +326,7 @@ def _task_section(
                 f"{c.neither} | {format_p(c.p_value)} |"
             )
     lines += _same_budget(group, records)
+    lines += _samples_alone(group, records)
     return [*lines, ""]
 
 
@@ -334,6 +335,38 @@ def _changes(total: int, sources: dict[Source, int]) -> str:
     if not total:
         return "0"
     return f"{total} ({' / '.join(str(sources.get(source, 0)) for source in _SOURCES)})"
+
+
+def _samples_alone(group: list[MethodSummary], records: list[BenchRecord]) -> list[str]:
+    """How each agent's first-round answer scores on its own, for methods of several agents:
+    the spread of one sample's accuracy, against which `single` (one draw) is read."""
+    rows = []
+    for s in group:
+        right: dict[str, list[bool]] = defaultdict(list)
+        for record in records:
+            if record.method == s.method and record.per_round:
+                for agent, correct in record.per_round[0].correct.items():
+                    right[agent].append(correct)
+        if len(right) < 2:
+            continue
+        each = sorted(statistics.mean(answers) for answers in right.values())
+        rows.append(
+            f"| {s.method} | {len(each)} | {100 * statistics.mean(each):.1f}% | "
+            f"{100 * each[0]:.1f}% | {100 * each[-1]:.1f}% |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "### One sample at a time",
+        "",
+        "Each agent's first-round answer scored alone: how far one sample's accuracy spreads "
+        "(`single` is one such draw).",
+        "",
+        "| method | agents | mean | lowest | highest |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *rows,
+    ]
 
 
 _DEBATE = re.compile(r"debate-(\d+)x(\d+)(?:-consensus)?(?:-answers)?")
