@@ -346,7 +346,7 @@ def test_the_report_pairs_each_debate_with_the_vote_of_as_many_calls(tmp_path):
     methods = ("single", "vote-4", "debate-2x2", "debate-2x2-consensus", "debate-3x2")
     records = run_bench(plan_for(scripted(), methods), tmp_path, progress=False)
     report = write_report(records, tmp_path, list(methods)).read_text()
-    section = report.split("### Debate against the vote of as many calls")[1]
+    section = report.split("### Debate against the vote of as many calls")[1].split("###")[0]
     assert "| debate-2x2 | vote-4 | 4 | 4 | 0 | 0 | 0 | 1.000 |" in section
     assert "| debate-2x2-consensus | vote-4 |" in section
     assert "debate-3x2" not in section  # no vote-6 was run
