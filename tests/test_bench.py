@@ -496,8 +496,8 @@ def test_the_report_pairs_each_method_with_and_without_tools(tmp_path):
 def test_a_cascade_names_its_strong_model_and_the_report_pairs_it_with_single_there(tmp_path):
     def cheap_answer(messages, info):
         right = eval(_EXPRESSION.search(messages[-1].text).group(1))  # noqa: S307
-        if right % 3 == 0:
-            return f"Answer: {right + 1}"  # sure and wrong: the cascade keeps it
+        if right % 3 == 0:  # two of three agree on a wrong answer: sure enough, kept
+            return f"Answer: {right + 1}" if info.agent != "cheap3" else "Answer: 999"
         if right % 2 == 0:
             return f"Answer: {right}"  # sure and right
         return f"Answer: {100 + info.number}"  # unsure: three answers, escalated

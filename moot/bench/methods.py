@@ -225,7 +225,8 @@ def _builtin(
     cheap = agents(count, prefix="cheap")
     return Society(
         agents=[*cheap, strong],
-        protocol=Cascade(tiers=[[agent.name for agent in cheap], ["strong"]], threshold=0.67),
+        # 2/3 exactly: two of three samples agreeing is sure enough (0.67 made that 0.666... < 0.67)
+        protocol=Cascade(tiers=[[agent.name for agent in cheap], ["strong"]], threshold=2 / 3),
     )
 
 
