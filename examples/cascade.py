@@ -12,7 +12,7 @@ careful = moot.Agent(name="careful", model=cheap, temperature=0.2, max_tokens=16
 society = moot.Society(
     agents=[*quick, careful],
     protocol=moot.Cascade(
-        tiers=[[a.name for a in quick], ["careful"]], threshold=0.67, confidence="agreement"
+        tiers=[[a.name for a in quick], ["careful"]], threshold=0.66, confidence="agreement"
     ),
 )
 result = society.run(sys.argv[1] if len(sys.argv) > 1 else "What is 12+30?")

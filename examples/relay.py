@@ -1,6 +1,6 @@
 """A protocol of your own: agents answer in turn, each shown the reply before its own.
 
-    python examples/relay.py "What is 12+30?" [MODEL_SPEC]
+python examples/relay.py "What is 12+30?" [MODEL_SPEC]
 """
 
 from __future__ import annotations

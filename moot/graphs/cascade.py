@@ -50,7 +50,8 @@ class Cascade(BaseProtocol):
     tiers: list[list[str]] | None = None
     """Agent names per tier (None: each agent is a tier of its own, in agent order)."""
     threshold: float = Field(default=0.7, ge=0, le=1)
-    """Escalate while the tier's confidence is below this."""
+    """Escalate while the tier's confidence is below this. Agreement among n samples takes the
+    values k/n: two of three is 0.667, so 0.66 keeps it and 0.67 asks for all three."""
     confidence: Confidence = "agreement"
 
     def tier_names(self, agents: list[Agent]) -> list[list[str]]:
