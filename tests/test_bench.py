@@ -342,6 +342,19 @@ def test_report_has_tables_and_plots(tmp_path):
         assert f"]({png})" in report
 
 
+def test_a_report_with_fewer_sections_leaves_no_plots_of_the_old_one(tmp_path):
+    pytest.importorskip("matplotlib", reason="plots need the 'bench' extra")  # in moot[dev]
+    records = run_bench(plan_for(scripted(), ("single",)), tmp_path, progress=False)
+    other = [r.model_copy(update={"settings": r.settings + " tools=calculator"}) for r in records]
+    write_report(records + other, tmp_path)
+    assert (tmp_path / "accuracy_by_round-2.png").exists()
+    write_report(records, tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "accuracy_by_round.png",
+        "accuracy_vs_tokens.png",
+    ]
+
+
 def test_the_report_pairs_each_debate_with_the_vote_of_as_many_calls(tmp_path):
     methods = ("single", "vote-4", "debate-2x2", "debate-2x2-consensus", "debate-3x2")
     records = run_bench(plan_for(scripted(), methods), tmp_path, progress=False)

@@ -225,6 +225,9 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
+_PLOT_NAMES = ("accuracy_vs_tokens*.png", "accuracy_vs_cost*.png", "accuracy_by_round*.png")
+
+
 def write_report(
     records: list[BenchRecord], out: str | Path, methods: list[str] | None = None
 ) -> Path:
@@ -234,6 +237,9 @@ def write_report(
     the paired comparisons."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in _PLOT_NAMES:  # a report with fewer sections leaves no plots of the old one
+        for path in out.glob(stale):
+            path.unlink()
     order = {method: index for index, method in enumerate(methods or [])}
     summaries = sorted(
         summarise(records), key=lambda s: (order.get(s.method, len(order)), s.tokens)
