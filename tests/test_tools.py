@@ -14,6 +14,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 import moot
+from moot import prompts
 from moot.cli import main
 from moot.testing import ScriptedChatModel
 from moot.tools import CalculatorError, calculate
@@ -425,7 +426,7 @@ def reasoner(messages):
     results = tool_results(messages)
     if results:
         return f"The calculator says {results[-1]}.\nAnswer: {results[-1]}"
-    if isinstance(messages[-1], AIMessage):  # its reasoning came last: the call is due now
+    if messages[-1].text.startswith("Now check the step"):  # asked to check its reasoning
         return calls(("calculator", {"expression": "1234*5678"}))
     return "1234 times 5678 is about 7 million.\nAnswer: 7000000"
 
@@ -438,8 +439,10 @@ def test_reason_first_reasons_then_must_call_then_answers():
     assert [(c.name, c.result) for c in turn.tool_calls] == [("calculator", "7006652")]
     assert turn.usage.calls == 3  # reasoning, the forced call, the answer
     assert model.tool_choices[-2:] == [None, "calculator"]  # offered freely, then forced
-    # The forced step saw the reasoning as the assistant's last message.
-    assert model.calls[1][-1].text.startswith("1234 times 5678 is about 7 million.")
+    # The forced step saw its reasoning, then the ask to check it with a tool.
+    reasoning, ask = model.calls[1][-2:]
+    assert isinstance(reasoning, AIMessage) and reasoning.text.startswith("1234 times 5678")
+    assert ask.text == prompts.render("tools/check_with_tool")
 
 
 def test_reason_first_that_calls_at_once_is_not_forced_again():

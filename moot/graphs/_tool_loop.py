@@ -202,7 +202,8 @@ def _steps(
         requests = loop.requests(reply)
         if loop.must_call_now(requests):  # it has reasoned; now it checks that with a tool
             loop.reasoning = reply.text
-            conversation.append(reply)
+            # Asked what to check: made to call with no ask, models call on anything at hand.
+            conversation += [reply, HumanMessage(content=prompts.render("tools/check_with_tool"))]
             asker = forced
             continue
         if not requests or not loop.may_call():
