@@ -409,6 +409,7 @@ def test_cli_bench_writes_results_report_and_plots(tmp_path, scripted_backend, c
     data = write_jsonl(tmp_path / "sums.jsonl", sums)
     out = tmp_path / "out"
     argv = ["bench", "--data", str(data), "--limit", "3", "--methods", "single,debate-3x2"]
+    argv += ["--prompts", "moot"]  # (the token count below is of moot's prompts)
     assert main([*argv, "--model", "scripted:solver", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     printed = captured.out
@@ -430,6 +431,7 @@ def test_cli_bench_writes_results_report_and_plots(tmp_path, scripted_backend, c
 def test_cli_bench_arithmetic_and_errors(tmp_path, scripted_backend, capsys):
     out = str(tmp_path / "out")
     argv = ["bench", "--data", "arithmetic", "--range", "0-9", "--limit", "3", "--out", out]
+    argv[1:1] = ["--prompts", "moot"]  # (the scripted solver reads moot's system prompt)
     assert main([*argv, "--model", "scripted:solver", "--methods", "vote-3"]) == 0
     assert "vote-3" in capsys.readouterr().out
     assert "| vote-3 | 3 | 1 | 100.0% [43.8, 100.0] |" in (tmp_path / "out/report.md").read_text()

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 import moot
 from moot.bench import MethodSettings, build_method
-from moot.bench.methods import du_prompt_set
+from moot.bench.methods import default_prompt_set, du_prompt_set
 from moot.bench.records import BenchPlan
 from moot.bench.tasks import arithmetic
 from moot.testing import CallInfo, ScriptedChatModel
@@ -178,6 +178,40 @@ def test_bench_picks_du_prompts_by_task_and_keeps_their_results_apart():
     du_plan = BenchPlan(task=task, methods=["single"], settings=du)
     assert "prompts" not in moot_plan.settings_label()
     assert du_plan.settings_label().endswith(" prompts=du-arithmetic")
+
+
+def test_bench_runs_the_papers_prompts_by_default_where_every_method_has_them(tmp_path, capsys):
+    gsm = ["single", "vote-3", "debate-3x2-consensus", "machinesom-debate-debate-debate"]
+    assert default_prompt_set("gsm8k/dev", "number", gsm)[0] == "du-gsm8k"
+    assert default_prompt_set("machinesom/mmlu", "choice", ["debate-3x2"])[0] == "du-mmlu"
+    mixed = default_prompt_set("gsm8k/dev", "number", ["single", "moa-3x2", "cascade-3"])
+    assert mixed == ("moot", "moot's (moa-3x2, cascade-3: no paper's prompts)")
+    assert default_prompt_set("qa/open", "text", ["single"])[0] == "moot"
+
+    from moot.cli import main
+    from moot.models import _BACKENDS, register_backend
+
+    model = ScriptedChatModel(respond=lambda messages: "So \\boxed{4}. Answer: 4")
+    register_backend("sums", lambda rest, options: model, "sums:x (tests)")
+    data = tmp_path / "sums.jsonl"
+    data.write_text(json.dumps({"id": "s", "question": "What is 2+2?", "answer": "4"}) + "\n")
+    argv = ["bench", "--data", str(data), "--model", "sums:x", "--methods", "single"]
+    try:
+        assert main([*argv, "--out", str(tmp_path / "du")]) == 0
+        assert "prompts: du-gsm8k, the papers' own" in capsys.readouterr().err
+        assert model.calls[-1][0].text.startswith("Can you solve the following math problem?")
+        assert main([*argv, "--out", str(tmp_path / "moot"), "--prompts", "moot"]) == 0
+        assert not model.calls[-1][0].text.startswith("Can you solve")
+        assert main([*argv[:-1], "single,moa-2x1", "--out", str(tmp_path / "mixed")]) == 0
+        assert "prompts: moot's (moa-2x1: no paper's prompts)" in capsys.readouterr().err
+    finally:
+        del _BACKENDS["sums"]
+    # The records say which prompts they were run with, so the two runs stay apart.
+    du_record = json.loads((tmp_path / "du/results.jsonl").read_text())
+    moot_record = json.loads((tmp_path / "moot/results.jsonl").read_text())
+    assert du_record["settings"].endswith(" prompts=du-gsm8k")
+    assert "prompts" not in moot_record["settings"]
+    assert du_record["correct"] and moot_record["correct"]
 
 
 def test_an_mmlu_question_reaches_the_model_as_du_et_al_write_it(tmp_path):

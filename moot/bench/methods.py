@@ -101,6 +101,13 @@ def ignores_tools(spec: str) -> bool:
 _TAKE_TOOLS = ("single", "vote", "debate")
 
 
+def takes_paper_prompts(spec: str) -> bool:
+    """Whether `spec` is a method with a paper's prompt set: Du et al.'s (single, vote, debate)
+    or MachineSoM's (machinesom-*)."""
+    parsed = None if _is_file(spec) else _parse(spec)
+    return parsed is not None and parsed[0] in (*_TAKE_TOOLS, "som")
+
+
 def build_method(
     spec: str,
     extract: ExtractKind | Extractor,
@@ -233,16 +240,39 @@ def _builtin(
 def du_prompt_set(task_name: str, extract: ExtractKind | Extractor) -> PromptSet:
     """Du et al.'s prompts for a task: arithmetic for theirs, MMLU's for multiple choice, and
     GSM8K's for any other task with numeric answers."""
+    found = _du_prompt_set(task_name, extract)
+    if found is None:
+        raise ConfigError(
+            f"Du et al.'s prompts cover numeric and multiple-choice answers, not {extract!r} "
+            f"answers ({task_name}): use --prompts moot"
+        )
+    return found
+
+
+def default_prompt_set(
+    task_name: str, extract: ExtractKind | Extractor, methods: list[str]
+) -> tuple[PromptSet, str]:
+    """The papers' prompts where they fit, else moot's; and why, in words for the console.
+
+    On GSM8K Du et al.'s prompts debate better than moot's (BENCHMARKS.md, issue 17), so a
+    benchmark runs each paper's protocol as published unless a method or the task has none."""
+    without = [method for method in methods if not takes_paper_prompts(method)]
+    if without:
+        return "moot", f"moot's ({', '.join(without)}: no paper's prompts)"
+    found = _du_prompt_set(task_name, extract)
+    if found is None:
+        return "moot", f"moot's (Du et al.'s ask for numbers or choices, not {extract!r})"
+    return found, f"{found}, the papers' own for this task (--prompts moot for moot's)"
+
+
+def _du_prompt_set(task_name: str, extract: ExtractKind | Extractor) -> PromptSet | None:
     if task_name.startswith("arithmetic-"):
         return "du-arithmetic"
     if extract == "choice":
         return "du-mmlu"
     if extract in ("number", "boxed"):
         return "du-gsm8k"
-    raise ConfigError(
-        f"Du et al.'s prompts cover numeric and multiple-choice answers, not {extract!r} "
-        f"answers ({task_name}): use --prompts moot"
-    )
+    return None
 
 
 def _for_trial(society: Society, extract: ExtractKind | Extractor, seed: int) -> Society:

@@ -41,10 +41,11 @@ def add_command(commands: Any) -> None:
     )
     methods.add_argument(
         "--prompts",
-        choices=["moot", "du"],
-        default="moot",
-        help="moot's words, or each paper's own for the task: Du et al.'s for single, vote and "
-        "debate, MachineSoM's for machinesom-* (moot)",
+        choices=["auto", "moot", "du"],
+        default="auto",
+        help="du: each paper's own for the task (Du et al.'s for single, vote and debate, "
+        "MachineSoM's for machinesom-*); moot: moot's words; auto: du where every method and "
+        "the task have them (auto)",
     )
     methods.add_argument("--model", help="model spec for every agent (local)")
     methods.add_argument("--strong-model", help="the cascade's last tier (--model)")
@@ -73,7 +74,7 @@ def add_command(commands: Any) -> None:
 
 def bench_command(args: argparse.Namespace) -> int:
     from moot.bench import BenchPlan, MethodSettings, ResultStore, run_bench, write_report
-    from moot.bench.methods import du_prompt_set
+    from moot.bench.methods import default_prompt_set, du_prompt_set
     from moot.cache import CallCache
 
     out = Path(args.out)
@@ -83,7 +84,12 @@ def bench_command(args: argparse.Namespace) -> int:
         if not records:
             raise MootError(f"no results in {out / 'results.jsonl'}: run `moot bench` first")
     else:
-        task = _task(args)
+        task = _task(args, methods)
+        if args.prompts == "auto":
+            prompt_set, why = default_prompt_set(task.name, task.extract, methods)
+            errors.print(f"prompts: {why}")
+        else:
+            prompt_set = du_prompt_set(task.name, task.extract) if args.prompts == "du" else "moot"
         settings = MethodSettings(
             model=args.model or "local",
             strong_model=args.strong_model,
@@ -94,7 +100,7 @@ def bench_command(args: argparse.Namespace) -> int:
             seed=args.seed,
             tools=args.tools,
             tool_choice=args.tool_choice,
-            prompt_set=du_prompt_set(task.name, task.extract) if args.prompts == "du" else "moot",
+            prompt_set=prompt_set,
         )
         if args.cache:
             CallCache(args.cache).close()  # a bad file fails here, not in every question
@@ -124,7 +130,8 @@ def bench_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _task(args: argparse.Namespace) -> Any:
+def _task(args: argparse.Namespace, methods: list[str]) -> Any:
+    from moot.bench.methods import takes_paper_prompts
     from moot.bench.tasks import arithmetic, load_jsonl
 
     if not args.data:
@@ -143,7 +150,9 @@ def _task(args: argparse.Namespace) -> Any:
         answer_field=args.answer_field,
         extract=extract,
         check=imported(args.check, "--check") if args.check else None,
-        du_choices=args.prompts == "du",
+        # Du et al.'s layout of choices goes with their prompts (auto: where every method has them).
+        du_choices=args.prompts == "du"
+        or (args.prompts == "auto" and all(map(takes_paper_prompts, methods))),
     ).head(args.limit)
 
 
