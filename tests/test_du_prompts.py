@@ -204,6 +204,10 @@ def test_bench_runs_the_papers_prompts_by_default_where_every_method_has_them(tm
         assert not model.calls[-1][0].text.startswith("Can you solve")
         assert main([*argv[:-1], "single,moa-2x1", "--out", str(tmp_path / "mixed")]) == 0
         assert "prompts: moot's (moa-2x1: no paper's prompts)" in capsys.readouterr().err
+        refused = [*argv[:-1], "single,moa-2x1", "--out", str(tmp_path / "no"), "--prompts", "du"]
+        assert main(refused) == 2  # before anything runs, not once moa's first question fails
+        assert "moa-2x1 would run on moot's prompts" in capsys.readouterr().err
+        assert not (tmp_path / "no").exists()
     finally:
         del _BACKENDS["sums"]
     # The records say which prompts they were run with, so the two runs stay apart.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from moot.bench.methods import MethodSettings, ignores_tools
+from moot.bench.methods import MethodSettings, ignores_tools, takes_paper_prompts
 from moot.bench.tasks import Task
 from moot.errors import ConfigError
 from moot.result import Turn
@@ -117,6 +117,23 @@ class BenchPlan(BaseModel):
                     else "them in a bench of their own"
                 )
                 + ", without tools"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _paper_prompts_reach_every_method(self) -> BenchPlan:
+        """Results labelled with a paper's prompts must have had them."""
+        without = [method for method in self.methods if not takes_paper_prompts(method)]
+        if self.settings.prompt_set != "moot" and without:
+            raise ConfigError(
+                f"prompt_set {self.settings.prompt_set} reaches single, vote-N, debate-NxR and "
+                f"machinesom methods only; {', '.join(without)} would run on moot's prompts: run "
+                + (
+                    "it in a bench of its own"
+                    if len(without) == 1
+                    else "them in a bench of their own"
+                )
+                + " with --prompts moot"
             )
         return self
 
