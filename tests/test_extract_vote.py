@@ -34,6 +34,10 @@ def test_extract_boxed_balances_braces():
         ("I pick C. Answer: C", "C"),
         ("A virus is ... so the option is (D).", "D"),
         ("I think A is a fine word", None),
+        ("It is B) the second one", "B"),
+        # A bracketed letter beats a capital that ends a sentence (a real 1.5B reply on MMLU).
+        ("The statement (C) that is NOT true is:\n\n(C) Sister chromatids part in meiosis I.", "C"),
+        ("Vitamin A. Type B: so (D)", "D"),
     ],
 )
 def test_extract_choice(text, expected):

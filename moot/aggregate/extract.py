@@ -65,16 +65,21 @@ def extract_boxed(text: str) -> str | None:
 
 
 _CHOICE = re.compile(r"(?<![A-Za-z])\(?([A-J])\)?(?![A-Za-z])")
-_MARKED_CHOICE = re.compile(r"\(([A-J])\)|(?<![A-Za-z])([A-J])[).:](?!\w)")
+_BRACKETED_CHOICE = re.compile(r"\(([A-J])\)")
+_MARKED_CHOICE = re.compile(r"(?<![A-Za-z(])([A-J])[).:](?!\w)")
 
 
 def extract_choice(text: str) -> str | None:
-    """A choice letter A-J: from the "Answer:" line, else the last marked letter like "(B)"."""
+    """A choice letter A-J: from the "Answer:" line, else the last bracketed letter like "(B)"
+    (as Du et al.'s MMLU scorer reads), else the last one marked "B)", "B." or "B:".
+
+    Bracketed letters come first because prose ends sentences with capitals: in "(C) Sister
+    chromatids separate during meiosis I." the answer is C, not I."""
     line = _answer_line(text)
     if line is not None and (match := _CHOICE.search(line)):
         return match.group(1)
-    matches = _MARKED_CHOICE.findall(text)
-    return next(filter(None, matches[-1])) if matches else None
+    matches = _BRACKETED_CHOICE.findall(text) or _MARKED_CHOICE.findall(text)
+    return matches[-1] if matches else None
 
 
 _SQUARE = re.compile(r"(?<![A-Za-z0-9])([a-hA-H][1-8])(?![A-Za-z0-9])")
