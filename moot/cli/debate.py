@@ -74,8 +74,8 @@ def add_commands(commands: Any) -> None:
         "--prompts",
         choices=get_args(PromptSet),
         default="moot",
-        help="moot's prompts, or Du et al.'s (du-*) or MachineSoM's (som-*) for one of their "
-        "tasks, word for word (moot)",
+        help="moot's prompts (any question), or Du et al.'s (du-*) or MachineSoM's (som-*) for "
+        "one of their tasks, word for word; du-gsm8k debates math word problems better (moot)",
     )
     debate.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
