@@ -180,12 +180,16 @@ def test_bench_picks_du_prompts_by_task_and_keeps_their_results_apart():
     assert du_plan.settings_label().endswith(" prompts=du-arithmetic")
 
 
-def test_bench_runs_the_papers_prompts_by_default_where_every_method_has_them(tmp_path, capsys):
-    gsm = ["single", "vote-3", "debate-3x2-consensus", "machinesom-debate-debate-debate"]
+def test_bench_runs_du_et_al_s_prompts_by_default_where_they_were_measured_better(tmp_path, capsys):
+    gsm = ["single", "vote-3", "debate-3x2-consensus"]
     assert default_prompt_set("gsm8k/dev", "number", gsm)[0] == "du-gsm8k"
-    assert default_prompt_set("machinesom/mmlu", "choice", ["debate-3x2"])[0] == "du-mmlu"
-    mixed = default_prompt_set("gsm8k/dev", "number", ["single", "moa-3x2", "cascade-3"])
-    assert mixed == ("moot", "moot's (moa-3x2, cascade-3: no paper's prompts)")
+    # Measured worse (arithmetic: no working asked for) or not compared (multiple choice).
+    assert default_prompt_set("arithmetic-0-0-30", "number", gsm)[0] == "moot"
+    assert default_prompt_set("machinesom/mmlu", "choice", ["debate-3x2"])[0] == "moot"
+    mixed = default_prompt_set(
+        "gsm8k/dev", "number", ["single", "moa-3x2", "machinesom-oc1-debate-debate-debate"]
+    )
+    assert mixed[0] == "moot" and "moa-3x2, machinesom-oc1-debate-debate-debate:" in mixed[1]
     assert default_prompt_set("qa/open", "text", ["single"])[0] == "moot"
 
     from moot.cli import main
@@ -198,12 +202,12 @@ def test_bench_runs_the_papers_prompts_by_default_where_every_method_has_them(tm
     argv = ["bench", "--data", str(data), "--model", "sums:x", "--methods", "single"]
     try:
         assert main([*argv, "--out", str(tmp_path / "du")]) == 0
-        assert "prompts: du-gsm8k, the papers' own" in capsys.readouterr().err
+        assert "prompts: du-gsm8k, Du et al.'s" in capsys.readouterr().err
         assert model.calls[-1][0].text.startswith("Can you solve the following math problem?")
         assert main([*argv, "--out", str(tmp_path / "moot"), "--prompts", "moot"]) == 0
         assert not model.calls[-1][0].text.startswith("Can you solve")
         assert main([*argv[:-1], "single,moa-2x1", "--out", str(tmp_path / "mixed")]) == 0
-        assert "prompts: moot's (moa-2x1: no paper's prompts)" in capsys.readouterr().err
+        assert "prompts: moot's (moa-2x1: Du et al.'s are for" in capsys.readouterr().err
         refused = [*argv[:-1], "single,moa-2x1", "--out", str(tmp_path / "no"), "--prompts", "du"]
         assert main(refused) == 2  # before anything runs, not once moa's first question fails
         assert "moa-2x1 would run on moot's prompts" in capsys.readouterr().err

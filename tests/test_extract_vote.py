@@ -38,6 +38,7 @@ def test_extract_boxed_balances_braces():
         # A bracketed letter beats a capital that ends a sentence (a real 1.5B reply on MMLU).
         ("The statement (C) that is NOT true is:\n\n(C) Sister chromatids part in meiosis I.", "C"),
         ("Vitamin A. Type B: so (D)", "D"),
+        ("Options (A) and (C) fail, so:\n\\[\n\\boxed{B}\n\\]", "B"),  # a math-tuned model's way
     ],
 )
 def test_extract_choice(text, expected):

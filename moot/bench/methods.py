@@ -252,17 +252,23 @@ def du_prompt_set(task_name: str, extract: ExtractKind | Extractor) -> PromptSet
 def default_prompt_set(
     task_name: str, extract: ExtractKind | Extractor, methods: list[str]
 ) -> tuple[PromptSet, str]:
-    """The papers' prompts where they fit, else moot's; and why, in words for the console.
+    """Du et al.'s prompts where they were measured to do at least as well as moot's, else
+    moot's; and why, in words for the console.
 
-    On GSM8K Du et al.'s prompts debate better than moot's (BENCHMARKS.md, issue 17), so a
-    benchmark runs each paper's protocol as published unless a method or the task has none."""
-    without = [method for method in methods if not takes_paper_prompts(method)]
+    Measured on the 1.5B (BENCHMARKS.md, issue 17): on GSM8K-like word problems theirs debate
+    better; on their arithmetic they ask for no working, so the model answers in one line and
+    misses; multiple choice is not compared yet. So only numeric word problems run theirs."""
+    without = [method for method in methods if not _takes_du_prompts(method)]
     if without:
-        return "moot", f"moot's ({', '.join(without)}: no paper's prompts)"
-    found = _du_prompt_set(task_name, extract)
-    if found is None:
-        return "moot", f"moot's (Du et al.'s ask for numbers or choices, not {extract!r})"
-    return found, f"{found}, the papers' own for this task (--prompts moot for moot's)"
+        return "moot", f"moot's ({', '.join(without)}: Du et al.'s are for single, vote, debate)"
+    if _du_prompt_set(task_name, extract) != "du-gsm8k":
+        return "moot", "moot's (Du et al.'s measured better on word problems only; --prompts du)"
+    return "du-gsm8k", "du-gsm8k, Du et al.'s (they debate word problems better; --prompts moot)"
+
+
+def _takes_du_prompts(spec: str) -> bool:
+    parsed = None if _is_file(spec) else _parse(spec)
+    return parsed is not None and parsed[0] in _TAKE_TOOLS
 
 
 def _du_prompt_set(task_name: str, extract: ExtractKind | Extractor) -> PromptSet | None:

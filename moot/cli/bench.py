@@ -44,8 +44,8 @@ def add_command(commands: Any) -> None:
         choices=["auto", "moot", "du"],
         default="auto",
         help="du: each paper's own for the task (Du et al.'s for single, vote and debate, "
-        "MachineSoM's for machinesom-*); moot: moot's words; auto: du where every method and "
-        "the task have them (auto)",
+        "MachineSoM's for machinesom-*); moot: moot's words; auto: Du et al.'s where they were "
+        "measured better (numeric word problems, single, vote and debate), else moot's (auto)",
     )
     methods.add_argument("--model", help="model spec for every agent (local)")
     methods.add_argument("--strong-model", help="the cascade's last tier (--model)")
@@ -84,7 +84,7 @@ def bench_command(args: argparse.Namespace) -> int:
         if not records:
             raise MootError(f"no results in {out / 'results.jsonl'}: run `moot bench` first")
     else:
-        task = _task(args, methods)
+        task = _task(args)
         if args.prompts == "auto":
             prompt_set, why = default_prompt_set(task.name, task.extract, methods)
             errors.print(f"prompts: {why}")
@@ -130,8 +130,7 @@ def bench_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _task(args: argparse.Namespace, methods: list[str]) -> Any:
-    from moot.bench.methods import takes_paper_prompts
+def _task(args: argparse.Namespace) -> Any:
     from moot.bench.tasks import arithmetic, load_jsonl
 
     if not args.data:
@@ -150,9 +149,7 @@ def _task(args: argparse.Namespace, methods: list[str]) -> Any:
         answer_field=args.answer_field,
         extract=extract,
         check=imported(args.check, "--check") if args.check else None,
-        # Du et al.'s layout of choices goes with their prompts (auto: where every method has them).
-        du_choices=args.prompts == "du"
-        or (args.prompts == "auto" and all(map(takes_paper_prompts, methods))),
+        du_choices=args.prompts == "du",  # (auto never picks Du et al.'s for multiple choice)
     ).head(args.limit)
 
 
