@@ -39,6 +39,10 @@ def test_extract_boxed_balances_braces():
         ("The statement (C) that is NOT true is:\n\n(C) Sister chromatids part in meiosis I.", "C"),
         ("Vitamin A. Type B: so (D)", "D"),
         ("Options (A) and (C) fail, so:\n\\[\n\\boxed{B}\n\\]", "B"),  # a math-tuned model's way
+        # LaTeX text inside the box (1.5B replies on MMLU's maths questions, moot's prompts).
+        ("so the score must have been \\(\\boxed{\\text{D}}\\).", "D"),
+        ("the area of the square is $\\boxed{\\textbf{(C)}}$", "C"),
+        ("the count is \\boxed{\\text{No solution}}", None),
     ],
 )
 def test_extract_choice(text, expected):

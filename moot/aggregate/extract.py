@@ -65,15 +65,15 @@ def extract_boxed(text: str) -> str | None:
 
 
 _CHOICE = re.compile(r"(?<![A-Za-z])\(?([A-J])\)?(?![A-Za-z])")
-_BOXED_CHOICE = re.compile(r"\\boxed\{\s*\(?([A-J])\)?\s*\}")
+_BOXED_CHOICE = re.compile(r"\\boxed\{\s*(?:\\(?:text|textbf|mathrm)\{\s*)?\(?([A-J])\)?\s*\}")
 _BRACKETED_CHOICE = re.compile(r"\(([A-J])\)")
 _MARKED_CHOICE = re.compile(r"(?<![A-Za-z(])([A-J])[).:](?!\w)")
 
 
 def extract_choice(text: str) -> str | None:
-    """A choice letter A-J: from the "Answer:" line, else the last boxed one (`\\boxed{B}`,
-    which math-tuned models write), else the last bracketed one like "(B)" (as Du et al.'s MMLU
-    scorer reads), else the last one marked "B)", "B." or "B:".
+    """A choice letter A-J: from the "Answer:" line, else the last boxed one (`\\boxed{B}` or
+    `\\boxed{\\text{B}}`, which math-tuned models write), else the last bracketed one like "(B)"
+    (as Du et al.'s MMLU scorer reads), else the last one marked "B)", "B." or "B:".
 
     Bracketed letters come before marked ones because prose ends sentences with capitals: in
     "(C) Sister chromatids separate during meiosis I." the answer is C, not I."""
