@@ -257,7 +257,8 @@ def default_prompt_set(
 
     Measured on the 1.5B (BENCHMARKS.md, issue 17): on GSM8K-like word problems theirs debate
     better; on their arithmetic they ask for no working, so the model answers in one line and
-    misses; multiple choice is not compared yet. So only numeric word problems run theirs."""
+    misses; on MMLU moot's answer better first and debate as well. So only numeric word problems
+    run theirs."""
     without = [method for method in methods if not _takes_du_prompts(method)]
     if without:
         return "moot", f"moot's ({', '.join(without)}: Du et al.'s are for single, vote, debate)"
