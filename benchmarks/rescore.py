@@ -91,7 +91,7 @@ def main() -> None:
     kept = merge_transcripts(_lines(transcripts), new_transcripts)
     results.write_text(_dumps(merged))
     transcripts.write_text(_dumps(kept))
-    print(f"{len(merged)} records read again, {changed} answers changed")
+    print(f"{len(new)} records read again, {changed} answers changed")
 
 
 if __name__ == "__main__":
