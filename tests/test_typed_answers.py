@@ -125,8 +125,9 @@ vote_on: value
 def test_a_society_file_gives_the_answer_schema_inline_or_by_import(tmp_path, schema):
     path = tmp_path / "typed.yaml"
     path.write_text(SOCIETY_WITH_SCHEMA.replace("SCHEMA", schema))
-    replies = iter(['{"value": 3, "unit": "m"}', '{"value": 3.0, "unit": "km"}', "no JSON"])
-    model = ScriptedChatModel(respond=lambda messages: next(replies))
+    replies = {"a1": '{"value": 3, "unit": "m"}', "a2": '{"value": 3.0, "unit": "km"}'}
+    # By agent, not by call order: the three agents' calls run in parallel.
+    model = ScriptedChatModel(respond=lambda messages, info: replies.get(info.agent, "no JSON"))
 
     result = moot.load_society(path, model=model).run("How far?")
 
