@@ -15,6 +15,13 @@ from moot.errors import ConfigError
         ("so x = \\boxed{12}", "12"),
         ("no digits here", None),
         ("Answer: 5\nbut later I mention 99", "5"),
+        # LaTeX fractions are read whole: the last number of \frac{9}{2} is not the answer 2.
+        ("so she pays \\boxed{\\frac{9}{2}}", "4.5"),
+        ("Answer: -\\dfrac{3}{4}", "-0.75"),
+        ("\\boxed{3\\frac{1}{2}} cups", "3.5"),
+        ("\\boxed{-2 \\frac{1}{2}}", "-2.5"),
+        ("\\frac{1,000}{4} = \\boxed{\\tfrac{1000}{4}}", "250"),
+        ("\\boxed{\\frac{x}{0}}", None),
     ],
 )
 def test_extract_number(text, expected):

@@ -13,6 +13,26 @@ Extractor = Callable[[str], str | None]
 
 _ANSWER_LINE = re.compile(r"\b(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*(.+)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_LATEX_FRACTION = re.compile(
+    r"(?:(?<![\d.])(-?\d+) ?)?(-?)\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}"
+)
+
+
+def _fraction_as_decimal(match: re.Match[str]) -> str:
+    r"""'\frac{9}{2}' -> ' 4.5 ', '3\frac{1}{2}' -> ' 3.5 '; a fraction of non-numbers -> ' '.
+
+    Without this the last number of `\boxed{\frac{9}{2}}` is 2 (seen from a 0.5B on GSM8K)."""
+    whole, minus, numerator, denominator = match.groups()
+    try:
+        value = float(numerator.replace(",", "")) / float(denominator.replace(",", ""))
+    except (ValueError, ZeroDivisionError):
+        return " "
+    if minus:
+        value = -value
+    if whole is not None:
+        integer = int(whole)
+        value = integer - value if whole.startswith("-") else integer + value
+    return f" {value!r} "
 
 
 def _answer_line(text: str) -> str | None:
@@ -22,8 +42,9 @@ def _answer_line(text: str) -> str | None:
 
 
 def normalise_number(raw: str) -> str | None:
-    """'1,234.50' -> '1234.5'; '42.0' -> '42'; None when `raw` holds no number."""
-    found = _NUMBER.findall(raw)
+    """'1,234.50' -> '1234.5'; '42.0' -> '42'; '\\frac{9}{2}' -> '4.5'; None when `raw` holds no
+    number."""
+    found = _NUMBER.findall(_LATEX_FRACTION.sub(_fraction_as_decimal, raw))
     if not found:
         return None
     cleaned = found[-1].replace(",", "")
