@@ -16,8 +16,9 @@ gguf = pytest.importorskip("gguf", reason="fusion needs the 'fusion' extra")  # 
 import moot  # noqa: E402
 import moot.merge  # noqa: E402
 from moot.cli import main  # noqa: E402
+from moot.errors import ConfigError  # noqa: E402
 from moot.fusion import FusedChatModel, LearnedGate  # noqa: E402
-from moot.fusion.train import _logistic_regression  # noqa: E402
+from moot.fusion.train import _logistic_regression, train_gate  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -248,6 +249,20 @@ def test_train_gate_learns_and_the_gate_drives_colm(q8_copy, tmp_path, capsys):
     assert info["deferral_rate"] is not None
     never = fused(q8_copy, strategy="colm", gate=str(out), threshold=1.0).invoke(QUESTION)
     assert never.text == alone("local")  # P(defer) >= 1 never holds
+
+    # Asked in Du et al.'s words, the models read other hidden states: another gate.
+    du_out = tmp_path / "gate-du.json"
+    assert main([*args, "--data", str(data), "-o", str(du_out), "--prompts", "du-gsm8k"]) == 0
+    assert "Can you solve the following math problem? {question}" in capsys.readouterr().out
+    du_gate = LearnedGate.load(du_out)
+    assert du_gate.training is not None and gate.training.question_template == "{question}"
+    assert du_gate.training.question_template.endswith(
+        "in the form \\boxed{answer}, at the end of your response. "
+    )
+    assert du_gate.training.positions == gate.training.positions  # the same answer tokens
+    assert du_gate.weights != gate.weights
+    with pytest.raises(ConfigError, match="must contain {question}"):
+        train_gate("local", str(q8_copy), [("x", "y")], question_template="Solve: ")
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "x", "answer": "y"}\nnot json\n', encoding="utf-8")

@@ -12,6 +12,9 @@ from rich.table import Table
 from moot.cli._common import console, count, errors, positive
 from moot.errors import ConfigError
 
+PAPER_PROMPTS = ("du-gsm8k", "du-arithmetic", "du-mmlu")
+"""Prompt sets whose first question a gate can be trained on (moot/prompts/du/*.json)."""
+
 
 def add_command(commands: Any) -> None:
     fusion = commands.add_parser("fusion", help="token-level fusion tools (Co-LLM gates)")
@@ -39,8 +42,24 @@ def add_command(commands: Any) -> None:
     train.add_argument(
         "--threshold", type=float, default=0.5, help="defer when P(defer) >= this (default 0.5)"
     )
+    train.add_argument(
+        "--prompts",
+        choices=PAPER_PROMPTS,
+        help="ask each question in this paper prompt set's words, as `moot bench --prompts du` "
+        "does (train the gate on the prompt it will be used with); default: the bare question",
+    )
     train.add_argument("--n-ctx", type=positive, default=4096)
     train.set_defaults(handler=train_gate_command)
+
+
+def question_template(prompt_set: str | None) -> str:
+    """The prompt set's first question with a plain `{question}` slot ("{question}" if none)."""
+    if prompt_set is None:
+        return "{question}"
+    from moot import prompts
+
+    template = prompts.load_set(prompt_set.replace("-", "/", 1))["question"]
+    return template.replace("{{", "{").replace("}}", "}")
 
 
 def train_gate_command(args: argparse.Namespace) -> int:
@@ -63,6 +82,7 @@ def train_gate_command(args: argparse.Namespace) -> int:
             pairs,
             threshold=args.threshold,
             n_ctx=args.n_ctx,
+            question_template=question_template(args.prompts),
             progress=lambda done: progress.update(task, completed=done),
         )
     gate.save(out)
@@ -71,6 +91,7 @@ def train_gate_command(args: argparse.Namespace) -> int:
     table = Table("", "value", show_edge=False)
     table.add_row("pairs", str(gate.training.examples))
     table.add_row("answer tokens", str(gate.training.positions))
+    table.add_row("question asked as", gate.training.question_template)
     table.add_row("labelled defer", f"{gate.training.defer_share:.1%}")
     table.add_row("gate agrees with labels", f"{gate.training.accuracy:.1%}")
     table.add_row(

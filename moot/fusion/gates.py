@@ -18,6 +18,8 @@ class GateTraining(Config):
     """What a learned gate was trained on (kept in its file, shown by `train-gate`)."""
 
     examples: int
+    question_template: str = "{question}"
+    """How each question was put to the models (the gate suits prompts like it)."""
     positions: int
     """Reference tokens scored (one training row each)."""
     defer_share: float

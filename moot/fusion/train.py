@@ -46,10 +46,18 @@ def train_gate(
     n_ctx: int = 4096,
     n_threads: int | None = None,
     n_gpu_layers: int = 0,
+    question_template: str = "{question}",
     progress: Callable[[int], None] | None = None,
 ) -> LearnedGate:
-    """A gate for `base` deferring to `assistant` (specs as in FusedChatModel.models)."""
+    """A gate for `base` deferring to `assistant` (specs as in FusedChatModel.models).
+
+    `question_template` wraps each question as the gate's users will ask it (Du et al.'s
+    "Can you solve the following math problem? {question} ..."): the hidden states it learns
+    from depend on the prompt before the answer."""
     from moot.models.llama import chat_formatter, chat_prompt
+
+    if "{question}" not in question_template:
+        raise ConfigError("question_template must contain {question}, where the question goes")
 
     paths = [_gguf_path(base), _gguf_path(assistant)]
     check_tokenizers(paths)
@@ -66,7 +74,10 @@ def train_gate(
     labels: list[np.ndarray] = []
     for number, (question, answer) in enumerate(pairs, 1):
         prompt, cuts, _ = chat_prompt(
-            formatter, base_model.tokenize, [HumanMessage(content=question)], []
+            formatter,
+            base_model.tokenize,
+            [HumanMessage(content=question_template.replace("{question}", question))],
+            [],
         )
         reference = base_model.tokenize(answer, False, False)
         tokens = (prompt + reference)[: n_ctx - 1]
@@ -100,6 +111,7 @@ def train_gate(
         threshold=threshold,
         training=GateTraining(
             examples=len(pairs),
+            question_template=question_template,
             positions=len(y),
             defer_share=float(y.mean()),
             accuracy=float(((predicted >= 0.5) == (y == 1)).mean()),
