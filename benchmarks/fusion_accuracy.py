@@ -7,6 +7,8 @@ which ask for the working), so a run resumes where it stopped and `--limit` can 
 take turns `--slice` questions at a time, so a run cut short has every setting on the same
 questions; `--jobs 2` runs two settings at a time, each a process on one thread (on two cores,
 more questions an hour than one setting on two threads; tokens/s are then those of one core).
+`--gate` may be given several times: a row per gate ("colm gate du" for one trained on Du's
+GSM8K prompt, `moot fusion train-gate --prompts du-gsm8k`).
 Then one table per task (accuracy with 95% Wilson intervals, McNemar against the small model
 alone, share of the small->large gap recovered, output tokens/s, deferral rate) and a plot of
 accuracy against deferral rate.
@@ -27,7 +29,7 @@ from pathlib import Path
 from moot.bench.records import BenchRecord
 from moot.bench.report import Interval, mcnemar_exact
 from moot.bench.store import ResultStore
-from moot.cli import main as moot
+from moot.cli.fusion import question_template
 from moot.fusion import LearnedGate
 
 ROOT = Path(__file__).resolve().parent
@@ -39,7 +41,7 @@ TASKS = {
 }
 
 
-def settings(small: str, large: str, gate: str | None) -> dict[str, str]:
+def settings(small: str, large: str, gates: list[str]) -> dict[str, str]:
     pair = f"fuse:{small}+{large}"
     table = {
         "0.5B alone": f"llama:{small}",
@@ -49,10 +51,23 @@ def settings(small: str, large: str, gate: str | None) -> dict[str, str]:
     }
     for threshold in (0.3, 0.5, 0.7, 0.9):
         table[f"colm p<={threshold}"] = f"{pair}?strategy=colm&threshold={threshold}"
-    if gate:  # at the threshold that deferred 30% of the gate's training tokens
-        threshold = LearnedGate.load(gate).training.thresholds["30%"]  # type: ignore[union-attr]
-        table["colm gate"] = f"{pair}?strategy=colm&gate={gate}&threshold={threshold:.3f}"
+    for gate in gates:  # at the threshold that deferred 30% of the gate's training tokens
+        training = LearnedGate.load(gate).training
+        assert training is not None, f"{gate} has no training summary to take a threshold from"
+        threshold = training.thresholds["30%"]
+        table[gate_name(gate, training.question_template)] = (
+            f"{pair}?strategy=colm&gate={gate}&threshold={threshold:.3f}"
+        )
     return table
+
+
+def gate_name(gate: str, template: str) -> str:
+    """ "colm gate" for a gate trained on the bare question, "colm gate du" on Du's GSM8K prompt."""
+    if template == question_template(None):
+        return "colm gate"
+    if template == question_template("du-gsm8k"):
+        return "colm gate du"
+    return f"colm gate {Path(gate).stem}"
 
 
 def folder(task: str, name: str, prompts: str = "moot") -> Path:
@@ -69,17 +84,13 @@ def bench_args(
     return [*args, "-o", f"n_threads={threads}"]
 
 
-def run(task: str, name: str, spec: str, limit: int, prompts: str) -> None:
-    status = moot(bench_args(task, name, spec, limit, prompts, threads=2))
-    if status != 0:
-        raise SystemExit(f"moot bench failed for {task} / {name} (status {status})")
-
-
-def run_together(task: str, jobs: dict[str, str], limit: int, prompts: str, width: int) -> None:
-    """The settings `jobs` (name -> spec), `width` at a time, each a process on one thread."""
+def run_together(
+    task: str, jobs: dict[str, str], limit: int, prompts: str, width: int, threads: int
+) -> None:
+    """The settings `jobs` (name -> spec), `width` at a time, each a process on `threads`."""
 
     def one(name: str) -> None:
-        args = bench_args(task, name, jobs[name], limit, prompts, threads=1)
+        args = bench_args(task, name, jobs[name], limit, prompts, threads)
         done = subprocess.run([sys.executable, "-m", "moot", *args], capture_output=True)
         if done.returncode != 0:
             tail = done.stderr.decode(errors="replace")[-2000:]
@@ -155,27 +166,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", required=True)
     parser.add_argument("--large", required=True)
-    parser.add_argument("--gate")
+    parser.add_argument(
+        "--gate", action="append", default=[], help="a learned gate (repeat for several)"
+    )
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--tasks", default="gsm8k,arithmetic")
     parser.add_argument("--only", help="comma-separated settings to run (default: all)")
     parser.add_argument("--slice", type=int, default=10, help="questions per setting's turn")
     parser.add_argument("--prompts", choices=["moot", "du"], default="moot")
     parser.add_argument("--jobs", type=int, default=1, help="settings run at a time (1)")
+    parser.add_argument(
+        "--threads", type=int, help="threads per process (default: 2 with --jobs 1, else 1)"
+    )
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     table = settings(args.small, args.large, args.gate)
     chosen = args.only.split(",") if args.only else list(table)
     for task in args.tasks.split(","):
         if not args.report_only:
+            threads = args.threads or (2 if args.jobs == 1 else 1)
+            jobs = {name: table[name] for name in chosen}
             for upto in range(min(args.slice, args.limit), args.limit + args.slice, args.slice):
                 limit = min(upto, args.limit)
-                if args.jobs > 1:
-                    jobs = {name: table[name] for name in chosen}
-                    run_together(task, jobs, limit, args.prompts, args.jobs)
-                    continue
-                for name in chosen:
-                    run(task, name, table[name], limit, args.prompts)
+                run_together(task, jobs, limit, args.prompts, args.jobs, threads)
         done = [name for name in table if folder(task, name, args.prompts).exists()]
         report(task, done, args.limit, args.prompts)
 
