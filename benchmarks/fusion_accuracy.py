@@ -115,17 +115,16 @@ def report(task: str, names: list[str], limit: int, prompts: str) -> None:
     gap = sum(large) - sum(small)
     print(f"\n{task}: {len(common)} questions answered by every setting\n")
     print(
-        "| setting | accuracy [95% CI] | vs 0.5B (McNemar p) | gap recovered | tokens/s "
-        "| deferred |"
+        "| setting | accuracy [95% CI] | right vs 0.5B (b/c, McNemar p) | vs 1.5B (b/c, p) "
+        "| gap recovered | tokens/s | deferred |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---:|---:|---:|")
     points = []
     for name in names:
         rows = [records[name][q] for q in common]
         right = [row.correct for row in rows]
         interval = Interval.wilson(sum(right), len(right))
-        b = sum(s and not r for s, r in zip(small, right, strict=True))
-        c = sum(r and not s for s, r in zip(small, right, strict=True))
+        versus = [_paired(small, right), _paired(large, right)]
         recovered = f"{(sum(right) - sum(small)) / gap:.0%}" if gap > 0 else "-"
         output = sum(row.output_tokens for row in rows)
         speed = output / max(1e-9, sum(row.seconds for row in rows))
@@ -133,12 +132,22 @@ def report(task: str, names: list[str], limit: int, prompts: str) -> None:
         shown = f"{deferred:.0%}" if name.startswith("colm") else "-"
         print(
             f"| {name} | {interval.value:.0%} [{interval.low:.0%}, {interval.high:.0%}] "
-            f"| {b}/{c} (p={mcnemar_exact(b, c):.2f}) | {recovered} | {speed:.1f} | {shown} |"
+            f"| {versus[0]} | {versus[1]} | {recovered} | {speed:.1f} | {shown} |"
         )
         if name.startswith("colm") or "alone" in name:
             share = deferred if name.startswith("colm") else (0.0 if "0.5B" in name else 1.0)
             points.append((name, share, interval.value))
     _plot(task, points, folder(task, names[0], prompts).parent)
+
+
+def _paired(base: list[bool], other: list[bool]) -> str:
+    """b/c (McNemar p): questions only `base` got right / only `other` did."""
+    b = sum(x and not y for x, y in zip(base, other, strict=True))
+    c = sum(y and not x for x, y in zip(base, other, strict=True))
+    if b + c == 0:
+        return "-"
+    p = mcnemar_exact(b, c)
+    return f"{b}/{c} (p{'<0.001' if p < 0.001 else f'={p:.3f}'})"
 
 
 def _plot(task: str, points: list[tuple[str, float, float]], out: Path) -> None:
