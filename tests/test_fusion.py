@@ -74,6 +74,16 @@ def test_colm_threshold_0_is_the_base_and_1_the_assistant(q8_copy):
     assert assistant.response_metadata["fusion"]["deferral_rate"] == 1
 
 
+def test_defer_first_hands_the_first_tokens_to_the_assistant(q8_copy):
+    spec = f"fuse:local+{q8_copy}?strategy=colm&threshold=0&defer_first=3"
+    reply = moot.load_model(spec, **GREEDY).invoke(QUESTION)
+    info = reply.response_metadata["fusion"]
+    assert info["sources"][:4] == [1, 1, 1, 0] and set(info["sources"][3:]) == {0}
+    assert info["deferral_rate"] == 3 / len(info["sources"])
+    base = fused(q8_copy, strategy="colm", threshold=0).invoke(QUESTION)
+    assert base.response_metadata["fusion"]["deferral_rate"] == 0
+
+
 def test_an_even_mix_differs_from_both_and_credits_both(q8_copy):
     reply = fused(q8_copy, strategy="prob", max_tokens=40).invoke(QUESTION)
     info = reply.response_metadata["fusion"]
@@ -182,7 +192,9 @@ def test_the_spec_makes_the_model_and_bad_specs_say_what_is_wrong(q8_copy, tmp_p
         (f"fuse:local+{q8_copy}?strategy", "key=value pairs"),
         (f"fuse:local+{q8_copy}?strategy=colm&threshold=nan", "threshold"),
         (f"fuse:local+{q8_copy}?colour=red", "unknown fuse option"),
-        (f"fuse:local+{q8_copy}?threshold=0.5", "gate and threshold are for colm"),
+        (f"fuse:local+{q8_copy}?threshold=0.5", "gate, threshold and defer_first are for colm"),
+        (f"fuse:local+{q8_copy}?defer_first=2", "defer_first are for colm, not prob"),
+        (f"fuse:local+{q8_copy}?strategy=colm&defer_first=-1", "defer_first"),
         (f"fuse:local+{q8_copy}+local?strategy=colm", "colm takes two models"),
         (f"fuse:local+{q8_copy}?strategy=colm&threshold=2", "threshold"),
         ("fuse:local+openai:gpt-4o", "local llama.cpp models only"),

@@ -51,6 +51,10 @@ class FusedChatModel(LocalChatModel):
     least this (default: the gate's own)."""
     gate: str | None = None
     """colm: a learned gate's JSON file (`moot fusion train-gate`)."""
+    defer_first: int = Field(default=0, ge=0)
+    """colm: the assistant gives the first N tokens of every reply, whatever the gate says.
+    They set the reply's style: a small base model sure of a one-line answer ("Answer: 104")
+    never defers on it, where the assistant would have shown its working."""
     n_ctx: int = Field(default=4096, ge=0)
     n_batch: int = Field(default=512, ge=1)
     n_threads: int | None = Field(default=None, ge=1)
@@ -83,8 +87,10 @@ class FusedChatModel(LocalChatModel):
             if self.weights is not None:
                 raise ValueError("weights are for prob and logit; colm uses a gate or threshold")
         else:
-            if self.gate is not None or self.threshold is not None:
-                raise ValueError(f"gate and threshold are for colm, not {self.strategy}")
+            if self.gate is not None or self.threshold is not None or self.defer_first:
+                raise ValueError(
+                    f"gate, threshold and defer_first are for colm, not {self.strategy}"
+                )
             if self.weights is not None:
                 if len(self.weights) != count:
                     raise ValueError(f"{len(self.weights)} weights for {count} models")
@@ -135,8 +141,8 @@ class FusedChatModel(LocalChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        fields = ("models", "strategy", "weights", "threshold", "gate", "repack", *_SAMPLING)
-        return {name: getattr(self, name) for name in fields}
+        fusion = ("models", "strategy", "weights", "threshold", "gate", "defer_first", "repack")
+        return {name: getattr(self, name) for name in (*fusion, *_SAMPLING)}
 
     def _sampling(self, kwargs: dict[str, Any]) -> Any:
         from moot.models._engine import Sampling
@@ -300,6 +306,8 @@ class _Fusion:
         return token, active[int(np.argmax(support))], values
 
     def _defers(self, base_logits: np.ndarray) -> bool:
+        if len(self.generated) < self.model.defer_first:
+            return True
         gate = self.model._gate
         if gate is not None:
             threshold = self.model.threshold if self.model.threshold is not None else gate.threshold

@@ -162,7 +162,7 @@ def _load_test(reply: str, options: dict[str, Any]) -> BaseChatModel:
 register_backend(
     "fuse",
     _load_fused,
-    "fuse:MODEL+MODEL[?strategy=prob|logit|colm&weights=..&threshold=..&gate=FILE]  "
+    "fuse:MODEL+MODEL[?strategy=prob|logit|colm&weights=..&threshold=..&gate=FILE&defer_first=N]  "
     "token-level fusion of llama.cpp models sharing a tokenizer",
 )
 register_backend(
