@@ -52,7 +52,7 @@ def settings(small: str, large: str, gates: list[str]) -> dict[str, str]:
     for threshold in (0.3, 0.5, 0.7, 0.9):
         table[f"colm p<={threshold}"] = f"{pair}?strategy=colm&threshold={threshold}"
     # the 1.5B writes the first 4 tokens, which set the style (working shown or not)
-    table["colm p<=0.9 first 4"] = f"{pair}?strategy=colm&threshold=0.9&defer_first=4"
+    table["colm p<=0.5 first 4"] = f"{pair}?strategy=colm&threshold=0.5&defer_first=4"
     for gate in gates:  # at the threshold that deferred 30% of the gate's training tokens
         training = LearnedGate.load(gate).training
         assert training is not None, f"{gate} has no training summary to take a threshold from"
