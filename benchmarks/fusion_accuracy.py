@@ -8,7 +8,8 @@ take turns `--slice` questions at a time, so a run cut short has every setting o
 questions; `--jobs 2` runs two settings at a time, each a process on one thread (on two cores,
 more questions an hour than one setting on two threads; tokens/s are then those of one core).
 `--gate` may be given several times: a row per gate ("colm gate du" for one trained on Du's
-GSM8K prompt, `moot fusion train-gate --prompts du-gsm8k`).
+GSM8K prompt, `moot fusion train-gate --prompts du-gsm8k`; "... marginal" for one fitted to the
+marginal likelihood, `--objective marginal`).
 Then one table per task (accuracy with 95% Wilson intervals, McNemar against the small model
 alone, share of the small->large gap recovered, output tokens/s, deferral rate) and a plot of
 accuracy against deferral rate.
@@ -57,18 +58,20 @@ def settings(small: str, large: str, gates: list[str]) -> dict[str, str]:
         training = LearnedGate.load(gate).training
         assert training is not None, f"{gate} has no training summary to take a threshold from"
         threshold = training.thresholds["30%"]
-        table[gate_name(gate, training.question_template)] = (
+        table[gate_name(gate, training.question_template, training.objective)] = (
             f"{pair}?strategy=colm&gate={gate}&threshold={threshold:.3f}"
         )
     return table
 
 
-def gate_name(gate: str, template: str) -> str:
-    """ "colm gate" for a gate trained on the bare question, "colm gate du" on Du's GSM8K prompt."""
+def gate_name(gate: str, template: str, objective: str = "weak labels") -> str:
+    """ "colm gate" for a gate trained on the bare question, "colm gate du" on Du's GSM8K prompt;
+    " marginal" added for one fitted to the marginal likelihood after the weak labels."""
+    suffix = " marginal" if objective == "marginal likelihood" else ""
     if template == question_template(None):
-        return "colm gate"
+        return f"colm gate{suffix}"
     if template == question_template("du-gsm8k"):
-        return "colm gate du"
+        return f"colm gate du{suffix}"
     return f"colm gate {Path(gate).stem}"
 
 

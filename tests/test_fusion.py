@@ -18,7 +18,13 @@ import moot.merge  # noqa: E402
 from moot.cli import main  # noqa: E402
 from moot.errors import ConfigError  # noqa: E402
 from moot.fusion import FusedChatModel, LearnedGate  # noqa: E402
-from moot.fusion.train import _logistic_regression, train_gate  # noqa: E402
+from moot.fusion.train import (  # noqa: E402
+    ScoredPositions,
+    _logistic_regression,
+    deferred_log_likelihood,
+    fit_gate,
+    train_gate,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -255,7 +261,15 @@ def test_train_gate_learns_and_the_gate_drives_colm(q8_copy, tmp_path, capsys):
     assert gate.training.examples == 4 and gate.training.positions > 20
     assert 0 < gate.training.defer_share < 1
     assert 0 <= gate.training.thresholds["30%"] <= gate.training.thresholds["10%"] <= 1
-    assert gate.training.accuracy >= max(gate.training.defer_share, 1 - gate.training.defer_share)
+    assert gate.training.objective == "marginal likelihood"
+    likelihood = gate.training.log_likelihood
+    assert likelihood["base alone"] != likelihood["assistant alone"]
+    assert min(likelihood.values()) < 0 and set(likelihood) == {
+        "base alone",
+        "assistant alone",
+        "gate, 30% deferred",
+        "base top probability, 30% deferred",
+    }
     model = fused(q8_copy, strategy="colm", gate=str(out))
     info = model.invoke(QUESTION).response_metadata["fusion"]
     assert info["deferral_rate"] is not None
@@ -264,10 +278,15 @@ def test_train_gate_learns_and_the_gate_drives_colm(q8_copy, tmp_path, capsys):
 
     # Asked in Du et al.'s words, the models read other hidden states: another gate.
     du_out = tmp_path / "gate-du.json"
-    assert main([*args, "--data", str(data), "-o", str(du_out), "--prompts", "du-gsm8k"]) == 0
+    du_args = ["--data", str(data), "-o", str(du_out), "--prompts", "du-gsm8k"]
+    assert main([*args, *du_args, "--objective", "weak"]) == 0
     assert "Can you solve the following math problem? {question}" in capsys.readouterr().out
     du_gate = LearnedGate.load(du_out)
     assert du_gate.training is not None and gate.training.question_template == "{question}"
+    assert du_gate.training.objective == "weak labels"
+    assert du_gate.training.accuracy >= max(
+        du_gate.training.defer_share, 1 - du_gate.training.defer_share
+    )
     assert du_gate.training.question_template.endswith(
         "in the form \\boxed{answer}, at the end of your response. "
     )
@@ -315,6 +334,35 @@ def test_the_logistic_regression_separates_what_is_separable():
     predicted = (x @ weights + bias) > 0
     assert (predicted == (y == 1)).mean() > 0.97
     assert weights[0] > 0 > weights[2] and abs(weights[1]) < abs(weights[0]) / 3
+
+
+def test_the_marginal_likelihood_ranks_big_gains_before_many_small_ones():
+    """Co-LLM's second stage: the weak labels mark every position where the assistant is
+    surer, a large gain or a tiny one alike; the marginal likelihood weighs them by the gain,
+    so for a 30% budget it defers the positions where the base is badly wrong."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = 3000
+    x = rng.standard_normal((rows, 4))
+    big = x[:, 0] > 0.84  # 20%: the base gives the reference 0.05, the assistant 0.9
+    slight = (x[:, 1] > 0) & ~big  # 40%: 0.8 against 0.82
+    base = np.where(big, np.log(0.05), np.log(0.8))
+    assistant = np.where(big, np.log(0.9), np.where(slight, np.log(0.82), np.log(0.78)))
+    top = rng.uniform(0.3, 1.0, rows)  # no help here
+    scored = ScoredPositions(
+        "b.gguf", "a.gguf", 30, "{question}", x, base, assistant, top, np.arange(rows) // 100
+    )
+    weak, marginal = (fit_gate(scored, objective=name) for name in ("weak", "marginal"))
+    assert weak.training is not None and marginal.training is not None
+    best = deferred_log_likelihood(scored, big + 0.5 * slight, 0.3)
+    at_30 = "gate, 30% deferred"
+    assert weak.training.log_likelihood[at_30] < best - 0.2  # it defers many slight gains
+    assert marginal.training.log_likelihood[at_30] > best - 0.08
+    assert marginal.weights[0] > marginal.weights[1] and weak.weights[1] > weak.weights[0]
+    assert marginal.training.log_likelihood["base alone"] == float(base.mean())
+    with pytest.raises(ConfigError, match="objective must be 'marginal' or 'weak'"):
+        fit_gate(scored, objective="best")  # type: ignore[arg-type]
 
 
 def test_repacked_and_exact_fusions_are_cached_apart(q8_copy):

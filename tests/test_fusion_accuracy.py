@@ -29,3 +29,11 @@ def test_each_gate_gets_its_own_row_at_its_30_percent_threshold():
 def test_a_gate_on_another_prompt_is_named_by_its_file():
     name = fusion_accuracy.gate_name("/g/gate-mmlu.json", "Answer this: {question}")
     assert name == "colm gate gate-mmlu"
+
+
+def test_a_marginal_likelihood_gate_is_named_apart():
+    du = fusion_accuracy.question_template("du-gsm8k")
+    assert fusion_accuracy.gate_name("/g/x.json", du, "marginal likelihood") == (
+        "colm gate du marginal"
+    )
+    assert fusion_accuracy.gate_name("/g/x.json", "{question}", "weak labels") == "colm gate"

@@ -23,8 +23,9 @@ def add_command(commands: Any) -> None:
         "train-gate",
         help="train a Co-LLM gate from question/answer pairs",
         description="Label each reference-answer token 'defer' where the assistant gives it a "
-        "higher probability than the base, and fit a logistic regression on the base's hidden "
-        "state. Use the gate with fuse:BASE+ASSISTANT?strategy=colm&gate=GATE.json.",
+        "higher probability than the base, fit a logistic regression on the base's hidden "
+        "state, then (Co-LLM's second stage) fit it to the marginal likelihood of the reference "
+        "answers. Use the gate with fuse:BASE+ASSISTANT?strategy=colm&gate=GATE.json.",
     )
     train.add_argument("--base", required=True, metavar="SPEC", help="the base model (GGUF)")
     train.add_argument("--assistant", required=True, metavar="SPEC", help="the assistant (GGUF)")
@@ -41,6 +42,13 @@ def add_command(commands: Any) -> None:
     train.add_argument("--limit", type=positive, help="use N pairs (after --skip)")
     train.add_argument(
         "--threshold", type=float, default=0.5, help="defer when P(defer) >= this (default 0.5)"
+    )
+    train.add_argument(
+        "--objective",
+        choices=("marginal", "weak"),
+        default="marginal",
+        help="marginal (default): the weak labels, then the marginal likelihood of the "
+        "reference; weak: the weak labels only",
     )
     train.add_argument(
         "--prompts",
@@ -80,6 +88,7 @@ def train_gate_command(args: argparse.Namespace) -> int:
             args.base,
             args.assistant,
             pairs,
+            objective=args.objective,
             threshold=args.threshold,
             n_ctx=args.n_ctx,
             question_template=question_template(args.prompts),
@@ -92,6 +101,7 @@ def train_gate_command(args: argparse.Namespace) -> int:
     table.add_row("pairs", str(gate.training.examples))
     table.add_row("answer tokens", str(gate.training.positions))
     table.add_row("question asked as", gate.training.question_template)
+    table.add_row("fitted to", gate.training.objective)
     table.add_row("labelled defer", f"{gate.training.defer_share:.1%}")
     table.add_row("gate agrees with labels", f"{gate.training.accuracy:.1%}")
     table.add_row(
@@ -100,5 +110,9 @@ def train_gate_command(args: argparse.Namespace) -> int:
     for share, value in gate.training.thresholds.items():
         table.add_row(f"threshold deferring {share}", f"{value:.3f}")
     console.print(table)
+    likelihood = Table("reference tokens, training set", "mean log p", show_edge=False)
+    for ranking, value in gate.training.log_likelihood.items():
+        likelihood.add_row(ranking, f"{value:.3f}")
+    console.print(likelihood)
     console.print(f"wrote {out}", soft_wrap=True)
     return 0

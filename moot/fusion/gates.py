@@ -20,6 +20,9 @@ class GateTraining(Config):
     examples: int
     question_template: str = "{question}"
     """How each question was put to the models (the gate suits prompts like it)."""
+    objective: Literal["weak labels", "marginal likelihood"] = "weak labels"
+    """What the weights were fitted to: Co-LLM's weak labels only, or then the marginal
+    likelihood of the reference answers (moot.fusion.train explains both)."""
     positions: int
     """Reference tokens scored (one training row each)."""
     defer_share: float
@@ -32,11 +35,15 @@ class GateTraining(Config):
     thresholds: dict[str, float] = Field(default_factory=dict)
     """Threshold that defers a given share of training positions ("30%": 0.93): pass it as
     `threshold` to aim at that deferral rate."""
+    log_likelihood: dict[str, float] = Field(default_factory=dict)
+    """Mean log probability of a training reference token: "base alone", "assistant alone", and
+    with 30% of positions deferred, ranked by the gate or by the base's top probability (a
+    gate worth having beats that ranking)."""
 
 
 class LearnedGate(Config):
-    """A logistic regression on the base model's last hidden state (Shen et al. 2024, the
-    weak-supervision initialisation): P(defer) = sigmoid(weights . (h - mean) / scale + bias).
+    """A logistic regression on the base model's last hidden state (Shen et al. 2024):
+    P(defer) = sigmoid(weights . (h - mean) / scale + bias).
     Saved as JSON by `moot fusion train-gate`."""
 
     kind: Literal["moot-colm-gate"] = "moot-colm-gate"
