@@ -161,10 +161,10 @@ def _plot(task: str, points: list[tuple[str, float, float]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = plt.subplots(figsize=(8.5, 4))
     for name, share, accuracy in points:
         axes.scatter(share, accuracy, label=name)
-    axes.legend(fontsize="small", loc="upper left")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))  # off the points
     axes.set_ylim(-0.02, max(accuracy for _, _, accuracy in points) + 0.15)
     axes.set_xlabel("share of tokens from the 1.5B (deferral rate)")
     axes.set_ylabel("accuracy")
