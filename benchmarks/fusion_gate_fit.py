@@ -5,8 +5,9 @@ in `--scores` so a rerun skips it); then, pair-wise k-fold, gates are fitted on 
 and each ranking defers 10/20/30% of a held-out fold's positions: the mean log probability of a
 reference token is the score (higher is better). Rankings: Co-LLM's weak labels only, weak
 labels then marginal likelihood, the base's top probability (the threshold gate), and the
-oracle (the positions the assistant gains most on). With `--out`, the marginal-likelihood gate
-fitted on every pair is written there, for benchmarks/fusion_accuracy.py.
+oracle (the positions the assistant gains most on); `--train-pairs 40,80` adds a learning
+curve (the gates fitted on fewer of the training folds' pairs). With `--out`, the
+marginal-likelihood gate fitted on every pair is written there, for fusion_accuracy.py.
 
     python benchmarks/fusion_gate_fit.py --base $(../shared/models/bench-model.sh qwen0.5b) \
         --assistant $(../shared/models/bench-model.sh qwen1.5b) --prompts du-gsm8k \
@@ -44,7 +45,7 @@ def load_or_score(args: argparse.Namespace) -> ScoredPositions:
         return ScoredPositions(
             Path(args.base).name,
             Path(args.assistant).name,
-            args.limit,
+            len(np.unique(saved["example"])),
             template,
             saved["hidden"],
             saved["base_logprob"],
@@ -52,10 +53,13 @@ def load_or_score(args: argparse.Namespace) -> ScoredPositions:
             saved["base_top"],
             saved["example"],
         )
+    chosen = pairs(args.skip, args.limit)
+    if len(chosen) < args.limit:
+        print(f"only {len(chosen)} pairs after the first {args.skip} of {GSM8K}")
     scored = score_pairs(
         args.base,
         args.assistant,
-        pairs(args.skip, args.limit),
+        chosen,
         question_template=template,
         n_threads=args.threads,
         progress=lambda done: print(f"scored {done} pairs", flush=True),
@@ -77,14 +81,20 @@ def p_defer(gate: LearnedGate, hidden: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-np.clip(z + gate.bias, -30, 30)))
 
 
-def cross_validate(scored: ScoredPositions, folds: int) -> dict[str, list[float]]:
-    """Mean held-out log probability per ranking and budget, positions of all folds pooled."""
+def cross_validate(
+    scored: ScoredPositions, folds: int, train_pairs: int | None = None
+) -> dict[str, list[float]]:
+    """Mean held-out log probability per ranking and budget, positions of all folds pooled;
+    the gates learn from the first `train_pairs` pairs of the other folds (default: all)."""
     rankings = ["base alone", "weak labels", "marginal likelihood", "base top probability"]
     rankings.append("oracle")
     totals = {name: np.zeros(len(BUDGETS)) for name in rankings}
     fold_of = scored.example % folds
     for fold in range(folds):
         train, test = scored.subset(fold_of != fold), scored.subset(fold_of == fold)
+        if train_pairs is not None:
+            kept = np.unique(train.example)[:train_pairs]
+            train = train.subset(np.isin(train.example, kept))
         scores = {
             "base alone": None,
             "weak labels": p_defer(fit_gate(train, objective="weak"), test.hidden),
@@ -116,14 +126,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scores", default="bench-out/gate-scores.npz")
     parser.add_argument("--out", help="write the marginal-likelihood gate fitted on every pair")
+    parser.add_argument(
+        "--train-pairs",
+        help="comma-separated training sizes for a learning curve (30%% deferred), e.g. 40,80",
+    )
     args = parser.parse_args()
     scored = load_or_score(args)
     table = cross_validate(scored, args.folds)
-    print(f"\n{len(scored.base_logprob)} positions of {args.limit} pairs, {args.folds} folds")
+    print(f"\n{len(scored.base_logprob)} positions of {scored.examples} pairs, {args.folds} folds")
     print("| ranking | " + " | ".join(f"{share:.0%} deferred" for share in BUDGETS) + " |")
     print("|---|" + "---:|" * len(BUDGETS))
     for name, values in table.items():
         print(f"| {name} | " + " | ".join(f"{value:.3f}" for value in values) + " |")
+    if args.train_pairs:
+        print("\n| training pairs per fold | weak labels | marginal likelihood | top probability |")
+        print("|---:|---:|---:|---:|")
+        for size in map(int, args.train_pairs.split(",")):
+            curve = cross_validate(scored, args.folds, size)
+            at_30 = [curve[name][-1] for name in list(curve)[1:4]]
+            print(f"| {size} | " + " | ".join(f"{value:.3f}" for value in at_30) + " |")
     if args.out:
         fit_gate(scored, objective="marginal").save(Path(args.out))
         print(f"wrote {args.out}")
