@@ -7,6 +7,7 @@ the moderator and resumes.
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import replace
@@ -28,6 +29,7 @@ from moot.checkpoints import (
     aheld_run,
     async_sqlite_saver,
     held_run,
+    nothing_to_resume,
     serializer,
     sqlite_saver,
     thread_taken,
@@ -68,17 +70,20 @@ def drive(
     with ExitStack() as stack:
         run.open_cache(cache, stack.callback)
         saver = run.saver(checkpoint, stack)
-        if saver is not None and question is not None:
+        if saver is not None:
             held = held_run(saver, run.thread)
-            if held is not None and not fresh:
+            if question is None and held is None:
+                raise nothing_to_resume(run.thread, _where(checkpoint))
+            if question is not None and held is not None and not fresh:
                 raise thread_taken(run.thread, held, _where(checkpoint))
-            if held is not None:
+            if question is not None and held is not None:
                 saver.delete_thread(run.thread)
         graph = run.graph(saver, asynchronous=False)
+        config = run.sync_config()
         inputs: Any = run.inputs()
         while True:
             pause = None
-            for mode, chunk in graph.stream(inputs, run.config, **run.stream_options(graph)):
+            for mode, chunk in graph.stream(inputs, config, **run.stream_options(graph)):
                 pause = run.pause_in(mode, chunk) or pause
                 if mode in modes:
                     yield mode, chunk
@@ -108,11 +113,13 @@ async def adrive(
         path = checkpoint if isinstance(checkpoint, (str, Path)) else None
         saver = await stack.enter_async_context(async_sqlite_saver(path)) if path else None
         saver = run.saver(saver or checkpoint, None)
-        if saver is not None and question is not None:
+        if saver is not None:
             held = await aheld_run(saver, run.thread)
-            if held is not None and not fresh:
+            if question is None and held is None:
+                raise nothing_to_resume(run.thread, _where(checkpoint))
+            if question is not None and held is not None and not fresh:
                 raise thread_taken(run.thread, held, _where(checkpoint))
-            if held is not None:
+            if question is not None and held is not None:
                 await saver.adelete_thread(run.thread)
         graph = run.graph(saver, asynchronous=True)
         inputs: Any = run.inputs()
@@ -183,8 +190,16 @@ class _Run:
             "max_concurrency": society.max_concurrency or min(len(society.agents), 16),
         }
         self.config: RunnableConfig = {**defaults, **(config or {})}
+        self.calls_at_once = self.config["max_concurrency"] or 1
         # Moderator pauses arrive in "updates".
         self.modes = [*modes, "updates"] if moderated and "updates" not in modes else modes
+
+    def sync_config(self) -> RunnableConfig:
+        """The config of a sync run: its calls wait for one of `calls_at_once` slots, and
+        LangGraph's pool gets a thread more, which its stream waiter takes while tokens stream
+        (with exactly `max_concurrency` threads, one call at a time would never start)."""
+        self.context = replace(self.context, slots=threading.BoundedSemaphore(self.calls_at_once))
+        return {**self.config, "max_concurrency": self.calls_at_once + 1}
 
     def open_cache(self, cache: Cache, on_exit: Callable[[Callable[[], None]], Any]) -> None:
         """Give the run's agents the call cache; one opened here is closed by `on_exit`."""

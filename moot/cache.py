@@ -58,7 +58,7 @@ class CallCache:
         self, model: BaseChatModel, messages: list[BaseMessage], options: dict[str, Any]
     ) -> str | None:
         """The call's key, or None when the call is not to be cached."""
-        if not self.unseeded and not _repeats(model, options):
+        if not self.unseeded and not repeats(model, options):
             return None
         try:
             llm = model._get_llm_string(**options)
@@ -96,7 +96,7 @@ class CallCache:
             self._db.close()
 
 
-def _repeats(model: BaseChatModel, options: dict[str, Any]) -> bool:
+def repeats(model: BaseChatModel, options: dict[str, Any]) -> bool:
     """Whether the call's reply is meant to repeat: seeded, or greedy (temperature 0)."""
     if options.get("seed", getattr(model, "seed", None)) is not None:
         return True

@@ -91,6 +91,15 @@ def thread_taken(thread: str, values: dict[str, Any], where: str) -> ConfigError
     )
 
 
+def nothing_to_resume(thread: str, where: str) -> ConfigError:
+    """The error for resuming a thread that saved no turn (its run stopped before starting)."""
+    return ConfigError(
+        f"thread '{thread}' in {where} holds no run to resume (it stopped before its first "
+        "step): start it again with the question (`moot debate`/`moot run` with --fresh, "
+        "society.run)"
+    )
+
+
 class Moderation(BaseModel):
     """A moderator's decision after a round."""
 

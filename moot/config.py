@@ -32,7 +32,8 @@ class _RaisesConfigError(ModelMetaclass):
 class Config(BaseModel, metaclass=_RaisesConfigError):
     """A validated settings object; construction errors are `ConfigError`s."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # inf and nan pass `ge=`/`le=` bounds, then fail every call: refuse them here.
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
 
 
 def describe(

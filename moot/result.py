@@ -136,7 +136,8 @@ class RoundStats(BaseModel):
     changed: list[str]
     """Agents whose answer differs from their own answer of the round before."""
     agreement: float
-    """Share of answering agents that gave the most common answer (0 when none answered)."""
+    """Share of the round's agents that gave the most common answer (an agent whose turn
+    failed or gave no readable answer counts, agreeing with nobody; 0 when none answered)."""
 
 
 StopReason = Literal[
@@ -192,13 +193,13 @@ def round_stats(turns: list[Turn], participants: list[str]) -> list[RoundStats]:
             for name in participants
             if name in current and name in previous and current[name] != previous[name]
         ]
-        answered = sum(counts.values())
+        spoke = {t.agent for t in turns if t.round == round and t.agent in participants}
         stats.append(
             RoundStats(
                 round=round,
                 answers=dict(counts),
                 changed=changed,
-                agreement=max(counts.values()) / answered if answered else 0.0,
+                agreement=max(counts.values()) / len(spoke) if counts else 0.0,
             )
         )
         previous.update(current)

@@ -8,6 +8,7 @@ and the answer comes from the healthy agents.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -225,3 +226,101 @@ def test_an_extractor_that_raises_fails_only_its_turn():
     )
     (turn,) = society.run("q").turns
     assert turn.error == "ValueError: cannot read this" and turn.usage.output_tokens > 0
+
+
+class PeakCounter:
+    """A responder that records how many calls were in flight at once."""
+
+    def __init__(self, delay: float = 0.15) -> None:
+        self.delay, self.now, self.peak = delay, 0, 0
+        self.lock = threading.Lock()
+
+    def __call__(self, messages) -> str:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        time.sleep(self.delay)
+        with self.lock:
+            self.now -= 1
+        return "Answer: 7"
+
+
+def _stream_in_thread(society: moot.Society, question: str, limit: float) -> list:
+    """The stream's events, from a thread given `limit` seconds (a hang fails the test)."""
+    events: list = []
+    worker = threading.Thread(target=lambda: events.extend(society.stream(question)), daemon=True)
+    worker.start()
+    worker.join(limit)
+    assert not worker.is_alive(), "the stream hung"
+    return events
+
+
+@pytest.mark.parametrize("agents, max_concurrency", [(1, None), (3, 1), (4, 2)])
+def test_a_streamed_run_ends_when_one_call_at_a_time_may_run(agents, max_concurrency):
+    model = ScriptedChatModel(respond=lambda messages: "Answer: 7")
+    society = moot.Society(
+        agents=[moot.Agent(name=f"a{i}", model=model) for i in range(agents)],
+        protocol=moot.Debate(rounds=2),
+        max_concurrency=max_concurrency,
+    )
+    events = _stream_in_thread(society, "What is 3+4?", 20)
+    assert isinstance(events[-1], moot.ResultEvent)
+    assert events[-1].result.answer == "7"
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.parametrize("max_concurrency", [1, 3])
+def test_max_concurrency_is_the_number_of_calls_in_flight(streamed, max_concurrency):
+    counter = PeakCounter()
+    model = ScriptedChatModel(respond=counter)
+    society = moot.Society(
+        agents=[moot.Agent(name=f"a{i}", model=model) for i in range(4)],
+        protocol=moot.Debate(rounds=1),
+        max_concurrency=max_concurrency,
+    )
+    if streamed:
+        _stream_in_thread(society, "What is 3+4?", 20)
+    else:
+        society.run("What is 3+4?")
+    assert counter.peak == max_concurrency
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--timeout", "inf"), ("--timeout", "nan"), ("--temperature", "inf")]
+)
+def test_infinite_numbers_are_refused_before_any_call(capsys, flag, value):
+    from moot.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["debate", "q?", "--model", "test", flag, value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and flag in err and "finite" in err
+
+
+def test_an_infinite_setting_in_python_is_a_config_error():
+    with pytest.raises(moot.ConfigError, match="temperature"):
+        moot.Agent(name="a", temperature=float("inf"))
+
+
+def test_a_run_whose_options_are_bad_leaves_nothing_to_resume(capsys, tmp_path):
+    from moot.cli import main
+
+    checkpoint = str(tmp_path / "n.sqlite")
+    status = main(["debate", "q?", "--model", "test", "--html", "/nonexistent/x.html",
+                   "--checkpoint", checkpoint, "--thread", "t"])  # fmt: skip
+    assert status != 0 and "does not exist" in capsys.readouterr().err
+    status = main(["resume", "--checkpoint", checkpoint, "--thread", "t"])
+    err = capsys.readouterr().err
+    assert status != 0 and err.startswith("error:") and "Traceback" not in err
+
+
+def test_resuming_a_thread_that_saved_no_turn_says_so(tmp_path):
+    from moot.checkpoints import remember_run
+
+    checkpoint = tmp_path / "n.sqlite"
+    remember_run(checkpoint, "t", {"command": "debate"})
+    model = ScriptedChatModel(respond=healthy)
+    society = moot.Society(agents=[agent("a", model)], protocol=moot.Debate(rounds=1))
+    with pytest.raises(moot.ConfigError, match="holds no run to resume"):
+        society.resume(checkpoint=checkpoint, thread_id="t")

@@ -15,6 +15,7 @@ from moot.cli._common import (
     add_tool_options,
     console,
     errors,
+    finite,
     imported,
     positive,
 )
@@ -50,7 +51,7 @@ def add_command(commands: Any) -> None:
     methods.add_argument("--model", help="model spec for every agent (local)")
     methods.add_argument("--strong-model", help="the cascade's last tier (--model)")
     add_model_options(methods)
-    methods.add_argument("--temperature", type=float, default=0.7, help="sampling (0.7)")
+    methods.add_argument("--temperature", type=finite, default=0.7, help="sampling (0.7)")
     methods.add_argument("--max-tokens", type=positive, default=384, help="per reply (384)")
     methods.add_argument("--trials", type=positive, default=1, help="repeats over seeds (1)")
     methods.add_argument("--seed", type=int, default=0, help="base seed of the agents (0)")

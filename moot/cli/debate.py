@@ -12,7 +12,7 @@ from typing import Any, get_args
 
 from rich.live import Live
 
-from moot.cache import CallCache
+from moot.cache import CallCache, repeats
 from moot.checkpoints import (
     Moderation,
     held_run,
@@ -26,8 +26,10 @@ from moot.cli._common import (
     add_tool_options,
     console,
     count,
+    errors,
     extract_choices,
     fail,
+    finite,
     positive,
     seconds,
 )
@@ -40,7 +42,7 @@ from moot.society import Society
 _SOCIETY_KEYS = (
     "command", "agents", "rounds", "model", "model_option", "extract", "temperature",
     "max_tokens", "max_concurrency", "consensus", "society", "timeout", "retries", "tools",
-    "tool_choice", "prompts",
+    "tool_choice", "prompts", "seed",
 )  # fmt: skip
 """The settings that rebuild a command's society (kept for `moot resume`)."""
 
@@ -61,13 +63,18 @@ def add_commands(commands: Any) -> None:
         choices=extract_choices(),
         help="answer format to ask for and vote on (number; with --prompts, the paper's)",
     )
-    debate.add_argument("--temperature", type=float, help="sampling temperature for every agent")
+    debate.add_argument("--temperature", type=finite, help="sampling temperature for every agent")
     debate.add_argument("--max-tokens", type=positive, help="most tokens per reply")
+    debate.add_argument(
+        "--seed",
+        type=count,
+        help="seed agent N with SEED+N-1: the run repeats, and --cache can answer it again",
+    )
     debate.add_argument("--max-concurrency", type=positive, help="most calls in flight at once")
     add_tool_options(debate)
     debate.add_argument(
         "--consensus",
-        type=float,
+        type=finite,
         help="stop early once this share of agents agree, e.g. 1.0 (all)",
     )
     debate.add_argument(
@@ -151,6 +158,7 @@ def society_of(spec: dict[str, Any]) -> Society:
             max_tokens=spec["max_tokens"],
             tools=spec.get("tools") or [],
             tool_choice=spec.get("tool_choice") or "auto",
+            seed=None if spec.get("seed") is None else spec["seed"] + index,
             **limits,
         )
         for index in range(spec["agents"])
@@ -173,13 +181,16 @@ def start(args: argparse.Namespace) -> int:
     if args.command == "run":
         spec["society"] = str(Path(args.society).resolve())
     society = society_of(spec)
+    live = Live(console=console, refresh_per_second=8, transient=True)
+    options = {
+        **_run_options(args, live, society),
+        "fresh": args.fresh,
+    }  # checked before it is recorded
     if args.checkpoint:
         if not args.thread:
             return fail("--checkpoint needs --thread ID to name the run (and to resume it)")
         _check_thread_is_free(args)
         remember_run(args.checkpoint, args.thread, spec)
-    live = Live(console=console, refresh_per_second=8, transient=True)
-    options = {**_run_options(args, live), "fresh": args.fresh}
     if args.json:
         result = society.run(args.question, **options)
         return exit_status(print_json(_with_page(result, args.html)))
@@ -213,7 +224,8 @@ def _check_thread_is_free(args: argparse.Namespace) -> None:
 
 def resume_run(args: argparse.Namespace) -> int:
     spec = recall_run(args.checkpoint, args.thread)
-    result = _with_page(society_of(spec).resume(**_run_options(args, None)), args.html)
+    society = society_of(spec)
+    result = _with_page(society.resume(**_run_options(args, None, society)), args.html)
     if args.json:
         return exit_status(print_json(result))
     show_turns(result)
@@ -221,7 +233,23 @@ def resume_run(args: argparse.Namespace) -> int:
     return exit_status(result)
 
 
-def _run_options(args: argparse.Namespace, live: Live | None) -> dict[str, Any]:
+def _say_if_never_cached(society: Society) -> None:
+    """A cache that can never answer is a silent no-op: say so once, before the run."""
+    never = [
+        agent.name for agent in society.agents if not repeats(agent.chat_model(), agent.sampling())
+    ]
+    if never:
+        shown = ", ".join(never[:3]) + (f" and {len(never) - 3} more" if len(never) > 3 else "")
+        errors.print(
+            f"note: --cache stores no call of {shown}: unseeded calls at temperature > 0 differ "
+            "every time. Add --seed N (moot debate; `seed:` in a society file), or "
+            "--cache-unseeded to replay them anyway",
+            soft_wrap=True,
+            markup=False,
+        )
+
+
+def _run_options(args: argparse.Namespace, live: Live | None, society: Society) -> dict[str, Any]:
     options: dict[str, Any] = {"checkpoint": args.checkpoint, "thread_id": args.thread}
     if args.html and not Path(args.html).parent.is_dir():  # say so before the run, not after
         raise ConfigError(
@@ -229,6 +257,8 @@ def _run_options(args: argparse.Namespace, live: Live | None) -> dict[str, Any]:
         )
     if args.cache:
         options["cache"] = CallCache(args.cache, unseeded=args.cache_unseeded)
+        if not args.cache_unseeded:
+            _say_if_never_cached(society)
     elif args.cache_unseeded:
         raise ConfigError("--cache-unseeded needs --cache FILE.sqlite")
     if args.moderate:

@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict, cast
 
@@ -75,6 +76,12 @@ class Speaker:
     answer_format: AnswerFormat
     cache: CallCache | None = None
     """Where identical calls are answered from, if the run has a call cache."""
+    slots: threading.Semaphore | None = None
+    """Bounds the model calls of a sync run in flight at once (its `max_concurrency`)."""
+
+    def slot(self) -> AbstractContextManager[Any]:
+        """Held while the model is called (not while a retry waits)."""
+        return self.slots if self.slots is not None else nullcontext()
 
 
 @dataclass(frozen=True)
@@ -96,16 +103,20 @@ class RunContext:
     answer_format: AnswerFormat | None = None
     """How agents state and are read for their answers, when not the aggregator's (a
     society's `answer_schema`)."""
+    slots: threading.Semaphore | None = None
+    """A sync run's bound on model calls in flight. LangGraph's thread pool cannot be the
+    bound: its stream waiter takes one of the pool's threads."""
 
     def speaker(self, index: int, answer_format: AnswerFormat | None = None) -> Speaker:
         """Agent `index` with its model, reading answers in `answer_format` (default: the
         aggregator's)."""
         fmt = answer_format or self.answer_format or self.aggregator
-        return Speaker(self.agents[index], self.models[index], fmt, self.cache)
+        return Speaker(self.agents[index], self.models[index], fmt, self.cache, self.slots)
 
     def aggregator_speaker(self, agent: Agent, answer_format: AnswerFormat) -> Speaker:
         """One of the aggregator's own agents with its model."""
-        return Speaker(agent, self.aggregator_models[agent.name], answer_format, self.cache)
+        model = self.aggregator_models[agent.name]
+        return Speaker(agent, model, answer_format, self.cache, self.slots)
 
     def format_instruction(self) -> str:
         """The text that tells agents how to state their answer."""
@@ -185,7 +196,8 @@ def call_agent(call: Call) -> Turn:
         return _turn(call, stored, 0, cached=True)
     for attempt in range(agent.retries + 1):
         try:
-            reply = _invoke(call)
+            with call.speaker.slot():
+                reply = _invoke(call)
         except GraphBubbleUp:
             raise
         except Exception as error:  # noqa: BLE001 - any model failure is recorded, not raised

@@ -228,15 +228,22 @@ class Engine:
             ):
                 self.lock.wait(timeout=1.0)
 
-    def close(self) -> None:
+    def close(self, grace: float = 30.0) -> bool:
+        """Stop the workers and free the contexts and the model; a worker still inside a
+        decode after `grace` seconds keeps them (freeing them under it would crash): then
+        False, and the caller must keep the engine alive."""
         with self.lock:
             self.closed = True
             self.lock.notify_all()
+        deadline = time.monotonic() + grace
         for context in self.contexts:
-            context.thread.join(timeout=5)
+            context.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if any(context.thread.is_alive() for context in self.contexts):
+            return False
         for context in self.contexts:
             context.free()
         self.model.close()
+        return True
 
     def _admit(self) -> None:
         """Give queued requests idle sequences, first come first served (holding the lock).

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import ctypes
 import functools
 import queue
 import threading
@@ -194,8 +195,8 @@ class _SharedEngine:
             total_tokens=usage["prompt_tokens"] + usage["completion_tokens"],
         )
 
-    def close(self) -> None:
-        self.engine.close()
+    def close(self) -> bool:
+        return self.engine.close()
 
 
 def chat_prompt(
@@ -259,7 +260,15 @@ def chat_formatter(model: Any, chat_format: str | None) -> Any:
 
 class LoadedOnce:
     """Loaded models kept for the whole process, one per key, freed at exit (before interpreter
-    teardown, where llama-cpp-python's destructors print errors)."""
+    teardown, where llama-cpp-python's destructors print errors).
+
+    An item has a `lock`, held while a call uses it, and `close()` (False: it could not free
+    itself yet). A call that timed out may
+    still run in a thread left behind: freeing its context under it crashes the process, so
+    `close_all` stops every generation and waits for each item's lock first."""
+
+    grace = 30.0
+    """Seconds `close_all` waits, in all, for calls still running (one llama.cpp decode step)."""
 
     def __init__(self) -> None:
         self._items: dict[Any, Any] = {}
@@ -273,10 +282,16 @@ class LoadedOnce:
             return self._items[key]
 
     def close_all(self) -> None:
+        _cancel_all.set()  # running generations stop at their next token
         with self._lock:
-            for item in self._items.values():
-                item.close()
+            items = list(self._items.values())
             self._items.clear()
+        deadline = time.monotonic() + self.grace
+        for item in items:
+            idle = item.lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            if not idle or item.close() is False:
+                # Still inside llama.cpp: never freed (the OS takes the memory at exit).
+                ctypes.pythonapi.Py_IncRef(ctypes.py_object(item))
 
 
 _loaded = LoadedOnce()

@@ -21,8 +21,10 @@ def chat_openai(model: str, **options: Any) -> BaseChatModel:
     reports usage in streams (vLLM and llama.cpp's llama-server do): tokens are always counted.
     langchain-openai sends a reply's token limit only as `max_completion_tokens`, which older
     compatible servers (llama-cpp-python's) ignore, so for a custom base URL it goes as
-    `max_tokens` too. An assistant message that only calls tools goes with empty text, not
-    langchain-openai's null, which stricter servers (llama-cpp-python's) refuse.
+    `max_tokens` too. The SDK's own retries are off (`max_retries=0`): moot retries and counts
+    them (`Agent.retries`, `usage.retries`). An assistant message that only calls tools goes
+    with empty text, not langchain-openai's null, which stricter servers (llama-cpp-python's)
+    refuse.
 
     `structured_output` says how a society's typed answers are asked for (see
     `moot.models._openai_chat`): "json_schema" (OpenAI's structured output; the default for
@@ -49,6 +51,9 @@ def chat_openai(model: str, **options: Any) -> BaseChatModel:
     if base_url and "stream_usage" not in options:
         options["disable_streaming"] = True
     options.setdefault("stream_usage", True)
+    # moot retries a failed call itself (Agent.retries) and counts it; the SDK's own silent
+    # retries would outlive the agent's timeout and hide from usage.retries.
+    options.setdefault("max_retries", 0)
 
     return MootChatOpenAI(
         model=model, structured_output=structured, compatible=bool(base_url), **options
