@@ -69,10 +69,19 @@ __all__ = [
 ]
 
 
+_SUBPACKAGES = {"bench", "fusion", "gguf", "integrations", "merge", "presets", "testing", "viewer"}
+"""Subpackages the README calls as `moot.NAME.function(...)`, imported on first use (some need
+an extra: bench plots need matplotlib, merge and fusion numpy and gguf)."""
+
+
 def __getattr__(name: str) -> object:
-    """`moot.FusedChatModel`, imported on first use (it needs numpy, from the fusion extra)."""
+    """`moot.FusedChatModel` and the subpackages above, imported on first use."""
     if name == "FusedChatModel":
         from moot.fusion import FusedChatModel
 
         return FusedChatModel
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"moot.{name}")
     raise AttributeError(f"module 'moot' has no attribute {name!r}")

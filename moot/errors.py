@@ -33,3 +33,9 @@ class ConfigError(MootError, ValueError):
 
 class CallTimeoutError(MootError, TimeoutError):
     """A model call ran past its agent's time limit (`Agent(timeout=...)`, `--timeout`)."""
+
+
+class CallCancelledError(MootError):
+    """A model call stopped because its run was cancelled (Ctrl-C, a cancelled task, a client
+    that hung up). Unfinished work, not a failed turn: it is never checkpointed as a turn, so
+    `resume` makes the call again."""

@@ -62,6 +62,8 @@ class Society(Config):
 
     @model_validator(mode="after")
     def _protocol_fits(self) -> Society:
+        if "aggregator" not in self.model_fields_set:
+            self.aggregator = self.protocol.default_aggregator()
         self.protocol.check(self.agents, self.aggregator)
         if self.vote_on is not None and self.answer_schema is None:
             raise ValueError("vote_on names a field of answer_schema: give answer_schema too")

@@ -324,3 +324,46 @@ def test_resuming_a_thread_that_saved_no_turn_says_so(tmp_path):
     society = moot.Society(agents=[agent("a", model)], protocol=moot.Debate(rounds=1))
     with pytest.raises(moot.ConfigError, match="holds no run to resume"):
         society.resume(checkpoint=checkpoint, thread_id="t")
+
+
+def _turns_of(result: moot.Result) -> list[tuple]:
+    return sorted((t.round, t.agent, t.role, t.text, t.answer, t.error) for t in result.turns)
+
+
+def _interrupting(at: int) -> Callable[..., str]:
+    """A healthy model, but its `at`-th call (from 1) is cut by Ctrl-C, as llama.cpp's is:
+    the main thread gets KeyboardInterrupt and the call itself raises CallCancelledError."""
+    import _thread
+
+    from moot.errors import CallCancelledError
+
+    calls = iter(range(1, 10_000))
+
+    def respond(messages, info: CallInfo) -> str:
+        if next(calls) == at:
+            _thread.interrupt_main()
+            raise CallCancelledError("the llama.cpp call was cancelled")
+        return healthy(messages, info)
+
+    return respond
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("at", [1, 2, 4])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_ctrl_c_then_resume_gives_the_turns_of_an_uninterrupted_run(protocol, at, tmp_path):
+    good = ScriptedChatModel(respond=healthy)
+    expected = _turns_of(societies(good, good)[protocol].run("What is 3+4?"))
+    cut = ScriptedChatModel(respond=_interrupting(at))
+    checkpoint = tmp_path / "c.sqlite"
+    interrupted = societies(cut, cut)[protocol]
+    try:
+        interrupted.run("What is 3+4?", checkpoint=checkpoint, thread_id="t")
+    except KeyboardInterrupt:
+        pass
+    else:  # the run ended before the interrupt arrived: nothing to resume
+        time.sleep(0.1)  # a pending interrupt must not hit the next test
+        return
+    resumed = societies(good, good)[protocol].resume(checkpoint=checkpoint, thread_id="t")
+    assert _turns_of(resumed) == expected
+    assert not any(turn.failed for turn in resumed.turns)

@@ -73,3 +73,24 @@ def test_seeded_agents_differ_from_each_other(capsys):
             "extract": None, "temperature": None, "max_tokens": None, "max_concurrency": None,
             "consensus": None, "seed": 5}  # fmt: skip
     assert [agent.seed for agent in society_of(spec).agents] == [5, 6, 7]
+
+
+def test_a_paper_prompt_set_brings_its_own_answer_format_in_python_as_on_the_cli():
+    model = ScriptedChatModel(respond=lambda messages: "I pick (B).")
+    society = moot.Society(
+        agents=[moot.Agent(name=f"a{i}", model=model) for i in range(3)],
+        protocol=moot.Debate(rounds=1, prompt_set="du-mmlu"),
+    )
+    assert society.aggregator.extract == "choice"
+    assert society.run("Which? (A) x (B) y (C) z (D) w").answer == "B"
+
+
+def test_a_named_aggregator_that_misreads_a_paper_prompt_set_is_still_refused():
+    import pytest
+
+    with pytest.raises(moot.ConfigError, match="extract"):
+        moot.Society(
+            agents=[moot.Agent(name="a", model="test")],
+            protocol=moot.Debate(prompt_set="du-mmlu"),
+            aggregator=moot.MajorityVote(extract="number"),
+        )

@@ -36,8 +36,10 @@ def turn_panel(turn: Turn | None, agent: str, round: int, streamed: str) -> Pane
         return Panel(Text(streamed), title=f"{agent} · round {round}", border_style="yellow")
     if turn.failed:
         return Panel(Text(turn.error or "", style="red"), title=f"{agent} · round {round} · failed")
-    subtitle = f"answer: {turn.answer}" if turn.answer is not None else "no answer found"
-    subtitle += f" · {turn.usage.total_tokens} tokens"
+    said = "verdict" if turn.role == "critic" else "answer"  # a critic accepts or revises
+    subtitle = f"{said}: {turn.answer}" if turn.answer is not None else f"no {said} found"
+    # As the usage table splits them: what the model read, and what it wrote.
+    subtitle += f" · {turn.usage.input_tokens} in / {turn.usage.output_tokens} out tokens"
     if turn.fusion is not None and turn.fusion.deferral_rate is not None:
         subtitle += f" · deferred {turn.fusion.deferral_rate:.0%}"
     elif turn.fusion is not None:

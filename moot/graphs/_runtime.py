@@ -32,7 +32,7 @@ from moot.agents import Agent
 from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.confidence import logprob_confidence, stated_confidence
 from moot.cache import CallCache
-from moot.errors import CallTimeoutError
+from moot.errors import CallCancelledError, CallTimeoutError
 from moot.graphs._tool_loop import (
     MODEL_CALLS,
     PARTIAL_TOOL_CALLS,
@@ -198,8 +198,8 @@ def call_agent(call: Call) -> Turn:
         try:
             with call.speaker.slot():
                 reply = _invoke(call)
-        except GraphBubbleUp:
-            raise
+        except (GraphBubbleUp, CallCancelledError):
+            raise  # a cancelled call is unfinished work: resume makes it again
         except Exception as error:  # noqa: BLE001 - any model failure is recorded, not raised
             if attempt < agent.retries and is_transient(error):
                 time.sleep(_backoff(agent.retry_delay, attempt))
@@ -218,8 +218,8 @@ async def acall_agent(call: Call) -> Turn:
     for attempt in range(agent.retries + 1):
         try:
             reply = await _ainvoke(call)
-        except GraphBubbleUp:
-            raise
+        except (GraphBubbleUp, CallCancelledError):
+            raise  # a cancelled call is unfinished work: resume makes it again
         except Exception as error:  # noqa: BLE001
             if attempt < agent.retries and is_transient(error):
                 await asyncio.sleep(_backoff(agent.retry_delay, attempt))

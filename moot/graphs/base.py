@@ -56,6 +56,12 @@ class BaseProtocol(Config, ABC):
         """Raise `ValueError` (or `moot.ConfigError`) if the protocol cannot run with these
         agents and this aggregator; `Society` calls it when it is built. Default: accept."""
 
+    def default_aggregator(self) -> Aggregator:
+        """The aggregator of a society that names none. Default: a majority vote on numbers."""
+        from moot.aggregate.vote import MajorityVote
+
+        return MajorityVote()
+
     def first_prompt(self, question: str, context: RunContext) -> str:
         """The first prompt an agent sees; a run checks that it fits each model's context
         window before any call. Default: the question and the answer format."""

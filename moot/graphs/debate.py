@@ -126,6 +126,12 @@ class Debate(RoundProtocol):
                     "re-examine them)"
                 )
 
+    def default_aggregator(self) -> Aggregator:
+        """A vote in the answer format the prompt set asks for (a paper's choice letters...)."""
+        from moot.aggregate.vote import MajorityVote
+
+        return MajorityVote(extract=answer_format_of(self.prompt_set))
+
     def _check_paper(self, agents: list[Agent], aggregator: Aggregator) -> None:
         reads = _PAPER_READS[self.prompt_set]
         if isinstance(aggregator.extract, str) and aggregator.extract not in reads:

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from moot.config import describe
 from moot.errors import (
+    CallCancelledError,
     CallTimeoutError,
     ConfigError,
     ContextLengthError,
@@ -886,10 +887,6 @@ _cancel_all = threading.Event()
 def cancel_all() -> None:
     """Stop every llama.cpp generation in this process at its next token (for Ctrl-C)."""
     _cancel_all.set()
-
-
-class CallCancelledError(MootError):
-    """A llama.cpp call stopped because it was cancelled."""
 
 
 def _generation_chunk(chunk: dict[str, Any]) -> ChatGenerationChunk | None:
