@@ -140,5 +140,10 @@ def recall_run(database: str | Path, thread: str) -> dict[str, Any]:
         raise ConfigError(
             f"{database} holds no run '{thread}' started by `moot debate` or `moot run`"
         )
-    spec: dict[str, Any] = json.loads(row[0])
+    try:
+        spec = json.loads(row[0])
+    except (ValueError, RecursionError):
+        spec = None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{database}: the stored settings of run '{thread}' are damaged")
     return spec

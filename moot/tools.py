@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import math
 import operator
 from collections.abc import Callable
 from fractions import Fraction
@@ -45,29 +46,63 @@ def calculate(expression: str) -> str:
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError:
-        raise CalculatorError(f"'{expression}' is not an arithmetic expression") from None
+        raise CalculatorError(f"{_quoted(expression)} is not an arithmetic expression") from None
+    except (RecursionError, MemoryError):  # what Python's parser raises past its own limits
+        raise CalculatorError(
+            f"{_quoted(expression)} is too long or nested too deeply: compute it in parts"
+        ) from None
     return _shown(_value(tree.body))
 
 
-def _value(node: ast.AST) -> Fraction:
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-        if isinstance(node.value, bool):
+def _quoted(expression: str) -> str:
+    """The expression in quotes, cut short: errors go back to the model, which has it already."""
+    return f"'{expression}'" if len(expression) <= 80 else f"'{expression[:77]}...'"
+
+
+def _value(root: ast.AST) -> Fraction:
+    """The value of the tree, evaluated with a stack of its own: a sum of a thousand terms is
+    a thousand levels deep, past Python's recursion limit."""
+    values: list[Fraction] = []
+    pending: list[tuple[ast.AST, bool]] = [(root, False)]  # (node, its operands are in values)
+    while pending:
+        node, ready = pending.pop()
+        if isinstance(node, ast.Constant):
+            values.append(_number(node.value))
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+            if not ready:
+                pending += [(node, True), (node.operand, False)]
+            elif isinstance(node.op, ast.USub):
+                values.append(-values.pop())
+        elif isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            if not ready:
+                pending += [(node, True), (node.right, False), (node.left, False)]
+            else:
+                right, left = values.pop(), values.pop()
+                values.append(_operation(node.op, left, right))
+        else:
             raise CalculatorError("only numbers and + - * / // % ** ( ) are allowed")
-        number = (
-            Fraction(str(node.value)) if isinstance(node.value, float) else Fraction(node.value)
-        )
-        return _checked(number)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        value = _value(node.operand)
-        return value if isinstance(node.op, ast.UAdd) else -value
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        left, right = _value(node.left), _value(node.right)
-        if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and right == 0:
-            raise CalculatorError("division by zero")
-        if isinstance(node.op, ast.Pow):
-            return _power(left, right)
-        return _checked(_BINARY[type(node.op)](left, right))
-    raise CalculatorError("only numbers and + - * / // % ** ( ) are allowed")
+    return values[0]
+
+
+def _number(value: object) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CalculatorError("only numbers and + - * / // % ** ( ) are allowed")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CalculatorError(
+                "a number with a decimal point or an exponent is over 1.8e308: write it as a "
+                "whole number"
+            )
+        return _checked(Fraction(str(value)))
+    return _checked(Fraction(value))
+
+
+def _operation(op: ast.operator, left: Fraction, right: Fraction) -> Fraction:
+    if isinstance(op, (ast.Div, ast.FloorDiv, ast.Mod)) and right == 0:
+        raise CalculatorError("division by zero")
+    if isinstance(op, ast.Pow):
+        return _power(left, right)
+    return _checked(_BINARY[type(op)](left, right))
 
 
 def _power(base: Fraction, exponent: Fraction) -> Fraction:

@@ -210,7 +210,7 @@ def test_a_reused_thread_is_refused_unless_fresh(capsys, tmp_path):
         (["-o", "max_tokens=0", "--model", "local"], "llama option max_tokens: Input should be"),
         (["-o", "n_ctx=-5", "--model", "local"], "llama option n_ctx: Input should be greater"),
         (["--max-tokens", "0"], "argument --max-tokens: must be at least 1"),
-        (["--timeout", "-1"], "argument --timeout: must be more than 0 seconds"),
+        (["--timeout", "-1"], "argument --timeout: must be a finite number of seconds above 0"),
         (["--retries", "-1"], "argument --retries: must be 0 or more"),
     ],
 )

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from moot.bench.records import BenchRecord
+from moot.errors import ConfigError
 from moot.result import Turn
 
 
@@ -18,7 +19,9 @@ class ResultStore:
     """results.jsonl in a folder: read what is done, append records as they come.
 
     A line cut short by a killed run is skipped (that question runs again) and the next record
-    starts on a line of its own."""
+    starts on a line of its own. Lines are read as bytes, split at b"\\n": a line cut inside a
+    character, or any other byte that is not UTF-8, spoils that line only, and U+2028 in a
+    text is not taken for a line end."""
 
     def __init__(self, folder: str | Path) -> None:
         self.path = Path(folder) / "results.jsonl"
@@ -29,7 +32,7 @@ class ResultStore:
         if not self.path.exists():
             return []
         records = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in _lines(self.path):
             try:
                 records.append(BenchRecord.model_validate_json(line))
             except ValidationError:
@@ -40,7 +43,7 @@ class ResultStore:
         """The records, each with its turns where transcripts.jsonl holds them."""
         turns: dict[str, list[Turn]] = {}
         if self.transcripts_path.exists():
-            for line in self.transcripts_path.read_text(encoding="utf-8").splitlines():
+            for line in _lines(self.transcripts_path):
                 try:
                     kept = _Transcript.model_validate_json(line)
                 except ValidationError:
@@ -65,6 +68,13 @@ class _Transcript(BaseModel):
 
     key: list[str | int]
     turns: list[Turn]
+
+
+def _lines(path: Path) -> list[bytes]:
+    try:
+        return path.read_bytes().split(b"\n")
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 def _append_line(path: Path, line: bytes) -> None:

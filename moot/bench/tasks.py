@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,10 +170,13 @@ def load_jsonl(
             kind = ("number", numeric())
         else:
             kind = ("text", accepted_answers)
-    ids = [question.id for question in questions]
-    repeated = sorted({id for id in ids if ids.count(id) > 1})
+    counts = Counter(question.id for question in questions)
+    repeated = [id for id, count in counts.items() if count > 1]
     if repeated:
-        raise ConfigError(f"{path}: question ids must be unique; repeated: {', '.join(repeated)}")
+        more = f" and {len(repeated) - 10} more" if len(repeated) > 10 else ""
+        raise ConfigError(
+            f"{path}: question ids must be unique; repeated: {', '.join(repeated[:10])}{more}"
+        )
     return Task(
         name=f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem,
         questions=questions,
@@ -182,16 +186,23 @@ def load_jsonl(
 
 
 def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each line of a JSONL file; errors name the file and line."""
+    """(line number, object) for each line of a JSONL file; errors name the file and line.
+
+    Lines end at "\\n" only: JSON strings may hold U+2028 and the like raw, which `splitlines`
+    would take for line ends."""
     text = read_text(path, "data file")
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}:{number}: not valid JSON: {error.msg}") from error
+        except RecursionError:
+            raise ConfigError(
+                f"{path}:{number}: JSON nested too deeply to read: a question is a flat object"
+            ) from None
         if not isinstance(record, dict):
             raise ConfigError(f"{path}:{number}: each line must be a JSON object")
         records.append((number, record))

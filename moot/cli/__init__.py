@@ -44,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(error))
     except ValidationError as error:
         return fail(describe(error))
+    except RecursionError:  # a backstop: readers of user files refuse deep nesting themselves
+        return fail("the input is nested too deeply to read: flatten it")
+    except MemoryError:
+        return fail("out of memory: the input or the run is too large for this machine", 1)
     except KeyboardInterrupt:
         _interrupted.set()
         return fail("interrupted", status=130)

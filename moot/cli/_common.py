@@ -99,6 +99,8 @@ def option(value: str) -> tuple[str, Any]:
         parsed: Any = json.loads(raw)
     except json.JSONDecodeError:
         parsed = raw
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"{key}: the value is nested too deeply") from None
     return key, parsed
 
 

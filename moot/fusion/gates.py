@@ -93,6 +93,8 @@ class LearnedGate(Config):
             ) from error
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ConfigError(f"{path}: not a gate file (JSON): {error}") from error
+        except RecursionError:
+            raise ConfigError(f"{path}: not a gate file: its JSON is nested too deeply") from None
         try:
             return cls.model_validate(data)
         except ValidationError as error:

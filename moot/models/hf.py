@@ -38,6 +38,10 @@ def hf_file(spec: str, *, revision: str | None = None, cache_dir: str | None = N
         raise ModelSpecError(f"'hf:{spec}' does not name a GGUF file in a repository: use {USAGE}")
     if any(char in spec for char in "*?["):
         raise ModelSpecError(f"'hf:{spec}': name the file exactly (no patterns): use {USAGE}")
+    if any(part in (".", "..") for part in spec.replace("\\", "/").split("/")):
+        raise ModelSpecError(
+            f"'hf:{spec}': '.' and '..' are not part of a file's name: use {USAGE}"
+        )
     repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
     try:
         from huggingface_hub import constants, errors, hf_hub_download
@@ -69,7 +73,7 @@ def hf_file(spec: str, *, revision: str | None = None, cache_dir: str | None = N
         ) from error
     except errors.EntryNotFoundError as error:
         raise ModelSpecError(f"{where}: {repo} has no file {filename}") from error
-    except (errors.HfHubHTTPError, errors.HFValidationError, OSError) as error:
+    except (errors.HfHubHTTPError, errors.HFValidationError, OSError, ValueError) as error:
         raise ModelSpecError(f"{where} could not be fetched: {_first_line(error)}") from error
 
 

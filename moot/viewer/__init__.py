@@ -51,6 +51,8 @@ def load_record(
         raise ConfigError(f"no file or folder {path}")
     try:
         return Result.model_validate_json(path.read_bytes())
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
     except (ValidationError, ValueError) as error:
         hint = "; a checkpoint file? use --checkpoint FILE --thread ID" * (
             path.suffix in (".sqlite", ".db")
