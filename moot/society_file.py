@@ -46,7 +46,7 @@ from moot.graphs.moa import MixtureOfAgents
 from moot.graphs.pipeline import Pipeline
 from moot.graphs.router import Router
 from moot.models import backends, load_model
-from moot.society import Society
+from moot.society import MAX_AGENTS, Society
 from moot.yaml_file import Lines, line_of, load_yaml, located
 
 
@@ -266,6 +266,7 @@ def _build(
             for number in range(1, entry.copies + 1)
         ]
 
+    _check_agent_count(spec, lines, path)
     agents = [
         agent
         for index, entry in enumerate(spec.agents)
@@ -326,6 +327,22 @@ def _build(
         message = describe(cause) if isinstance(cause, ValidationError) else str(error)
         line = line_of(lines, ("protocol",))
         raise ConfigError(f"{path}:{line}: {message}") from error
+
+
+def _check_agent_count(spec: SocietyFile, lines: Lines, path: Path) -> None:
+    """Refuse more agents than a society takes before making them: `copies: 10000000` would
+    otherwise build ten million agents (a minute, gigabytes) only to be refused."""
+    total = sum(entry.copies for entry in spec.agents)
+    if total <= MAX_AGENTS:
+        return
+    index = max(range(len(spec.agents)), key=lambda at: spec.agents[at].copies)
+    where: tuple[Any, ...] = ("agents",)
+    if spec.agents[index].copies > 1:
+        where = ("agents", index, "copies")
+    raise ConfigError(
+        f"{path}:{line_of(lines, where)}: {'.'.join(map(str, where))}: the agents come to "
+        f"{total:,}, but a society takes at most {MAX_AGENTS:,} (moot.society.MAX_AGENTS)"
+    )
 
 
 _KINDS = frozenset({"debate", "mixture", "critic", "router", "cascade", "pipeline"} | {

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -228,3 +231,26 @@ def test_typed_answers_end_with_a_json_object_of_the_schema(engine):
         assert turn.answer is not None and turn.answer_error is None, turn.text
         assert Sum.model_validate_json(turn.text[turn.text.rindex("{") :])
     assert isinstance(result.answer_object, Sum)
+
+
+_TIMED_OUT_AT_EXIT = """
+import json, moot
+model = moot.load_model("local", engine="{engine}")
+agents = [moot.Agent(name=f"a{{i}}", model=model, timeout=1, max_tokens=3000) for i in range(2)]
+society = moot.Society(agents=agents, protocol=moot.Debate(rounds=1))
+result = society.run("Write a very long story about a dragon, 3000 words.")
+print(json.dumps([turn.error is not None for turn in result.turns]))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("engine", ["simple", "batched"])
+def test_the_process_exits_cleanly_while_a_timed_out_call_still_decodes(engine):
+    # The call left behind by the timeout is still in llama_decode when the interpreter exits;
+    # freeing its context under it was a segfault (status 139) on every run.
+    done = subprocess.run(
+        [sys.executable, "-c", _TIMED_OUT_AT_EXIT.format(engine=engine)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, True]

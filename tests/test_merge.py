@@ -4,6 +4,11 @@ SmolLM2 that llama.cpp loads and runs."""
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -320,6 +325,179 @@ def test_not_gguf_and_missing_folders_are_refused(models, tmp_path, capsys):
     path.write_text("merge_method: linear\nmodels: [{model: m0.gguf}, {model: m1.gguf}]\n")
     assert main(["merge", str(path), "-o", str(tmp_path / "no" / "out.gguf")]) == 2
     assert "the folder" in capsys.readouterr().err
+
+
+def merge_in_one_line(capsys, recipe_path: Path, out: Path) -> str:
+    """Run `moot merge` expecting one `error:` line (after the progress bar, if the merge had
+    begun) and status 2; return that line."""
+    assert main(["merge", str(recipe_path), "-o", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and not any("Traceback" in line for line in lines)
+    assert sum(line.startswith("error:") for line in lines) == 1, lines
+    return lines[-1]
+
+
+@pytest.fixture
+def two_model_recipe(models, tmp_path) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text("merge_method: linear\nmodels: [{model: m0.gguf}, {model: m1.gguf}]\n")
+    return path
+
+
+SIGTERM_ON_THIRD_CHUNK = """
+import os, signal, sys
+import moot.merge.writer as writer
+from moot.cli import main
+original, calls = writer.merge_chunk, []
+def terminate_on_third(*args):
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return original(*args)
+writer.merge_chunk = terminate_on_third
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_mid_merge_leaves_no_part_file(two_model_recipe, tmp_path):
+
+    out = tmp_path / "out.gguf"
+    command = [sys.executable, "-c", SIGTERM_ON_THIRD_CHUNK, "merge", str(two_model_recipe)]
+    done = subprocess.run([*command, "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 128 + 15, done.stderr  # as a shell reports SIGTERM, unwound
+    assert "Traceback" not in done.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "m0.gguf", "m1.gguf", "m2.gguf", "recipe.yaml"
+    ]  # fmt: skip
+
+
+def test_a_merge_leaves_the_sigterm_handler_as_it_found_it(models, tmp_path):
+
+    moot.merge.run(recipe("linear", models), tmp_path / "out.gguf", progress=False)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        moot.merge.run(recipe("linear", models), tmp_path / "out.gguf", progress=False)
+        assert signal.getsignal(signal.SIGTERM) is mine  # a program's own handler is kept
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.05], ids=["tensor data cut", "header cut"])
+def test_a_truncated_gguf_is_one_error_line_naming_it(models, two_model_recipe, tmp_path, capsys,
+                                                      keep):  # fmt: skip
+    data = models[1].read_bytes()
+    models[1].write_bytes(data[: int(len(data) * keep)])
+    err = merge_in_one_line(capsys, two_model_recipe, tmp_path / "out.gguf")
+    assert f"{models[1]} is truncated or corrupt" in err
+    assert not (tmp_path / "out.gguf").exists() and not (tmp_path / "out.gguf.part").exists()
+
+
+def test_an_impossible_tensor_table_is_reported_as_corrupt(models, two_model_recipe, tmp_path,
+                                                          capsys):  # fmt: skip
+    data = bytearray(models[1].read_bytes())
+    at = data.index(b"output_norm.weight") + len(b"output_norm.weight")
+    at += 4 + 8  # past the dimension count and the one dimension: the type
+    data[at : at + 4] = (999).to_bytes(4, "little")
+    models[1].write_bytes(bytes(data))
+    err = merge_in_one_line(capsys, two_model_recipe, tmp_path / "out.gguf")
+    assert f"{models[1]} is truncated or corrupt" in err and "999" in err
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("folder", "cannot write {tmp}/folder: it is a folder; name a file in it, e.g. "
+         "{tmp}/folder/merged.gguf"),
+        ("/dev/null", "cannot write /dev/null: it exists and is not a regular file"),
+        ("m0.gguf/out.gguf", "cannot write {tmp}/m0.gguf/out.gguf: the folder {tmp}/m0.gguf is "
+         "not a folder"),
+    ],
+    ids=["an existing folder", "a device", "a path inside a file"],
+)  # fmt: skip
+def test_unusable_outputs_are_refused_before_any_work(two_model_recipe, tmp_path, capsys,
+                                                      monkeypatch, out, message):  # fmt: skip
+    def no_reading(path):
+        raise AssertionError("the inputs were read before the output was checked")
+
+    monkeypatch.setattr(merge_run, "GGUFFile", no_reading)
+    (tmp_path / "folder").mkdir()
+    err = merge_in_one_line(capsys, two_model_recipe, tmp_path / out)
+    assert message.format(tmp=tmp_path) in err
+
+
+def test_an_output_folder_that_is_not_writable_is_refused_first(two_model_recipe, tmp_path,
+                                                               capsys, monkeypatch):  # fmt: skip
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # root may write anywhere
+    err = merge_in_one_line(capsys, two_model_recipe, tmp_path / "out.gguf")
+    assert f"the folder {tmp_path} is not writable" in err
+
+
+def test_a_write_error_mid_merge_is_one_error_line_and_leaves_no_part(
+    two_model_recipe, tmp_path, capsys, monkeypatch
+):
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensor_data", disk_full)
+    err = merge_in_one_line(capsys, two_model_recipe, tmp_path / "out.gguf")
+    assert f"cannot write {tmp_path / 'out.gguf'}: No space left on device" in err
+    assert not (tmp_path / "out.gguf.part").exists()
+
+
+def test_a_folder_as_input_is_called_a_folder(models, tmp_path, capsys):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "inner.gguf").write_bytes(models[0].read_bytes())
+    path = tmp_path / "recipe.yaml"
+    path.write_text("merge_method: linear\nmodels: [{model: m0.gguf}, {model: sub}]\n")
+    err = merge_in_one_line(capsys, path, tmp_path / "out.gguf")
+    assert "sub is a folder, not a GGUF file: name one of the .gguf files in it (inner.gguf)" in err
+
+
+def test_an_unreadable_input_is_one_error_line(two_model_recipe, models, tmp_path, capsys,
+                                               monkeypatch):  # fmt: skip
+    opened = Path.open
+
+    def refuse(self, *args, **kwargs):
+        if self == models[1]:
+            raise PermissionError(13, "Permission denied", str(self))
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)  # chmod 000 does not stop root
+    err = merge_in_one_line(capsys, two_model_recipe, tmp_path / "out.gguf")
+    assert f"cannot read {models[1]}: Permission denied" in err
+
+
+@pytest.mark.parametrize("method", ["ties", "task_arithmetic", "slerp"])
+def test_a_recipe_with_only_the_base_model_is_refused(models, tmp_path, capsys, method):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        f"merge_method: {method}\nbase_model: m0.gguf\nmodels: [{{model: ./m0.gguf}}]\n"
+    )
+    err = merge_in_one_line(capsys, path, tmp_path / "out.gguf")
+    assert "but models lists no other" in err or "slerp merges exactly two models" in err
+
+
+def test_linear_with_a_base_model_averages_the_listed_models(models, tmp_path):
+    config = recipe("linear", models) | {"base_model": str(models[0])}
+    out = moot.merge.run(config, tmp_path / "with_base.gguf", progress=False)
+    plain = moot.merge.run(recipe("linear", models), tmp_path / "plain.gguf", progress=False)
+    assert list(merge_run.differing_tensors(out, plain)) == []
+
+
+def test_fusion_refuses_a_folder_as_its_output_before_training(models, tmp_path, capsys):
+    (tmp_path / "gates").mkdir()
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"question": "1+1?", "answer": "2"}\n')
+    args = ["fusion", "train-gate", "--base", str(models[0]), "--assistant", str(models[1])]
+    assert main([*args, "--data", str(pairs), "-o", str(tmp_path / "gates")]) == 2
+    assert "it is a folder; name a file in it, e.g." in capsys.readouterr().err
 
 
 # -- the embedded model, for real ------------------------------------------------------------------

@@ -30,12 +30,13 @@ from moot.aggregate.extract import ExtractKind, Extractor
 from moot.aggregate.judge import Judge, PairwiseRank
 from moot.aggregate.vote import MajorityVote
 from moot.errors import ConfigError
+from moot.graphs._rounds import MAX_ROUNDS
 from moot.graphs.cascade import Cascade
 from moot.graphs.debate import Debate, PromptSet
 from moot.graphs.moa import MixtureOfAgents
 from moot.models import load_model
 from moot.presets import MACHINESOM_STRATEGIES, machinesom
-from moot.society import Society
+from moot.society import MAX_AGENTS, Society
 from moot.society_file import load_society
 
 METHOD_FORMS = (
@@ -82,13 +83,45 @@ class MethodSettings(BaseModel):
 
 
 def check_method(spec: str) -> None:
-    """Raise ConfigError naming the accepted forms when `spec` is not a method."""
+    """Raise ConfigError naming the accepted forms when `spec` is not a method, or naming the
+    bound when it asks for more agents or rounds than a society takes."""
     if _is_file(spec):
         if not Path(spec).is_file():
             raise ConfigError(f"no society file {spec}")
         return
-    if _parse(spec) is None:
-        raise ConfigError(f"unknown method '{spec}': use {METHOD_FORMS}")
+    parsed = _parse(spec)
+    if parsed is None:
+        raise ConfigError(f"unknown method '{_shown(spec)}': use {METHOD_FORMS}")
+    _check_counts(spec, *parsed)
+
+
+def _check_counts(spec: str, kind: str, groups: tuple[str | None, ...]) -> None:
+    """Refuse counts beyond the bounds before any agent is built: vote-10000000 would
+    otherwise build ten million agents (a minute, gigabytes) only to be refused."""
+    numbers = [_number(group) for group in groups if group and group.isdigit()]
+    if kind == "som" or not numbers:
+        return
+    strong = kind == "cascade"  # cascade-N: N cheap agents and the strong one
+    if numbers[0] + strong > MAX_AGENTS:
+        also = "; cascade-N adds the strong model" if strong else ""
+        raise ConfigError(
+            f"method {_shown(spec)}: a society takes at most {MAX_AGENTS:,} agents "
+            f"(moot.society.MAX_AGENTS){also}"
+        )
+    if len(numbers) > 1 and numbers[1] > MAX_ROUNDS:
+        what = "layers" if kind == "moa" else "rounds"
+        raise ConfigError(f"method {_shown(spec)}: a protocol runs at most {MAX_ROUNDS:,} {what}")
+
+
+def _number(digits: str) -> int:
+    """A count from a method name; one too long for int() (4,300 digits) is simply huge."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10**18
+
+
+def _shown(spec: str) -> str:
+    """A method name short enough to repeat in a one-line error."""
+    return spec if len(spec) <= 60 else f"{spec[:57]}..."
 
 
 def ignores_tools(spec: str) -> bool:
@@ -120,7 +153,8 @@ def build_method(
     else:
         parsed = _parse(spec)
         if parsed is None:
-            raise ConfigError(f"unknown method '{spec}': use {METHOD_FORMS}")
+            raise ConfigError(f"unknown method '{_shown(spec)}': use {METHOD_FORMS}")
+        _check_counts(spec, *parsed)
         society = _builtin(*parsed, settings, extract)
     return _for_trial(society, extract, settings.seed + trial * _SEED_STRIDE)
 
@@ -147,7 +181,7 @@ def _parse(spec: str) -> tuple[str, tuple[str | None, ...]] | None:
         match = pattern.fullmatch(spec)
         if match:
             numbers = [group for group in match.groups() if group and group.isdigit()]
-            if any(int(number) < 1 for number in numbers if kind != "som"):
+            if any(_number(number) < 1 for number in numbers if kind != "som"):
                 return None
             return kind, match.groups()
     return None
@@ -180,11 +214,11 @@ def _builtin(
 
     prompt_set = settings.prompt_set
     if kind in ("single", "vote"):
-        count = int(groups[0] or 1) if kind == "vote" else 1
+        count = _number(groups[0] or "1") if kind == "vote" else 1
         protocol = Debate(rounds=1, prompt_set=prompt_set)
         return Society(agents=with_tools(count), protocol=protocol, aggregator=vote)
     if kind == "debate":
-        count, rounds = int(groups[0] or 1), int(groups[1] or 1)
+        count, rounds = _number(groups[0] or "1"), _number(groups[1] or "1")
         protocol = Debate(
             rounds=rounds,
             consensus=1.0 if groups[2] else None,
@@ -195,7 +229,7 @@ def _builtin(
     if kind == "som":  # with --prompts du, each paper's own: MachineSoM's for its societies
         assert groups[1] in MACHINESOM_STRATEGIES
         return machinesom(
-            int(groups[0] or 0),
+            _number(groups[0] or "0"),
             groups[1],
             model=model,
             extract="choice" if prompt_set == "du-mmlu" else "number",
@@ -209,7 +243,7 @@ def _builtin(
             "run the other methods in a moot bench of their own, without --prompts du"
         )
     if kind == "moa":
-        count, layers = int(groups[0] or 1), int(groups[1] or 1)
+        count, layers = _number(groups[0] or "1"), _number(groups[1] or "1")
         aggregator = Agent(
             name="aggregator",
             role="aggregator",
@@ -222,7 +256,7 @@ def _builtin(
             protocol=MixtureOfAgents(layers=layers),
             aggregator=Judge(agent=aggregator),
         )
-    count = int(groups[0] or 1)
+    count = _number(groups[0] or "1")
     strong = Agent(
         name="strong",
         model=settings.loaded(strong=True),

@@ -72,12 +72,12 @@ def question_template(prompt_set: str | None) -> str:
 
 def train_gate_command(args: argparse.Namespace) -> int:
     from moot.fusion.train import read_pairs, train_gate
+    from moot.merge.writer import check_output
 
     if not 0 <= args.threshold <= 1:
         raise ConfigError(f"--threshold must be between 0 and 1, got {args.threshold}")
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ConfigError(f"cannot write {out}: the folder {out.parent} does not exist")
+    check_output(out, example="gate.json")
     pairs = read_pairs(Path(args.data), args.target_field)[args.skip :][: args.limit]
     if not pairs:
         raise ConfigError(f"--skip {args.skip} leaves no pairs of {args.data}")

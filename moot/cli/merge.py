@@ -11,7 +11,6 @@ from rich.table import Table
 
 from moot.cli._common import console, errors
 from moot.config import read_text
-from moot.errors import ConfigError
 
 
 def add_command(commands: Any) -> None:
@@ -30,22 +29,23 @@ def add_command(commands: Any) -> None:
 def merge_command(args: argparse.Namespace) -> int:
     import moot.merge
     from moot.merge.config import load_config
+    from moot.merge.writer import check_output, terminate_as_exit
 
     out = Path(args.out)
+    check_output(out)
     folder = Path(args.config).parent
     config = load_config(args.config)
     probe = read_text(Path(args.eval), "probe text") if args.eval else None
     started = time.perf_counter()
     if args.quantize:
-        if not out.parent.is_dir():
-            raise ConfigError(f"cannot write {out}: the folder {out.parent} does not exist")
         # Merge to float16, then quantize once: llama.cpp refuses to requantize quantized
         # tensors, and quantizing twice would compound the error.
         intermediate = out.with_name(out.name + ".f16.part")
         try:
-            wide = config.model_copy(update={"dtype": "float16"})
-            moot.merge.run(wide, intermediate, folder=folder, console=errors)
-            moot.merge.quantize(intermediate, out, args.quantize)
+            with terminate_as_exit():
+                wide = config.model_copy(update={"dtype": "float16"})
+                moot.merge.run(wide, intermediate, folder=folder, console=errors)
+                moot.merge.quantize(intermediate, out, args.quantize)
         finally:
             intermediate.unlink(missing_ok=True)
     else:

@@ -4,13 +4,14 @@ and token-level fusion both start here."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moot.errors import ConfigError, MissingExtraError
-from moot.gguf._header import read_header
+from moot.gguf._header import Header, RawTensor, UnsupportedGGUF, read_header
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,35 +59,26 @@ class GGUFFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ConfigError(f"GGUF file not found: {self.path}")
-        with self.path.open("rb") as handle:
-            if handle.read(4) != b"GGUF":
-                raise ConfigError(f"{self.path} is not a GGUF file")
+        size, header = _read(self.path)
         gguf = gguf_module()
         try:
-            header = read_header(self.path)
-        except (ValueError, OSError) as error:
-            raise ConfigError(f"{self.path}: cannot read it as GGUF: {error}") from error
-        self.fields: dict[str, tuple[Any, list[Any]]] = {
-            key: (value, [gguf.GGUFValueType(kind) for kind in kinds])
-            for key, (value, kinds) in header.fields.items()
-        }
-        """Metadata: key -> (value, gguf-py value types)."""
-        self.tensors: dict[str, TensorInfo] = {}
-        for raw in header.tensors:
-            kind = gguf.GGMLQuantizationType(raw.kind)
-            block, block_bytes = gguf.GGML_QUANT_SIZES[kind]
-            elements = 1
-            for size in raw.shape:
-                elements *= size
-            self.tensors[raw.name] = TensorInfo(
-                name=raw.name,
-                kind=kind,
-                shape=tuple(reversed(raw.shape)),
-                offset=raw.offset,
-                nbytes=elements // block * block_bytes,
-            )
+            self.fields: dict[str, tuple[Any, list[Any]]] = {
+                key: (value, [gguf.GGUFValueType(kind) for kind in kinds])
+                for key, (value, kinds) in header.fields.items()
+            }
+            """Metadata: key -> (value, gguf-py value types)."""
+            self.tensors: dict[str, TensorInfo] = {}
+            for raw in header.tensors:
+                self.tensors[raw.name] = _tensor(gguf, raw)
+        except ValueError as error:  # an unknown value or tensor type
+            raise _corrupt(self.path, str(error)) from error
+        for tensor in self.tensors.values():
+            if tensor.offset + tensor.nbytes > size:
+                raise _corrupt(
+                    self.path,
+                    f"tensor {tensor.name} ends at byte {tensor.offset + tensor.nbytes:,} but "
+                    f"the file has {size:,} bytes",
+                )
 
     def value(self, key: str) -> Any:
         """The metadata value under `key` (None when absent)."""
@@ -117,9 +109,14 @@ class GGUFFile:
         rows = self.rows(name)
         stop = rows if stop is None else min(stop, rows)
         row_bytes = tensor.nbytes // rows
-        with self.path.open("rb") as handle:
-            handle.seek(tensor.offset + start * row_bytes)
-            data = handle.read((stop - start) * row_bytes)
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(tensor.offset + start * row_bytes)
+                data = handle.read((stop - start) * row_bytes)
+        except OSError as error:
+            raise ConfigError(f"cannot read {self.path}: {error.strerror or error}") from error
+        if len(data) != (stop - start) * row_bytes:  # cut short since it was opened
+            raise _corrupt(self.path, f"tensor {name} ends early")
         return np.frombuffer(data, dtype=np.uint8).reshape(stop - start, row_bytes)
 
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -143,6 +140,66 @@ class GGUFFile:
         rows = self.rows(name)
         for start in range(0, rows, rows_per_chunk):
             yield start, min(rows, start + rows_per_chunk)
+
+
+def _read(path: Path) -> tuple[int, Header]:
+    """The file's size and header, or one ConfigError saying why they cannot be had."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a GGUF file: {_inside(path)}")
+    if not path.exists():
+        raise ConfigError(f"GGUF file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a regular file, so not a GGUF file")
+    try:
+        with path.open("rb") as handle:
+            magic, size = handle.read(4), os.fstat(handle.fileno()).st_size
+        header = read_header(path) if magic == b"GGUF" else None
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from error
+    except UnsupportedGGUF as error:
+        raise ConfigError(f"{path}: {error}") from error
+    except ValueError as error:
+        raise _corrupt(path, str(error)) from error
+    if header is None:
+        raise ConfigError(
+            f"{path} is not a GGUF file (convert other formats with llama.cpp's "
+            "convert_hf_to_gguf.py)"
+        )
+    return size, header
+
+
+def _tensor(gguf: Any, raw: RawTensor) -> TensorInfo:
+    """A tensor table entry, refused (ValueError) where no GGUF writer would have made it."""
+    kind = gguf.GGMLQuantizationType(raw.kind)
+    block, block_bytes = gguf.GGML_QUANT_SIZES[kind]
+    if not raw.shape or min(raw.shape) < 1 or raw.shape[0] % block:
+        raise ValueError(f"tensor {raw.name} has the impossible shape {list(raw.shape)}")
+    elements = 1
+    for size in raw.shape:
+        elements *= size
+    return TensorInfo(
+        name=raw.name,
+        kind=kind,
+        shape=tuple(reversed(raw.shape)),
+        offset=raw.offset,
+        nbytes=elements // block * block_bytes,
+    )
+
+
+def _corrupt(path: Path, detail: str) -> ConfigError:
+    return ConfigError(f"{path} is truncated or corrupt ({detail}): download or copy it again")
+
+
+def _inside(folder: Path) -> str:
+    """What to name instead of a folder: the GGUF files in it, if any."""
+    try:
+        names = sorted(path.name for path in folder.glob("*.gguf"))
+    except OSError:
+        names = []
+    if not names:
+        return "name the .gguf file itself"
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"name one of the .gguf files in it ({shown})"
 
 
 def check_compatible(files: list[GGUFFile], what: str = "merged") -> None:

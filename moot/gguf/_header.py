@@ -30,6 +30,12 @@ _SCALARS = {  # GGUFValueType -> struct format
 }
 _STRING, _ARRAY = 8, 9
 _DEFAULT_ALIGNMENT = 32
+_MAX_NESTING = 8
+"""Arrays of arrays nested deeper than this are refused (real files nest one or two deep)."""
+
+
+class UnsupportedGGUF(ValueError):
+    """A well-formed GGUF that this reader does not read (another version or byte order)."""
 
 
 @dataclass(frozen=True)
@@ -71,18 +77,22 @@ class _Cursor:
         self.at = end
         return text
 
-    def value(self, kind: int) -> tuple[Any, list[int]]:
+    def value(self, kind: int, depth: int = 0) -> tuple[Any, list[int]]:
         if kind == _STRING:
             return self.string(), [kind]
         if kind == _ARRAY:
+            if depth == _MAX_NESTING:
+                raise ValueError(f"arrays nested over {_MAX_NESTING} deep at byte {self.at}")
             item_kind, count = self.take("<I"), self.take("<Q")
             if item_kind in _SCALARS:
                 fmt = _SCALARS[item_kind]
                 size = struct.calcsize(fmt)
+                if self.at + size * count > len(self.data):
+                    raise ValueError(f"an array at byte {self.at} runs past the end of the file")
                 values = list(struct.unpack_from(f"<{count}{fmt[1]}", self.data, self.at))
                 self.at += size * count
                 return values, [kind, item_kind]
-            items = [self.value(item_kind) for _ in range(count)]
+            items = [self.value(item_kind, depth + 1) for _ in range(count)]
             item_types = items[0][1] if items else [item_kind]
             return [item for item, _ in items], [kind, *item_types]
         if kind not in _SCALARS:
@@ -92,7 +102,8 @@ class _Cursor:
 
 def read_header(path: Path) -> Header:
     """The header of the GGUF at `path`, tensor offsets counted from the file's start. Raises
-    ValueError for a file that is not a little-endian GGUF of version 2 or 3."""
+    UnsupportedGGUF for a file that is not a little-endian GGUF of version 2 or 3, ValueError
+    for one that is cut short or malformed."""
     with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
         cursor = _Cursor(data)
         if data[:4] != b"GGUF":
@@ -100,7 +111,10 @@ def read_header(path: Path) -> Header:
         cursor.at = 4
         version = cursor.take("<I")
         if version not in (2, 3):
-            raise ValueError(f"GGUF version {version} (big-endian or unknown); expected 2 or 3")
+            raise UnsupportedGGUF(
+                f"GGUF version {version} (big-endian or unknown): moot reads little-endian GGUF "
+                "of version 2 or 3; convert the model again with a recent llama.cpp"
+            )
         n_tensors, n_fields = cursor.take("<Q"), cursor.take("<Q")
         fields: dict[str, tuple[Any, list[int]]] = {}
         for _ in range(n_fields):
@@ -112,7 +126,9 @@ def read_header(path: Path) -> Header:
             dims = cursor.take("<I")
             shape = tuple(cursor.take("<Q") for _ in range(dims))
             tensors.append(RawTensor(name, shape, cursor.take("<I"), cursor.take("<Q")))
-        alignment = int(fields.get("general.alignment", (_DEFAULT_ALIGNMENT, []))[0])
+        alignment = fields.get("general.alignment", (_DEFAULT_ALIGNMENT, []))[0]
+        if not isinstance(alignment, int) or alignment < 1:
+            raise ValueError(f"general.alignment is {alignment!r}, not a positive whole number")
         start = -(-cursor.at // alignment) * alignment
         return Header(fields, [_at(t, start) for t in tensors])
 

@@ -112,15 +112,13 @@ class RoundProtocol(BaseProtocol):
         if round >= self.rounds:
             return "rounds"
         if self.consensus is not None:
+            # Over every agent of the round: one with no answer (failed, unreadable) agrees
+            # with nobody, so consensus 1.0 means every agent gave the same answer.
             names = self._names(context)
-            answers = [
-                turn.answer
-                for turn in turns
-                if turn.round == round and turn.agent in names and turn.answer is not None
-            ]
-            counts = Counter(answers)
-            enough = len(answers) >= min(2, len(names))
-            if enough and max(counts.values()) / len(answers) >= self.consensus:
+            spoke = [turn for turn in this_round if turn.agent in names]
+            counts = Counter(turn.answer for turn in spoke if turn.answer is not None)
+            enough = sum(counts.values()) >= min(2, len(names))
+            if enough and max(counts.values()) / len(spoke) >= self.consensus:
                 return "consensus"
         spent = sum(turn.usage.total_tokens for turn in turns)
         if self.token_budget is not None and spent >= self.token_budget:

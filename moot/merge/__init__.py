@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from moot.merge.config import MergeConfig, load_config
+from moot.merge.writer import check_output
 from moot.merge.writer import run as _merge
 
 __all__ = ["MergeConfig", "load_config", "quantize", "run", "token_loss"]
@@ -42,6 +43,7 @@ def quantize(source: str | Path, out: str | Path, kind: str) -> Path:
     """Quantize a GGUF file once with llama.cpp's own quantizer (e.g. kind="Q4_K_M")."""
     from moot.merge.quantize import quantize as quantize_file
 
+    check_output(Path(out))
     return quantize_file(Path(source), Path(out), kind)
 
 

@@ -163,6 +163,8 @@ def check_value(config: MergeConfig) -> None:
     weights = [m.parameters.weight for m in config.models if m.model != config.base_model]
     if config.merge_method == "linear":
         weights = [m.parameters.weight for m in config.models]
+    if not weights:  # nothing but the base: the merge refuses that in its own words
+        return
     for position in (0.0, 0.5, 1.0):
         total = sum(value_at(weight, position, 1.0) for weight in weights)
         if abs(total) < 1e-12:

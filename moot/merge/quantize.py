@@ -36,14 +36,17 @@ def quantize(source: Path, out: Path, kind: str) -> Path:
     from llama_cpp._utils import suppress_stdout_stderr
 
     part = out.with_name(out.name + ".part")
-    with suppress_stdout_stderr(disable=False):  # llama.cpp logs every tensor
-        status = llama_cpp.llama_model_quantize(  # type: ignore[attr-defined]
-            str(source).encode(), str(part).encode(), params
-        )
-    if status != 0 or not part.exists():
+    try:
+        with suppress_stdout_stderr(disable=False):  # llama.cpp logs every tensor
+            status = llama_cpp.llama_model_quantize(  # type: ignore[attr-defined]
+                str(source).encode(), str(part).encode(), params
+            )
+        if status != 0 or not part.exists():
+            raise ConfigError(f"llama.cpp could not quantize {source} to {kind} (status {status})")
+        part.replace(out)
+    except BaseException:  # also SIGTERM or Ctrl-C, which take effect once llama.cpp returns
         part.unlink(missing_ok=True)
-        raise ConfigError(f"llama.cpp could not quantize {source} to {kind} (status {status})")
-    part.replace(out)
+        raise
     return out
 
 

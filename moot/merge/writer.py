@@ -7,8 +7,11 @@ temporary name and renamed when complete: a killed merge leaves no half-written 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -52,48 +55,109 @@ def run(
 ) -> Path:
     """Merge as `config` says into the GGUF file `out`; model paths are relative to `folder`."""
     out = Path(out)
-    if not out.parent.is_dir():
-        raise ConfigError(f"cannot write {out}: the folder {out.parent} does not exist")
+    check_output(out)
     check_value(config)
     folder = Path(folder)
     files = {path: GGUFFile(path) for path in config.paths(folder)}
     check_compatible(list(files.values()))
-    base = files[resolve(config.base_model, folder)] if config.base_model else None
+    named = files[resolve(config.base_model, folder)] if config.base_model else None
+    base = None if config.merge_method == "linear" else named  # linear: the listed models only
     merged = [
         entry
         for entry in config.models
         if base is None or resolve(entry.model, folder) != base.path
     ]
+    if not merged:
+        raise ConfigError(
+            f"{config.merge_method} merges models into base_model {config.base_model}, but "
+            "models lists no other: add the models to merge into it"
+        )
     inputs = [files[resolve(entry.model, folder)] for entry in merged]
-    first = base or inputs[0]
-    gguf = gguf_module()
+    first = named or inputs[0]
     part = out.with_name(out.name + ".part")
-    writer = gguf.GGUFWriter(str(part), arch=first.architecture)
+    writer = gguf_module().GGUFWriter(str(part), arch=first.architecture)
     try:
-        out_types = {name: _output_type(first, name, config) for name in first.tensors}
-        _copy_metadata(first, writer, config, inputs, out_types)
-        for name in first.tensors:
-            shape, dtype, nbytes, raw = _tensor_info(first.shape(name), out_types[name])
-            writer.add_tensor_info(name, shape, dtype, nbytes, raw_dtype=raw)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        with _bar(len(first.tensors), progress, console) as (bars, task):
-            for name in first.tensors:
-                plan = _plan(config, merged, first, name)
-                sources = ([base] if base else []) + inputs
-                data = _Streamed(first, sources, name, plan, out_types[name])
-                writer.write_tensor_data(
-                    cast(np.ndarray, data), tensor_endianess=gguf.GGUFEndian.LITTLE
-                )
-                bars.update(task, advance=1, description=name[:40])
-        writer.close()
-        os.replace(part, out)
-    except BaseException:
-        writer.close()
+        with terminate_as_exit():
+            sources = ([base] if base else []) + inputs
+            _write(config, merged, first, sources, writer, progress, console)
+            writer.close()
+            os.replace(part, out)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            writer.close()
         part.unlink(missing_ok=True)
+        if isinstance(error, OSError):  # a full disk, a folder made read-only meanwhile
+            raise ConfigError(f"cannot write {out}: {error.strerror or error}") from error
         raise
     return out
+
+
+def _write(
+    config: MergeConfig,
+    merged: list[Any],
+    first: GGUFFile,
+    sources: list[GGUFFile],
+    writer: Any,
+    progress: bool,
+    console: Console | None,
+) -> None:
+    """Header, metadata (`first`'s) and every tensor merged from `sources` (the base first,
+    when the method has one), into `writer`."""
+    gguf = gguf_module()
+    out_types = {name: _output_type(first, name, config) for name in first.tensors}
+    _copy_metadata(first, writer, config, sources, out_types)
+    for name in first.tensors:
+        shape, dtype, nbytes, raw = _tensor_info(first.shape(name), out_types[name])
+        writer.add_tensor_info(name, shape, dtype, nbytes, raw_dtype=raw)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    with _bar(len(first.tensors), progress, console) as (bars, task):
+        for name in first.tensors:
+            plan = _plan(config, merged, first, name)
+            data = _Streamed(first, sources, name, plan, out_types[name])
+            writer.write_tensor_data(
+                cast(np.ndarray, data), tensor_endianess=gguf.GGUFEndian.LITTLE
+            )
+            bars.update(task, advance=1, description=name[:40])
+
+
+def check_output(out: Path, example: str = "merged.gguf") -> None:
+    """Refuse an output path that cannot be written before any work, not after it."""
+    if out.is_dir():
+        raise ConfigError(
+            f"cannot write {out}: it is a folder; name a file in it, e.g. {out / example}"
+        )
+    if out.exists() and not out.is_file():
+        raise ConfigError(f"cannot write {out}: it exists and is not a regular file")
+    if not out.parent.is_dir():
+        problem = "is not a folder" if out.parent.exists() else "does not exist"
+        raise ConfigError(f"cannot write {out}: the folder {out.parent} {problem}")
+    if not os.access(out.parent, os.W_OK):
+        raise ConfigError(f"cannot write {out}: the folder {out.parent} is not writable")
+
+
+@contextlib.contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """While writing, let SIGTERM unwind the stack as SystemExit(143) instead of killing the
+    process on the spot, so the partial output is removed as it is on Ctrl-C. Only where
+    SIGTERM has its default action (a program's own handler is left alone) and only in the
+    main thread (the one that receives signals); the default is restored afterwards."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _plan(config: MergeConfig, merged: list[Any], first: GGUFFile, name: str) -> TensorPlan:
@@ -191,7 +255,7 @@ def _copy_metadata(
     first: GGUFFile,
     writer: Any,
     config: MergeConfig,
-    inputs: list[GGUFFile],
+    sources: list[GGUFFile],
     out_types: dict[str, str],
 ) -> None:
     """All metadata of the base (or first) model, a new name and file type, and the recipe."""
@@ -200,7 +264,7 @@ def _copy_metadata(
             continue
         sub_type = types[-1] if len(types) > 1 else None
         writer.add_key_value(key, value, types[0], sub_type=sub_type)
-    names = ", ".join(path.path.stem for path in ([first] if config.base_model else []) + inputs)
+    names = ", ".join(source.path.stem for source in sources)
     writer.add_name(config.name or f"{config.merge_method} merge of {names}")
     writer.add_file_type(_file_type(out_types))
     writer.add_string("moot.merge.recipe", describe_recipe(config))

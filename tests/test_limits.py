@@ -1,0 +1,134 @@
+"""Counts from files and method names are checked against their bounds before anything is built:
+`copies: 10000000` or `vote-10000000` used to build ten million agents (a minute, gigabytes)
+before the society refused them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import moot
+import moot.bench.methods as methods
+import moot.society_file as society_file
+from moot.bench import MethodSettings, build_method
+from moot.bench.methods import check_method
+from moot.cli import main
+from moot.society import MAX_AGENTS
+from moot.testing import ScriptedChatModel
+
+HUGE = "1" + "0" * 7
+
+
+@pytest.fixture
+def no_agents_built(monkeypatch):
+    """Fail the test if any agent is made."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an agent was built before the count was checked")
+
+    monkeypatch.setattr(society_file, "Agent", refuse)
+    monkeypatch.setattr(methods, "Agent", refuse)
+
+
+def society_file_at(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "society.yaml"
+    path.write_text(text)
+    return path
+
+
+LONG_LIST = "agents:\n" + "".join(f"  - {{name: a{i}}}\n" for i in range(MAX_AGENTS + 1))
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (f"agents:\n  - {{name: a}}\n  - name: b\n    copies: {HUGE}\n", ":4: agents.1.copies:"),
+        (
+            "agents:\n  - {name: a, copies: 600}\n  - {name: b, copies: 401}\n",
+            ":2: agents.0.copies:",
+        ),
+        (LONG_LIST, ":1: agents:"),
+    ],
+    ids=["one entry", "entries together", "a long list"],
+)
+def test_a_society_file_with_too_many_agents_is_refused_before_they_are_built(
+    tmp_path, no_agents_built, text, where
+):
+    path = society_file_at(tmp_path, text)
+    with pytest.raises(moot.ConfigError) as caught:
+        moot.load_society(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}{where}")
+    assert "a society takes at most 1,000 (moot.society.MAX_AGENTS)" in message
+
+
+def test_a_society_file_at_the_bound_still_loads(tmp_path):
+    path = society_file_at(tmp_path, f"agents:\n  - {{name: a, copies: {MAX_AGENTS}}}\n")
+    society = moot.load_society(path, model=ScriptedChatModel(respond=str))
+    assert len(society.agents) == MAX_AGENTS
+
+
+@pytest.mark.parametrize("protocol", ["debate, rounds", "critic, rounds", "mixture, layers"])
+def test_a_society_file_with_absurd_rounds_is_refused_before_agents_are_built(
+    tmp_path, no_agents_built, protocol
+):
+    kind, field = protocol.split(", ")
+    path = society_file_at(
+        tmp_path, f"agents:\n  - {{name: a}}\nprotocol: {{kind: {kind}, {field}: {HUGE}}}\n"
+    )
+    with pytest.raises(
+        moot.ConfigError, match=r":3: protocol\.rounds: .* less than or equal to 1000"
+    ):
+        moot.load_society(path)
+
+
+def test_moot_run_refuses_huge_copies_in_one_error_line(tmp_path, capsys, no_agents_built):
+    path = society_file_at(tmp_path, f"agents:\n  - {{name: a, copies: {HUGE}}}\n")
+    assert main(["run", str(path), "What is 1+1?", "--model", "test"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}:2: agents.0.copies: the agents come to 10,000,000")
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        (f"vote-{HUGE}", "at most 1,000 agents (moot.society.MAX_AGENTS)"),
+        (f"self-consistency-{MAX_AGENTS + 1}", "at most 1,000 agents"),
+        (f"debate-{HUGE}x2", "at most 1,000 agents"),
+        (f"debate-3x{HUGE}", "a protocol runs at most 1,000 rounds"),
+        (f"debate-3x{HUGE}-consensus-answers", "at most 1,000 rounds"),
+        (f"moa-3x{HUGE}", "at most 1,000 layers"),
+        (f"cascade-{MAX_AGENTS}", "at most 1,000 agents (moot.society.MAX_AGENTS); cascade-N adds"),
+        ("vote-" + "9" * 5000, "at most 1,000 agents"),  # past int()'s 4,300 digits
+    ],
+)
+def test_bench_methods_beyond_the_bounds_are_refused_before_agents_are_built(
+    no_agents_built, method, message
+):
+    with pytest.raises(moot.ConfigError) as caught:
+        check_method(method)
+    assert message in str(caught.value) and len(str(caught.value)) < 200
+    with pytest.raises(moot.ConfigError, match=message.split(" (")[0]):
+        build_method(method, "number", MethodSettings(model=ScriptedChatModel(respond=str)))
+
+
+def test_bench_methods_at_the_bounds_are_accepted():
+    for method in (
+        f"vote-{MAX_AGENTS}",
+        "debate-2x1000",
+        f"cascade-{MAX_AGENTS - 1}",
+        "moa-1x1000",
+    ):
+        check_method(method)
+
+
+def test_moot_bench_refuses_vote_ten_million_in_one_error_line(tmp_path, capsys, no_agents_built):
+    args = ["bench", "--data", "arithmetic", "--limit", "2", "--model", "test"]
+    assert main([*args, "--methods", f"vote-{HUGE}", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: method vote-{HUGE}: a society takes at most 1,000 agents " + (
+        "(moot.society.MAX_AGENTS)"
+    )
+    assert not any("Traceback" in line for line in err)
