@@ -58,7 +58,11 @@ class ScriptedChatModel(BaseChatModel):
     respond: Responder
     delay: float = 0.0
     """Seconds each call sleeps before replying (time.sleep when sync, asyncio.sleep when async)."""
+    keep_calls: bool = True
+    """Record every call's messages in `calls` (the "test" spec does not: a long debate's
+    calls would fill memory with the square of its rounds)."""
     _calls: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
+    _count: int = PrivateAttr(default=0)
     _bound_tools: list[str] = PrivateAttr(default_factory=list)
     _tool_choices: list[str | None] = PrivateAttr(default_factory=list)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -76,7 +80,13 @@ class ScriptedChatModel(BaseChatModel):
         object.__setattr__(
             self,
             "__pydantic_private__",
-            {"_calls": [], "_bound_tools": [], "_tool_choices": [], "_lock": threading.Lock()},
+            {
+                "_calls": [],
+                "_count": 0,
+                "_bound_tools": [],
+                "_tool_choices": [],
+                "_lock": threading.Lock(),
+            },
         )
 
     def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
@@ -118,8 +128,10 @@ class ScriptedChatModel(BaseChatModel):
     def _reply(self, messages: list[BaseMessage], metadata: dict[str, Any]) -> AIMessage:
         metadata = {**(_call_metadata.get() or {}), **metadata}
         with self._lock:
-            number = len(self._calls)
-            self._calls.append(list(messages))
+            number = self._count
+            self._count += 1
+            if self.keep_calls:
+                self._calls.append(list(messages))
         if _takes_info(self.respond):
             info = CallInfo(metadata.get("moot_agent"), metadata.get("moot_round"), number)
             said = self.respond(messages, info)  # type: ignore[call-arg]
@@ -235,7 +247,7 @@ def test_model(reply: str = "", **options: Any) -> ScriptedChatModel:
             return reply
         return f"{info.agent or 'model'} in round {info.round or 1}: 40 + 2.\nAnswer: 42"
 
-    return ScriptedChatModel(respond=respond, **options)
+    return ScriptedChatModel(respond=respond, **{"keep_calls": False, **options})
 
 
 test_model.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

@@ -39,6 +39,8 @@ def load_yaml(path: Path, what: str) -> tuple[dict[str, Any], Lines]:
         problem = getattr(error, "problem", None) or str(error)
         kind = "" if isinstance(error, _Refused) else "not valid YAML: "
         raise ConfigError(f"{where}: {kind}{problem}") from error
+    except ValueError as error:  # e.g. an integer past Python's 4,300-digit limit
+        raise ConfigError(f"{path}: a value cannot be read: {str(error)[:120]}") from error
     finally:
         loader.dispose()
     if not isinstance(data, dict):

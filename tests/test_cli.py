@@ -206,7 +206,7 @@ def test_a_reused_thread_is_refused_unless_fresh(capsys, tmp_path):
     ("args", "message"),
     [
         (["--agents", "10000"], "agents: List should have at most 1000 items"),
-        (["--rounds", "100000"], "rounds: Input should be less than or equal to 1000"),
+        (["--rounds", "100000"], "rounds: Input should be less than or equal to 100"),
         (["-o", "max_tokens=0", "--model", "local"], "llama option max_tokens: Input should be"),
         (["-o", "n_ctx=-5", "--model", "local"], "llama option n_ctx: Input should be greater"),
         (["--max-tokens", "0"], "argument --max-tokens: must be at least 1"),

@@ -190,7 +190,7 @@ async def test_async_runs_survive_the_same_faults(fault):
 def test_a_round_where_everyone_fails_ends_the_run():
     broken = ScriptedChatModel(respond=raises)
     society = moot.Society(
-        agents=[agent(f"a{i}", broken) for i in range(3)], protocol=moot.Debate(rounds=1000)
+        agents=[agent(f"a{i}", broken) for i in range(3)], protocol=moot.Debate(rounds=100)
     )
     result = society.run("q")
     assert result.stop_reason == "failed" and result.rounds == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import moot
 from moot.bench import ResultStore
 from moot.bench.tasks import load_jsonl
 from moot.cli import main
@@ -202,3 +203,21 @@ def test_the_calculator_says_briefly_what_it_will_not_compute(expression, proble
     with pytest.raises(CalculatorError, match=problem) as refused:
         calculate(expression)
     assert len(str(refused.value)) < 160
+
+
+def test_an_integer_of_five_thousand_digits_in_a_society_file_is_one_error_line(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("agents:\n  - {name: a, copies: " + "9" * 5000 + "}\n")
+    with pytest.raises(moot.ConfigError, match="big.yaml"):
+        moot.load_society(path)
+
+
+def test_a_folder_given_as_a_llama_model_is_called_a_folder(tmp_path):
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    with pytest.raises(moot.ModelSpecError, match="is a folder, not a GGUF file.*m.gguf"):
+        moot.load_model(f"llama:{tmp_path}")
+
+
+def test_a_mixture_with_absurd_layers_names_layers():
+    with pytest.raises(moot.ConfigError, match="layers: a mixture takes at most 100 layers"):
+        moot.MixtureOfAgents(layers=10_000_000)

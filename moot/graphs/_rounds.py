@@ -20,8 +20,10 @@ from moot.graphs._runtime import Call, Calls, RunContext, SocietyState, Update, 
 from moot.graphs.base import BaseProtocol
 from moot.result import StopReason, Turn
 
-MAX_ROUNDS = 1000
-"""The most rounds a protocol takes (a ceiling against typos like --rounds 100000)."""
+MAX_ROUNDS = 100
+"""The most rounds a protocol takes: every prompt carries the whole debate so far, so a run's
+work grows with the square of its rounds (Du et al. use 2-4; a real model's context window
+ends long before 100)."""
 
 
 class AgentTask(TypedDict):

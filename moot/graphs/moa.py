@@ -35,6 +35,8 @@ class MixtureOfAgents(RoundProtocol):
                     "rounds are its layers, give one of them"
                 )
             data["layers"] = data.get("layers", data.get("rounds", 3))
+            if isinstance(data["layers"], int) and data["layers"] > MAX_ROUNDS:
+                raise ValueError(f"layers: a mixture takes at most {MAX_ROUNDS} layers")
             data["rounds"] = data["layers"]
         return data
 

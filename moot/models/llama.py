@@ -363,6 +363,9 @@ def _compact_ram_cache(capacity_bytes: int, keep_all_logits: bool) -> Any:
 
 
 def _check_gguf(path: Path) -> Path:
+    if path.is_dir():
+        found = ", ".join(sorted(p.name for p in path.glob("*.gguf"))[:3]) or "none there"
+        raise ModelSpecError(f"{path} is a folder, not a GGUF file: name a .gguf in it ({found})")
     if not path.is_file():
         raise ModelSpecError(f"GGUF file not found: {path}: check the path after 'llama:'")
     with path.open("rb") as handle:
