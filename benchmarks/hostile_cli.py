@@ -2,7 +2,8 @@
 non-UTF-8 and hostile input.
 
 Each case runs `python -m moot ...` under `/usr/bin/time -v` with a time limit and passes when
-the command ends in an answer or in one `error:` line, with status 0, 1 or 2: no traceback, no
+the command ends in an answer or in one `error:` line (its last line on stderr, after any
+progress lines), with status 0, 1 or 2: no traceback, no
 hang, no signal. For refused input (status 1 or 2) it also records peak memory, which must stay
 under 300 MB. Prints a Markdown table (for BENCHMARKS.md) and exits 1 if any case failed.
 
@@ -287,8 +288,10 @@ def _run(case: Case, limit_s: float) -> dict[str, object]:
         why = "traceback"
     elif status not in case.ok_statuses:
         why = f"status {status}"
-    elif status != 0 and not own.lstrip().startswith("error:"):
-        why = "no error: line"
+    elif status != 0 and [line[:6] for line in own.strip().splitlines()][-1:] != ["error:"]:
+        why = "no error: line last"
+    elif own.count("error:") > 1:
+        why = "several error: lines"
     elif status != 0 and peak_mb is not None and peak_mb > PEAK_LIMIT_MB:
         why = f"peak {peak_mb:.0f} MB"
     first = next((line for line in own.splitlines() if line.startswith("error:")), "")

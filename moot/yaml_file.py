@@ -26,8 +26,21 @@ MAX_ALIASED = 20_000
 """Most nodes that aliases may add to a file, counting each alias as the whole of its anchor."""
 
 
+MAX_FILE_BYTES = 1 << 20
+"""The largest society file or merge recipe read (1 MiB: a thousand agents take a few KB)."""
+
+
 def load_yaml(path: Path, what: str) -> tuple[dict[str, Any], Lines]:
     """The mapping in the YAML file at `path` and its line index (`what` names the file)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # read_text says why it cannot be read
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"{path}: {size:,} bytes is too large for a {what} (at most {MAX_FILE_BYTES:,}): "
+            "is it the right file?"
+        )
     loader = _BoundedLoader(read_text(path, what))
     try:
         node = loader.get_single_node()

@@ -215,7 +215,7 @@ def test_methods_build_the_societies_they_name(tmp_path):
 def test_a_debate_of_answers_shows_peers_their_answers_only(tmp_path):
     model = scripted()
     plan = plan_for(model, methods=["debate-3x2", "debate-3x2-answers", "vote-6"], questions=2)
-    run_bench(plan, tmp_path, concurrency=1, progress=False)
+    run_bench(plan, tmp_path, concurrency=1, progress=False, report=False)
     updates = [call[-1].text for call in model.calls if len(call) > 2]
     # question by question, method by method: 3 round-2 updates of each debate, twice
     assert ["Work." in text for text in updates] == ([True] * 3 + [False] * 3) * 2
@@ -240,7 +240,7 @@ def test_trials_seed_every_agent_differently():
 
 def test_local_run_records_cost_rounds_and_changes(tmp_path):
     model = scripted()
-    records = run_bench(plan_for(model), tmp_path, progress=False)
+    records = run_bench(plan_for(model), tmp_path, progress=False, report=False)
     assert len(records) == 12 and len(model.calls) == 4 * (1 + 3 + 6)
     by_method = {s.method: s for s in summarise(records)}
     assert by_method["single"].accuracy.value == 1.0
@@ -260,20 +260,20 @@ def test_local_run_records_cost_rounds_and_changes(tmp_path):
 
 def test_rerun_skips_what_is_done(tmp_path):
     model = scripted()
-    first = run_bench(plan_for(model, questions=2), tmp_path, progress=False)
+    first = run_bench(plan_for(model, questions=2), tmp_path, progress=False, report=False)
     calls = len(model.calls)
-    again = run_bench(plan_for(model, questions=2), tmp_path, progress=False)
+    again = run_bench(plan_for(model, questions=2), tmp_path, progress=False, report=False)
     assert len(model.calls) == calls and again == first
-    more = run_bench(plan_for(model, questions=3), tmp_path, progress=False)
+    more = run_bench(plan_for(model, questions=3), tmp_path, progress=False, report=False)
     assert len(more) == 9 and len(model.calls) == calls + 10
     assert len(ResultStore(tmp_path).records()) == 9
     with (tmp_path / "results.jsonl").open("a") as handle:
         handle.write('{"task": "arithmetic-3-0-9", "meth')  # a run killed mid-line
-    again = run_bench(plan_for(model, questions=3), tmp_path, progress=False)
+    again = run_bench(plan_for(model, questions=3), tmp_path, progress=False, report=False)
     assert again == more and len(model.calls) == calls + 10
     other_settings = plan_for(model, questions=1)
     other_settings.settings.temperature = 0.2  # different settings are different results
-    run_bench(other_settings, tmp_path, progress=False)
+    run_bench(other_settings, tmp_path, progress=False, report=False)
     assert len(ResultStore(tmp_path).records()) == 12
 
 
@@ -297,7 +297,7 @@ def test_failed_turns_and_failed_questions_are_recorded_not_fatal(tmp_path):
     task.questions.append(Question(id="long", question=long, answer="2"))
     model = SmallWindow(respond=flaky)
     plan = BenchPlan(task=task, methods=["debate-3x2"], settings=MethodSettings(model=model))
-    records = {r.question_id: r for r in run_bench(plan, tmp_path, progress=False)}
+    records = {r.question_id: r for r in run_bench(plan, tmp_path, progress=False, report=False)}
     assert "context window is 80" in records["long"].error and not records["long"].correct
     normal = records["arith-1-0"]
     assert normal.failed_turns == 2 and normal.correct and normal.error is None
@@ -305,9 +305,8 @@ def test_failed_turns_and_failed_questions_are_recorded_not_fatal(tmp_path):
 
 
 def test_trials_and_paired_comparison(tmp_path):
-    records = run_bench(
-        plan_for(scripted(), ("single", "vote-3"), trials=2), tmp_path, progress=False
-    )
+    plan = plan_for(scripted(), ("single", "vote-3"), trials=2)
+    records = run_bench(plan, tmp_path, progress=False, report=False)
     single = next(s for s in summarise(records) if s.method == "single")
     assert single.trials == 2 and single.runs == 8 and single.trial_accuracy == [1.0, 1.0]
     paired = compare(records, "single", "vote-3")
@@ -329,7 +328,7 @@ def test_statistics():
 
 
 def test_report_has_tables_and_plots(tmp_path):
-    records = run_bench(plan_for(scripted()), tmp_path, progress=False)
+    records = run_bench(plan_for(scripted()), tmp_path, progress=False, report=False)
     report = write_report(records, tmp_path, ["single", "vote-3", "debate-3x2"]).read_text()
     assert "| single | 4 | 1 | 100.0% [51.0, 100.0] |" in report
     # agent2 leaves the right plurality for an answer of its own; agent3 takes the plurality up
@@ -344,7 +343,7 @@ def test_report_has_tables_and_plots(tmp_path):
 
 def test_a_report_with_fewer_sections_leaves_no_plots_of_the_old_one(tmp_path):
     pytest.importorskip("matplotlib", reason="plots need the 'bench' extra")  # in moot[dev]
-    records = run_bench(plan_for(scripted(), ("single",)), tmp_path, progress=False)
+    records = run_bench(plan_for(scripted(), ("single",)), tmp_path, progress=False, report=False)
     other = [r.model_copy(update={"settings": r.settings + " tools=calculator"}) for r in records]
     write_report(records + other, tmp_path)
     assert (tmp_path / "accuracy_by_round-2.png").exists()
@@ -357,7 +356,7 @@ def test_a_report_with_fewer_sections_leaves_no_plots_of_the_old_one(tmp_path):
 
 def test_the_report_pairs_each_debate_with_the_vote_of_as_many_calls(tmp_path):
     methods = ("single", "vote-4", "debate-2x2", "debate-2x2-consensus", "debate-3x2")
-    records = run_bench(plan_for(scripted(), methods), tmp_path, progress=False)
+    records = run_bench(plan_for(scripted(), methods), tmp_path, progress=False, report=False)
     report = write_report(records, tmp_path, list(methods)).read_text()
     section = report.split("### Debate against the vote of as many calls")[1].split("###")[0]
     assert "| debate-2x2 | vote-4 | 4 | 4 | 0 | 0 | 0 | 1.000 |" in section
@@ -371,8 +370,10 @@ def test_ray_backend_gives_the_local_results(tmp_path):
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     plan = plan_for(scripted(delay=0.01), ("single", "debate-3x2", "moa-2x2"), questions=6)
-    local = run_bench(plan, tmp_path / "local", progress=False)
-    on_ray = run_bench(plan, tmp_path / "ray", backend="ray", workers=2, progress=False)
+    local = run_bench(plan, tmp_path / "local", progress=False, report=False)
+    on_ray = run_bench(
+        plan, tmp_path / "ray", backend="ray", workers=2, progress=False, report=False
+    )
 
     def comparable(records):
         dumped = [r.model_dump(exclude={"seconds"}) for r in records]  # wall time varies
@@ -465,13 +466,13 @@ def test_ray_backend_errors_are_clear(tmp_path):
     lock = threading.Lock()  # a loaded model holds things like this, which cannot be pickled
     model = ScriptedChatModel(respond=lambda messages: lock and "Answer: 1")
     with pytest.raises(ConfigError, match="give models as spec strings"):
-        run_bench(plan_for(model), tmp_path, backend="ray", progress=False)
+        run_bench(plan_for(model), tmp_path, backend="ray", progress=False, report=False)
     assert not ray.is_initialized()
     missing = plan_for("llama:/no/such.gguf", ("single",))
     with pytest.raises(
         moot.ModelSpecError, match="Ray worker could not start: GGUF file not found"
     ):
-        run_bench(missing, tmp_path, backend="ray", workers=1, progress=False)
+        run_bench(missing, tmp_path, backend="ray", workers=1, progress=False, report=False)
     assert not ray.is_initialized()
 
 
@@ -494,7 +495,7 @@ def test_the_report_pairs_each_method_with_and_without_tools(tmp_path):
         settings = MethodSettings(model=model or ScriptedChatModel(respond=with_calculator))
         settings.tools = tools
         plan = BenchPlan(task=task, methods=["single"], settings=settings)
-        run_bench(plan, tmp_path, progress=False)
+        run_bench(plan, tmp_path, progress=False, report=False)
     records = ResultStore(tmp_path).records()
     aided = [r for r in records if "tools=" in r.settings]
     assert [r.tool_calls for r in aided] == [1] * 6 and all(r.correct for r in aided)
@@ -520,7 +521,7 @@ def test_a_cascade_names_its_strong_model_and_the_report_pairs_it_with_single_th
     cheap, strong = ScriptedChatModel(respond=cheap_answer), scripted()
     task = arithmetic(12, seed=3, low=0, high=9)
     alone = BenchPlan(task=task, methods=["single"], settings=MethodSettings(model=strong))
-    run_bench(alone, tmp_path, concurrency=1, progress=False)
+    run_bench(alone, tmp_path, concurrency=1, progress=False, report=False)
     settings = MethodSettings(model=cheap, strong_model=strong)
     plan = BenchPlan(task=task, methods=["cascade-3"], settings=settings)
     # cascades to two strong models must not pass for one (a rerun would skip the second)
@@ -529,7 +530,7 @@ def test_a_cascade_names_its_strong_model_and_the_report_pairs_it_with_single_th
     assert unpaired.key(unpaired.items()[0])[2] == "ScriptedChatModel"
     with pytest.raises(ValueError, match="none of the methods .single, vote-3. is one"):
         BenchPlan(task=task, methods=["single", "vote-3"], settings=settings)
-    run_bench(plan, tmp_path, concurrency=1, progress=False)
+    run_bench(plan, tmp_path, concurrency=1, progress=False, report=False)
     escalated = [q for q in task.questions if int(q.answer) % 3 and int(q.answer) % 2]
     kept_wrong = sum(int(q.answer) % 3 == 0 for q in task.questions)
     assert len(strong.calls) == 12 + len(escalated) and 0 < kept_wrong < 12 - len(escalated)

@@ -133,6 +133,7 @@ def test_du_prompts_refuse_answer_formats_and_traits_they_cannot_serve():
         moot.Society(
             agents=[moot.Agent(name="a", model=model)],
             protocol=moot.Debate(prompt_set="du-mmlu"),
+            aggregator=moot.MajorityVote(extract="number"),
         )
     with pytest.raises(ValueError, match="traits of a would be lost"):
         moot.Society(

@@ -62,7 +62,7 @@ def test_an_alias_inside_its_own_anchor_is_refused(capsys, tmp_path):
     "nested",
     [
         "agents: " + "[" * 5000 + "]" * 5000 + "\n",
-        "".join("  " * depth + "k:\n" for depth in range(5000)),
+        "".join("  " * depth + "k:\n" for depth in range(500)),  # 5,000 deep is 25 MB: too large
     ],
     ids=["flow", "block"],
 )
@@ -221,3 +221,31 @@ def test_a_folder_given_as_a_llama_model_is_called_a_folder(tmp_path):
 def test_a_mixture_with_absurd_layers_names_layers():
     with pytest.raises(moot.ConfigError, match="layers: a mixture takes at most 100 layers"):
         moot.MixtureOfAgents(layers=10_000_000)
+
+
+def test_a_society_file_over_a_mebibyte_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("# filler\n" * 200_000)
+    with pytest.raises(moot.ConfigError, match="too large for a society file"):
+        moot.load_society(path)
+
+
+def test_moot_debate_refuses_ten_million_agents_before_building_them(capsys):
+    assert main(["debate", "q", "--model", "test", "--agents", "10000000"]) == 2
+    assert "at most 1,000 agents" in capsys.readouterr().err
+
+
+def test_a_record_claiming_a_billion_rounds_shows_the_rounds_it_holds(tmp_path, capsys):
+    model = moot.load_model("test")
+    society = moot.Society(
+        agents=[moot.Agent(name="a", model=model)], protocol=moot.Debate(rounds=1)
+    )
+    result = society.run("q")
+    record = json.loads(result.model_dump_json())
+    for rounds in (10_000_000, 1e9):
+        path = tmp_path / "r.json"
+        path.write_text(json.dumps({**record, "rounds": rounds}))
+        for kind in ("md", "html"):
+            assert main(["show", str(path), "--format", kind]) == 0
+            out = capsys.readouterr().out
+            assert len(out) < 20_000 and out.count("round 2") == out.count("Round 2") == 0

@@ -180,6 +180,7 @@ def test_a_malformed_request_is_a_400(app_client, body, message):
     assert reply.status_code == 400
     error = reply.json()["error"]
     assert message in error["message"] and error["type"] == "invalid_request_error"
+    assert error["code"] is None
     assert app_client.get("/v1/models").json()["data"][0]["id"] == "pair"
 
 
@@ -187,17 +188,24 @@ def test_a_malformed_request_is_a_400(app_client, body, message):
 
 
 class Recorder:
-    """A slow scripted society that records which calls started."""
+    """A slow scripted society that records which calls started, and which were cancelled."""
 
     def __init__(self, delay: float, rounds: int = 2) -> None:
         self.started: list[tuple[str | None, int | None]] = []
+        self.cancelled: list[str | None] = []
+        self.finished: list[str | None] = []
         recorder = self
 
         class Slow(ScriptedChatModel):
             async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
                 metadata = run_manager.metadata if run_manager else {}
                 recorder.started.append((metadata.get("moot_agent"), metadata.get("moot_round")))
-                await asyncio.sleep(delay)
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    recorder.cancelled.append(metadata.get("moot_agent"))
+                    raise
+                recorder.finished.append(metadata.get("moot_agent"))
                 return await super()._agenerate(messages, stop, run_manager, **kwargs)
 
         model = Slow(respond=lambda messages: "Answer: 4")
@@ -348,3 +356,238 @@ def test_a_failure_inside_the_server_is_a_500_with_an_openai_body():
         error = reply.json()["error"]
         assert error["type"] == "server_error" and "RuntimeError: disk full" in error["message"]
         assert client.get("/v1/models").status_code == 200
+
+
+# -- hardening (issue 36): nothing starts before the whole request is read and checked ----------
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "message"),
+    [
+        ({"stream": True, "stream_options": "x"}, "stream_options", "must be a JSON object"),
+        ({"stream": True, "stream_options": {"include_usage": "yes"}},
+         "stream_options.include_usage", "valid boolean"),
+        ({"stream": "false"}, "stream", "valid boolean"),
+        ({"stream": 1}, "stream", "valid boolean"),
+        ({"max_tokens": "10"}, "max_tokens", "valid integer"),
+        ({"max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
+        ({"temperature": "hot"}, "temperature", "valid number"),
+        ({"temperature": 3}, "temperature", "less than or equal to 2"),
+        ({"n": 2}, "n", "one choice"),
+        ({"user": 5}, "user", "valid string"),
+        ({"model": 5}, "model", "the name of a served society"),
+        ({"messages": "What is 2+2?"}, "messages", "valid list"),
+        ({"messages": []}, "messages", "at least 1 item"),
+        ({"messages": [{"content": "q"}]}, "messages[0].role", "'messages[0].role' is required"),
+        ({"messages": [{"role": 3, "content": "q"}]}, "messages[0].role", "valid string"),
+    ],
+)  # fmt: skip
+def test_a_request_is_checked_whole_before_any_work_starts(extra, param, message):
+    from starlette.testclient import TestClient
+
+    from moot.integrations.serve import create_app
+
+    recorder = Recorder(delay=0.01)
+    with TestClient(create_app({"slow": recorder.society})) as client:
+        reply = client.post("/v1/chat/completions", json={**question("What is 2+2?"), **extra})
+        assert reply.status_code == 400, reply.text
+        assert reply.json() == {
+            "error": {
+                "message": reply.json()["error"]["message"],
+                "type": "invalid_request_error",
+                "param": param,
+                "code": None,
+            }
+        }
+        assert message in reply.json()["error"]["message"]
+        time.sleep(0.3)  # a run started in the background would have called its model by now
+    assert recorder.started == []
+
+
+def test_a_burst_beyond_the_queue_gets_429s_at_once():
+    """Requests that arrive together are counted on arrival, before any of their runs starts."""
+    import httpx
+
+    from moot.integrations.serve import create_app
+
+    recorder = Recorder(delay=0.05, rounds=1)
+    app = create_app({"slow": recorder.society}, concurrent_runs=1, queue=2)
+
+    async def burst() -> tuple[list[int], list[int]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://moot") as client:
+            replies = await asyncio.gather(
+                *(client.post("/v1/chat/completions", json=question("q")) for _ in range(12))
+            )
+            # Refused and answered requests give their places back.
+            later = [
+                await client.post("/v1/chat/completions", json=question("q", stream="no")),
+                await client.post("/v1/chat/completions", json=question("q")),
+            ]
+        busy = [r.json()["error"] for r in replies if r.status_code == 429]
+        assert all(e["code"] == "server_busy" and e["type"] == "rate_limit_error" for e in busy)
+        return sorted(r.status_code for r in replies), [r.status_code for r in later]
+
+    statuses, later = asyncio.run(burst())
+    assert statuses == [200] * 3 + [429] * 9  # one run, two waiting, the rest refused
+    assert later == [400, 200]
+
+
+def raw_request(url: str, head: str, body_parts: list[bytes], timeout: float = 5) -> bytes:
+    """Send a request's head and some of its body, then read what the server answers."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        connection.sendall(head.encode())
+        for part in body_parts:
+            connection.sendall(part)
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            data = connection.recv(65536)
+            if not data:
+                break
+            reply += data
+    return reply
+
+
+def test_a_body_over_the_limit_is_a_413_before_it_is_read(live_app):
+    recorder = Recorder(delay=0.01, rounds=1)
+    url = live_app({"slow": recorder.society}, max_body=1000)
+    head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    # 100 MB announced, 100 bytes sent: the answer comes without waiting for the rest.
+    reply = raw_request(url, head + "Content-Length: 100000000\r\n\r\n", [b"{" * 100])
+    assert reply.startswith(b"HTTP/1.1 413")
+    error = json.loads(reply.partition(b"\r\n\r\n")[2])["error"]
+    assert error["type"] == "invalid_request_error" and "1000 bytes" in error["message"]
+    # A chunked body (no length announced) is counted as it comes: past 1000 bytes, a 413.
+    chunk = b"258\r\n" + b" " * 600 + b"\r\n"
+    reply = raw_request(url, head + "Transfer-Encoding: chunked\r\n\r\n", [chunk, chunk])
+    assert reply.startswith(b"HTTP/1.1 413")
+    assert post(url, question("What is 2+2?"))[0] == 200  # a body within the limit
+    assert len(recorder.started) == 2  # only that request ran
+
+
+def test_the_default_body_limit_is_one_mebibyte(app_client):
+    from moot.integrations.serve import MAX_BODY
+
+    assert MAX_BODY == 1 << 20
+    reply = ask(
+        app_client, {"model": "pair", "messages": [{"role": "user", "content": "q" * MAX_BODY}]}
+    )
+    assert reply.status_code == 413
+    assert reply.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_json_nested_too_deeply_is_a_400(app_client):
+    deep = "[" * 100_000 + "]" * 100_000
+    request = f'{{"model": "pair", "messages": [{{"role": "user", "content": "q"}}], "x": {deep}}}'
+    for body in (deep, request):
+        reply = app_client.post(
+            "/v1/chat/completions", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert reply.status_code == 400
+        assert "nested too deeply" in reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_hang_up_stops_the_model_call_in_flight(live_app, stream):
+    """A long generation (here 5 s) stops within a moment of the hang-up, streaming or not."""
+    recorder = Recorder(delay=5, rounds=1)
+    url = live_app({"slow": recorder.society})
+    hang_up_after(url, question("What is 2+2?", stream=stream), 0.3)
+    deadline = time.monotonic() + 2
+    while len(recorder.cancelled) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(recorder.cancelled) == ["a0", "a1"] and recorder.finished == []
+
+
+def test_unknown_paths_and_methods_get_an_openai_error_body(app_client):
+    missing = app_client.get("/v1/nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "invalid_request_error"
+    wrong = app_client.get("/v1/chat/completions")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.json()["error"]["message"] == "Method Not Allowed"
+
+
+def test_a_failure_inside_a_streamed_run_is_an_error_event():
+    from starlette.testclient import TestClient
+
+    from moot.integrations.serve import create_app
+
+    class Exploding(moot.Society):
+        async def arun(self, question, **options):
+            raise RuntimeError("disk full")
+
+    model = ScriptedChatModel(respond=lambda m: "Answer: 1")
+    society = Exploding(agents=[moot.Agent(name="a", model=model)])
+    with TestClient(create_app({"boom": society})) as client:
+        body = question("q", model="boom", stream=True)
+        with client.stream("POST", "/v1/chat/completions", json=body) as reply:
+            lines = [line for line in reply.iter_lines() if line.startswith("data: ")]
+    error = json.loads(lines[-1].removeprefix("data: "))["error"]
+    assert error["type"] == "server_error" and "RuntimeError: disk full" in error["message"]
+
+
+def test_an_ipv6_address_is_printed_in_brackets(monkeypatch, capsys):
+    import types
+
+    import uvicorn
+
+    import moot.integrations.serve as serve_module
+
+    class Socket:
+        def __init__(self, family):
+            assert family == socket.AF_INET6
+
+        def setsockopt(self, *args):
+            pass
+
+        def bind(self, address):
+            assert address == ("::1", 8123)
+
+    fake = types.SimpleNamespace(**{**vars(socket), "socket": Socket})  # nothing is bound
+    monkeypatch.setattr(serve_module, "socket", fake)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
+    serve_module.serve({"slow": Recorder(delay=0).society}, "::1", 8123)
+    assert capsys.readouterr().out == "serving slow on http://[::1]:8123/v1\n"
+    assert serve_module.address("127.0.0.1", 80) == "127.0.0.1:80"
+
+
+def test_a_client_gone_while_sending_its_body_frees_its_place(live_app, caplog, monkeypatch):
+    """...and leaves no traceback in the server's log."""
+    import logging
+
+    recorder = Recorder(delay=0.01, rounds=1)
+    url = live_app({"slow": recorder.society}, concurrent_runs=1, queue=0)
+    server_log = logging.getLogger("uvicorn.error")  # uvicorn's loggers do not reach the root
+    monkeypatch.setattr(server_log, "handlers", [*server_log.handlers, caplog.handler])
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as connection:
+        connection.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 500\r\n\r\n{"
+        )
+        time.sleep(0.3)
+    time.sleep(0.3)
+    assert post(url, question("What is 2+2?"))[0] == 200  # its place was given back
+    assert not [record.getMessage() for record in caplog.records if record.exc_info]
+
+
+def test_the_command_passes_its_limits_to_the_server(monkeypatch, tmp_path):
+    import moot.integrations.serve as serve_module
+    from moot.cli import main
+
+    society = tmp_path / "pair.yaml"
+    society.write_text("agents:\n  - {name: a, copies: 2}\n")
+    seen = {}
+    monkeypatch.setattr(serve_module, "serve", lambda societies, *where, **limits: seen.update(
+        limits, names=list(societies), where=where))  # fmt: skip
+    options = ["--model", "test", "--host", "::1", "--max-body", "2048", "--queue", "0"]
+    assert main(["serve", str(society), *options]) == 0
+    assert seen == {
+        "names": ["pair"],
+        "where": ("::1", 8000),
+        "concurrent_runs": 4,
+        "queue": 0,
+        "max_body": 2048,
+    }

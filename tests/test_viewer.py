@@ -87,7 +87,7 @@ def test_cli_writes_the_page_after_a_run_and_shows_a_bench_folder(tmp_path, caps
     capsys.readouterr()
     assert main(["show", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "| question | single | debate-2x2 |" in table and "**accuracy**" in table
+    assert "| question | reference | single | debate-2x2 |" in table and "**accuracy**" in table
     assert main(["show", str(out), "--format", "html", "-o", str(tmp_path / "bench.html")]) == 0
     bench_page = (tmp_path / "bench.html").read_text()
     assert bench_page.count("<details id='run-") == 4

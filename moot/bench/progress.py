@@ -62,6 +62,7 @@ class Progress:
                 f"{record.tokens:,} tokens, {record.seconds:.1f} s; {stats}",
                 markup=False,
                 highlight=False,
+                soft_wrap=True,  # one line each, whatever the width (80 where no terminal)
             )
 
     def __enter__(self) -> Progress:

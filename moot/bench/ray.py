@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,8 +14,8 @@ from moot.errors import ConfigError, MissingExtraError, ModelSpecError, MootErro
 
 
 class RayPool:
-    """Worker actors on a Ray cluster (`address`, or a local instance started for the pool),
-    each with its own societies and `concurrency` questions in flight.
+    """Worker actors on a Ray cluster (`address`, else $RAY_ADDRESS, else a local instance
+    started for the pool), each with its own societies and `concurrency` questions in flight.
 
     Entering the pool starts the workers and waits until each has built its societies (and
     loaded its models), so a model that cannot load fails here, and `run` times the work only.
@@ -47,8 +49,9 @@ class RayPool:
         ray = self._ray
         if not ray.is_initialized():
             self._started_here = True
-            if self.address:
-                ray.init(address=self.address, log_to_driver=False)
+            address = self.address or os.environ.get("RAY_ADDRESS")  # (as `ray.init()` reads it)
+            if address:
+                _connect(ray, address, "--address" if self.address else "RAY_ADDRESS")
             else:
                 cpus = max(self.workers, os.cpu_count() or 1)
                 ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
@@ -88,6 +91,41 @@ class RayPool:
             index = in_flight.pop(ready[0])
             yield BenchRecord.model_validate(self._ray.get(ready[0]))
             submit(index)
+
+
+_HOST_PORT = re.compile(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d{1,5})")
+
+
+def _connect(ray: Any, address: str, given_by: str) -> None:
+    """Join the cluster at `address`, or say in one line why not and what to do.
+
+    An address where nothing listens is tried here first: Ray would retry it for minutes, with
+    a screenful of warnings, before failing."""
+    instead = "leave out --address" if given_by == "--address" else "unset RAY_ADDRESS"
+    otherwise = f"or {instead} to run on a local Ray instance, or use --backend local"
+    match = _HOST_PORT.fullmatch(address)
+    if match is not None:
+        host, port = match.groups()
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except (OSError, OverflowError) as error:
+            reason = getattr(error, "strerror", None) or error
+            raise ConfigError(
+                f"no Ray cluster answers at {address} ({given_by}; {reason}): start one with "
+                f"`ray start --head` and give the address it prints, {otherwise}"
+            ) from None
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except ConnectionError:  # ("auto" and no cluster running)
+        raise ConfigError(
+            f"no Ray cluster is running ({given_by} {address}): start one with "
+            f"`ray start --head`, {otherwise}"
+        ) from None
+    except ValueError as error:  # (an address Ray cannot read)
+        raise ConfigError(
+            f"{given_by} {address}: Ray cannot read it ({error}); give auto, HOST:PORT or "
+            "ray://HOST:PORT"
+        ) from None
 
 
 def _worker_error(error: BaseException) -> MootError | None:

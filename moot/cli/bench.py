@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Column, Table
 
 from moot.aggregate.extract import EXTRACT_KINDS
 from moot.cli._common import (
@@ -60,7 +63,11 @@ def add_command(commands: Any) -> None:
     runs.add_argument("--out", default="bench-out", help="results and report folder (bench-out)")
     runs.add_argument("--concurrency", type=positive, default=2, help="questions in flight (2)")
     runs.add_argument("--backend", choices=["local", "ray"], default="local")
-    runs.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+    runs.add_argument(
+        "--address",
+        help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
+        "(default: $RAY_ADDRESS, else a local Ray instance)",
+    )
     runs.add_argument("--workers", type=positive, default=2, help="Ray worker actors (2)")
     runs.add_argument(
         "--report-only", action="store_true", help="write the report from OUT's results only"
@@ -76,6 +83,7 @@ def add_command(commands: Any) -> None:
 def bench_command(args: argparse.Namespace) -> int:
     from moot.bench import BenchPlan, MethodSettings, ResultStore, run_bench, write_report
     from moot.bench.methods import default_prompt_set, du_prompt_set
+    from moot.bench.runner import writing_to
     from moot.cache import CallCache
 
     out = Path(args.out)
@@ -88,7 +96,7 @@ def bench_command(args: argparse.Namespace) -> int:
         task = _task(args)
         if args.prompts == "auto":
             prompt_set, why = default_prompt_set(task.name, task.extract, methods)
-            errors.print(f"prompts: {why}")
+            errors.print(f"prompts: {why}", soft_wrap=True)
         else:
             prompt_set = du_prompt_set(task.name, task.extract) if args.prompts == "du" else "moot"
         settings = MethodSettings(
@@ -124,10 +132,11 @@ def bench_command(args: argparse.Namespace) -> int:
         )
         console.print(f"wall time {time.perf_counter() - started:.1f} s ({args.backend} backend)")
     _print_tables(records)
-    # The report is the folder's: runs with other methods or settings into OUT stay in it.
-    everything = records if args.report_only else ResultStore(out).records_with_transcripts()
-    report = write_report(everything, out, None if args.report_only else methods)
-    console.print(f"report: {report}", soft_wrap=True)
+    if args.report_only:
+        with writing_to(out):
+            write_report(records, out)
+    # (else run_bench wrote it: the folder's, so runs with other methods or settings stay in it)
+    console.print(f"report: {out / 'report.md'}", soft_wrap=True)
     return 0
 
 
@@ -155,16 +164,25 @@ def _task(args: argparse.Namespace) -> Any:
 
 
 def _print_tables(records: list[Any]) -> None:
+    """One table per task, model and settings (a folder may hold several), each method's name
+    in full: folded in a narrow terminal, and as wide as it is where there is no terminal."""
     from moot.bench import summarise
     from moot.result import format_cost
 
-    summaries = summarise(records)
-    for name in dict.fromkeys(summary.task for summary in summaries):
-        group = sorted((s for s in summaries if s.task == name), key=lambda s: s.tokens)
+    groups: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+    for summary in summarise(records):
+        groups[summary.task, summary.model, summary.settings].append(summary)
+    for (task, model, settings), group in groups.items():
         priced = any(summary.cost is not None for summary in group)
-        columns = ["method", "questions", "accuracy [95% CI]", "tokens/q", "calls/q", "s/q"]
-        table = Table(*columns, *["cost/q"] * priced, title=name)
-        for summary in group:
+        columns = ["questions", "accuracy [95% CI]", "tokens/q", "calls/q", "s/q"]
+        table = Table(
+            Column("method", overflow="fold"),
+            *columns,
+            *["cost/q"] * priced,
+            title=f"{task} · {model}",
+            caption=settings,
+        )
+        for summary in sorted(group, key=lambda s: s.tokens):
             table.add_row(
                 summary.method,
                 f"{summary.questions} x {summary.trials}",
@@ -174,4 +192,8 @@ def _print_tables(records: list[Any]) -> None:
                 f"{summary.seconds:.1f}",
                 *[format_cost(summary.cost)] * priced,
             )
-        console.print(table)
+        if console.is_terminal:
+            console.print(table)
+        else:  # a log or a pipe: no width to keep to (rich would take 80 columns)
+            width = Measurement.get(console, console.options.update_width(10_000), table).maximum
+            Console(file=console.file, width=max(width, console.width)).print(table)

@@ -37,7 +37,7 @@ from moot.cli.display import exit_status, print_json, print_summary, show_live, 
 from moot.errors import ConfigError
 from moot.graphs.debate import PromptSet
 from moot.result import Result, Turn
-from moot.society import Society
+from moot.society import MAX_AGENTS, Society
 
 _SOCIETY_KEYS = (
     "command", "agents", "rounds", "model", "model_option", "extract", "temperature",
@@ -55,7 +55,10 @@ def add_commands(commands: Any) -> None:
     debate.add_argument("--agents", type=positive, default=3, help="number of agents (3)")
     debate.add_argument("--rounds", type=positive, default=2, help="rounds, the first included (2)")
     debate.add_argument(
-        "--model", default="local", help="model spec: local, llama:PATH, openai:MODEL, test"
+        "--model",
+        default="local",
+        help="model spec: local, llama:PATH, hf:OWNER/REPO/FILE.gguf, openai:MODEL, "
+        "fuse:MODEL+MODEL[?key=value&...], test",
     )
     add_model_options(debate)
     debate.add_argument(
@@ -148,6 +151,8 @@ def society_of(spec: dict[str, Any]) -> Society:
         society = load_society(spec["society"], model=model)
         agents = [agent.model_copy(update=limits) for agent in society.agents]
         return society.model_copy(update={"agents": agents})
+    if spec["agents"] > MAX_AGENTS:  # before building them
+        raise ConfigError(f"--agents: a society takes at most {MAX_AGENTS:,} agents")
     model = load_model(spec["model"], **dict(spec["model_option"]))
     prompt_set = spec.get("prompts") or "moot"
     agents = [

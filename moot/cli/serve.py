@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from moot.cli._common import fail, port, positive
+from moot.cli._common import count, fail, port, positive
 
 
 def add_command(commands: Any) -> None:
@@ -18,6 +18,14 @@ def add_command(commands: Any) -> None:
     serve.add_argument(
         "--concurrent-runs", type=positive, default=4,
         help="runs at once; later requests wait their turn, first come first served (4)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--queue", type=count, default=64,
+        help="requests that may wait for a run; beyond them the server answers 429 (64)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-body", type=positive, default=1 << 20, metavar="BYTES",
+        help="largest request body; a longer one is refused with 413 (1048576: 1 MiB)",
     )  # fmt: skip
     serve.set_defaults(handler=serve_command)
 
@@ -34,5 +42,12 @@ def serve_command(args: argparse.Namespace) -> int:
         if name in societies:
             return fail(f"two society files are named '{name}': served names come from file stems")
         societies[name] = load_society(path, model=model)
-    serve(societies, args.host, args.port, concurrent_runs=args.concurrent_runs)
+    serve(
+        societies,
+        args.host,
+        args.port,
+        concurrent_runs=args.concurrent_runs,
+        queue=args.queue,
+        max_body=args.max_body,
+    )
     return 0

@@ -547,6 +547,7 @@ class ChatLlama(LocalChatModel):
         while not shared.lock.acquire(timeout=0.05):
             halt.raise_if_due()
         try:
+            halt.raise_if_due()  # cancelled while it waited: evaluate no prompt
             cache = llama.cache
             if reproducible:
                 llama.reset()

@@ -130,8 +130,7 @@ def run_markdown(result: Result) -> str:
         f"(stopped: {result.stop_reason}; {result.rounds} rounds; {_usage_line(result.usage)})",
     ]
     stats = {s.round: s for s in result.conformity}
-    for round in range(1, result.rounds + 1):
-        turns = result.round_turns(round)
+    for round, turns in _by_round(result).items():
         lines += ["", f"## Round {round}", ""]
         lines += [
             "| agent | role | answer | tokens | confidence | saw |",
@@ -158,14 +157,23 @@ def run_markdown(result: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _by_round(result: Result) -> dict[int, list[Turn]]:
+    """The turns of each round that has any, in order (a record's own `rounds` count is not
+    trusted: a damaged or hostile file may claim a billion)."""
+    rounds: dict[int, list[Turn]] = {}
+    for turn in sorted(result.turns, key=lambda turn: turn.round):
+        rounds.setdefault(turn.round, []).append(turn)
+    return rounds
+
+
 def run_html(result: Result) -> str:
     """The run as one self-contained HTML page."""
     agents, changed = _agents(result), _changed(result)
     stats = {s.round: s for s in result.conformity}
     head = "".join(f"<th>{_e(agent)}</th>" for agent in agents)
     rows = []
-    for round in range(1, result.rounds + 1):
-        by_agent = {turn.agent: turn for turn in result.round_turns(round)}
+    for round, turns in _by_round(result).items():
+        by_agent = {turn.agent: turn for turn in turns}
         cells = [_turn_cell(by_agent.get(agent), (agent, round) in changed) for agent in agents]
         vote = ""
         if round in stats:
@@ -263,13 +271,18 @@ def bench_markdown(records: list[BenchRecord]) -> str:
         methods = list(dict.fromkeys(r.method for r in group))
         questions = list(dict.fromkeys(r.question_id for r in group))
         cell = {(r.method, r.question_id): r for r in group if r.trial == 0}
+        references = {r.question_id: r.reference for r in group}
         lines += ["", f"## {task}", "", f"Model `{model}`, {settings}.", ""]
-        lines += ["| question | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+        lines += [
+            "| question | reference | " + " | ".join(methods) + " |",
+            "|---|---|" + "---|" * len(methods),
+        ]
         for question in questions:
             marks = [_mark(cell.get((method, question))) for method in methods]
-            lines.append(f"| {question} | " + " | ".join(marks) + " |")
+            reference = _cell(references[question])
+            lines.append(f"| {question} | {reference} | " + " | ".join(marks) + " |")
         accuracy = [_accuracy([r for r in group if r.method == m]) for m in methods]
-        lines.append("| **accuracy** | " + " | ".join(accuracy) + " |")
+        lines.append("| **accuracy** | | " + " | ".join(accuracy) + " |")
     return "\n".join(lines) + "\n"
 
 
