@@ -256,6 +256,24 @@ def _cases(folder: Path) -> list[Case]:
                 str(folder / "g.json"),
             ],
         ),  # noqa: E501
+        Case(
+            "bench: 10^8 trials",
+            [
+                "bench",
+                "--data",
+                "arithmetic",
+                "--limit",
+                "1",
+                "--methods",
+                "single",
+                "--model",
+                "test",
+                "--trials",
+                "100000000",
+                "--out",
+                str(folder / "out-trials"),
+            ],
+        ),  # noqa: E501
         Case("models", ["models"], (0,)),
         Case("serve: a nested society file", ["serve", files["nested"], "--port", "1"]),
         Case("serve: bad port", ["serve", files["good"], "--port", "70000"]),
@@ -279,7 +297,8 @@ def _run(case: Case, limit_s: float) -> dict[str, object]:
     peak_mb = int(peak.group(1)) / 1024 if peak else None
     status_line = re.search(r"Exit status: (\d+)", err)
     signal_line = re.search(r"Command terminated by signal (\d+)", err)
-    own = err.split("\tCommand being timed:")[0]
+    own = err.split("\tCommand being timed:")[0]  # the command's own stderr, then time's
+    own = re.sub(r"Command (exited with non-zero status|terminated by signal) \d+\n$", "", own)
     status = int(status_line.group(1)) if status_line else done.returncode
     why = ""
     if signal_line:

@@ -143,3 +143,12 @@ def test_the_test_model_keeps_no_call_so_a_long_debate_stays_small():
     result = society.run("q")
     assert result.rounds == MAX_ROUNDS and model.calls == []
     assert result.turns[-1].text.startswith(f"a1 in round {MAX_ROUNDS}")
+
+
+def test_moot_bench_refuses_absurd_trials_before_planning(tmp_path, capsys):
+    args = ["bench", "--data", "arithmetic", "--limit", "2", "--model", "test", "--methods"]
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "single", "--trials", "100000000", "--out", str(tmp_path / "b")])
+    assert exited.value.code == 2
+    assert "--trials: must be at most 1,000" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

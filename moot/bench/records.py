@@ -79,6 +79,10 @@ class WorkItem(BaseModel):
     """Index into the task's questions."""
 
 
+MAX_TRIALS = 1000
+"""The most trials of a plan (its work items are listed up front)."""
+
+
 class BenchPlan(BaseModel):
     """What to run: a task, methods, how they are built, and how many trials over seeds."""
 
@@ -87,7 +91,8 @@ class BenchPlan(BaseModel):
     task: Task
     methods: list[str] = Field(min_length=1)
     settings: MethodSettings = Field(default_factory=MethodSettings)
-    trials: int = Field(default=1, ge=1)
+    trials: int = Field(default=1, ge=1, le=MAX_TRIALS)
+    """Repeats of every method on every question, over seeds."""
     cache: str | None = None
     """A call cache file (SQLite; with Ray, a path on each worker's machine): calls that an
     earlier run made with the same model, messages and seed are answered from it."""

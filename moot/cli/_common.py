@@ -49,6 +49,14 @@ def positive(value: str) -> int:
     return number
 
 
+def at_most(value: str, limit: int) -> int:
+    """A whole number from 1 to `limit` (checked before anything is built from it)."""
+    number = positive(value)
+    if number > limit:
+        raise argparse.ArgumentTypeError(f"must be at most {limit:,}, got {number:,}")
+    return number
+
+
 def count(value: str) -> int:
     """A whole number, 0 or more."""
     try:

@@ -13,9 +13,11 @@ from rich.measure import Measurement
 from rich.table import Column, Table
 
 from moot.aggregate.extract import EXTRACT_KINDS
+from moot.bench.records import MAX_TRIALS
 from moot.cli._common import (
     add_model_options,
     add_tool_options,
+    at_most,
     console,
     errors,
     finite,
@@ -56,7 +58,12 @@ def add_command(commands: Any) -> None:
     add_model_options(methods)
     methods.add_argument("--temperature", type=finite, default=0.7, help="sampling (0.7)")
     methods.add_argument("--max-tokens", type=positive, default=384, help="per reply (384)")
-    methods.add_argument("--trials", type=positive, default=1, help="repeats over seeds (1)")
+    methods.add_argument(
+        "--trials",
+        type=lambda text: at_most(text, MAX_TRIALS),
+        default=1,
+        help=f"repeats over seeds (1; at most {MAX_TRIALS})",
+    )
     methods.add_argument("--seed", type=int, default=0, help="base seed of the agents (0)")
     add_tool_options(methods, "the agents of single, vote-N and debate-NxR")
     runs = bench.add_argument_group("running")
