@@ -40,7 +40,6 @@ from moot.errors import (
     ContextLengthError,
     MissingExtraError,
     ModelSpecError,
-    MootError,
 )
 
 if TYPE_CHECKING:
