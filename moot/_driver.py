@@ -78,6 +78,8 @@ def drive(
                 raise thread_taken(run.thread, held, _where(checkpoint))
             if question is not None and held is not None:
                 saver.delete_thread(run.thread)
+            if question is None and held is not None:
+                run.resumes(held["question"])
         graph = run.graph(saver, asynchronous=False)
         config = run.sync_config()
         inputs: Any = run.inputs()
@@ -121,6 +123,8 @@ async def adrive(
                 raise thread_taken(run.thread, held, _where(checkpoint))
             if question is not None and held is not None:
                 await saver.adelete_thread(run.thread)
+            if question is None and held is not None:
+                run.resumes(held["question"])
         graph = run.graph(saver, asynchronous=True)
         inputs: Any = run.inputs()
         while True:
@@ -146,7 +150,7 @@ def checked_context(society: Society, question: str, moderated: bool) -> RunCont
     """Refuse what cannot run before any model is called."""
     if not question.strip():
         raise ConfigError("the question is empty: give the text of the question to answer")
-    context = society.context(moderated)
+    context = society.context(moderated, question)
     for agent, model in zip(society.agents, context.models, strict=True):
         if agent.tools:
             bind(model, agent)  # a model that cannot call tools is refused now
@@ -193,6 +197,11 @@ class _Run:
         self.calls_at_once = self.config["max_concurrency"] or 1
         # Moderator pauses arrive in "updates".
         self.modes = [*modes, "updates"] if moderated and "updates" not in modes else modes
+
+    def resumes(self, question: str) -> None:
+        """A resumed run answers its saved question in the format chosen for it."""
+        answer_format = self.society.answer_format_for(question)
+        self.context = replace(self.context, answer_format=answer_format)
 
     def sync_config(self) -> RunnableConfig:
         """The config of a sync run: its calls wait for one of `calls_at_once` slots, and

@@ -166,6 +166,9 @@ class Result(BaseModel):
     """Rounds actually run."""
     stop_reason: StopReason = "rounds"
     """Why the run ended (see `StopReason`)."""
+    answer_format: str | None = None
+    """The answer format agents were asked for and read in ("number", "choice", "yesno",
+    "short", ...; what "auto" chose for this question), "schema" for typed answers."""
     conformity: list[RoundStats] = Field(default_factory=list)
     """Per round: answer distribution, who changed their answer, agreement."""
     details: dict[str, Any] = Field(default_factory=dict)

@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_valid
 
 from moot._driver import STREAM_MODES, Cache, Checkpoint, Graph, adrive, drive
 from moot.agents import Agent
-from moot.aggregate.base import Aggregator
+from moot.aggregate.base import Aggregator, AnswerFormat
+from moot.aggregate.extract import kind_for
 from moot.aggregate.schema import SchemaAnswers
 from moot.aggregate.vote import MajorityVote
 from moot.checkpoints import Moderator
@@ -93,7 +94,25 @@ class Society(Config):
             self._compiled[asynchronous] = self.graph(asynchronous=asynchronous).compile()
         return self._compiled[asynchronous]
 
-    def context(self, moderated: bool = False) -> RunContext:
+    def answer_format_for(self, question: str | None) -> AnswerFormat | None:
+        """How this society's agents answer `question`, where not simply the aggregator's
+        format: typed answers, or the format "auto" chooses for the question (None: the
+        aggregator's)."""
+        typed = self.typed_answers()
+        if typed is not None:
+            return typed
+        if self.aggregator.extract == "auto" and question is not None:
+            return AnswerFormat(extract=kind_for(question))  # type: ignore[arg-type]
+        return None
+
+    def format_name(self, question: str | None) -> str:
+        """The name of the answer format of a run on `question` (shown with its result)."""
+        chosen = self.answer_format_for(question) or self.aggregator
+        if self.typed_answers() is not None:
+            return "schema"
+        return chosen.extract if isinstance(chosen.extract, str) else "custom"
+
+    def context(self, moderated: bool = False, question: str | None = None) -> RunContext:
         """The runtime context: the agents' loaded models and the aggregator's."""
         return RunContext(
             agents=self.agents,
@@ -103,7 +122,7 @@ class Society(Config):
                 agent.name: agent.chat_model() for agent in self.aggregator.agents()
             },
             moderated=moderated,
-            answer_format=self.typed_answers(),
+            answer_format=self.answer_format_for(question),
         )
 
     # -- running ------------------------------------------------------------------------------
@@ -261,6 +280,7 @@ class Society(Config):
             **({"fallback": state["fallback"]} if state.get("fallback") else {}),
         }
         result = result_of_state(state, [agent.name for agent in self.agents], names, details)
+        result.answer_format = self.format_name(state.get("question"))
         typed = self.typed_answers()
         if typed is None or result.answer is None:
             return result

@@ -205,7 +205,7 @@ def test_a_reused_thread_is_refused_unless_fresh(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--agents", "10000"], "agents: List should have at most 1000 items"),
+        (["--agents", "10000"], "--agents: a society takes at most 1,000 agents"),
         (["--rounds", "100000"], "rounds: Input should be less than or equal to 100"),
         (["-o", "max_tokens=0", "--model", "local"], "llama option max_tokens: Input should be"),
         (["-o", "n_ctx=-5", "--model", "local"], "llama option n_ctx: Input should be greater"),

@@ -115,7 +115,9 @@ def test_cli_run_reports_a_bad_file_in_one_line(tmp_path, capsys):
 def test_each_example_runs_from_the_cli_on_the_embedded_model(path, capsys):
     assert main(["run", str(path), "What is 12+30?", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["usage"]["calls"] == len(result["turns"]) > 0
+    turns = result["turns"]
+    # A local model that states no readable answer is asked once more for its answer line.
+    assert result["usage"]["calls"] == sum(t["usage"]["calls"] for t in turns) >= len(turns) > 0
     assert result["usage"]["total_tokens"] > 0
     assert result["stop_reason"] in {"rounds", "consensus", "accepted"}
     assert result["conformity"]

@@ -20,8 +20,10 @@ class AnswerFormat(Config):
     """The answer format agents are asked for, and how an answer is read from a reply."""
 
     extract: ExtractKind | Extractor = "number"
-    """How to read an answer from a reply: "number", "boxed", "choice", "square", "text", or a
-    callable."""
+    """How to read an answer from a reply: "number", "auto" (chosen per question: a number
+    where it asks for one, a letter where it offers lettered choices, yes/no, else a short
+    answer; the default of a debate), "boxed", "choice", "square", "yesno", "short", "text",
+    or a callable."""
 
     def extractor(self) -> Extractor:
         if callable(self.extract):
@@ -39,6 +41,17 @@ class AnswerFormat(Config):
         """The text that tells agents how to state their answer (rendered: literal braces, as
         in `\\boxed{}`, are written doubled in the file)."""
         return prompts.render(self.format_prompt())
+
+    def answer_grammar(self) -> str | None:
+        """A GBNF grammar for the answer line alone, where the format has one: a local model
+        whose reply states no readable answer is asked for the line under it."""
+        return prompts.grammar(self.extract) if isinstance(self.extract, str) else None
+
+    def readable(self, answer: str | None) -> bool:
+        """Whether `answer` reads as this format asks (a short answer is a few words)."""
+        if answer is None:
+            return False
+        return self.extract != "short" or len(answer.split()) <= 4
 
     def problem(self, text: str) -> str | None:
         """Why no answer can be read from `text`, where the format can say (typed answers)."""

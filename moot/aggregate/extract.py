@@ -6,9 +6,9 @@ import re
 from collections.abc import Callable
 from typing import Literal, get_args
 
-ExtractKind = Literal["number", "boxed", "choice", "square", "text"]
+ExtractKind = Literal["auto", "number", "boxed", "choice", "square", "yesno", "short", "text"]
 EXTRACT_KINDS: tuple[str, ...] = get_args(ExtractKind)
-"""The built-in answer formats, by name."""
+"""The built-in answer formats, by name. "auto" is decided per question (`kind_for`)."""
 Extractor = Callable[[str], str | None]
 
 _ANSWER_LINE = re.compile(r"\b(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*(.+)", re.IGNORECASE)
@@ -146,10 +146,84 @@ def extract_text(text: str) -> str | None:
     return normalise_text(line) or None
 
 
+_YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+
+
+def extract_yesno(text: str) -> str | None:
+    """ "yes" or "no": the first on the "Answer:" line, else the last in the reply."""
+    line = _answer_line(text)
+    if line is not None and (match := _YES_NO.search(line)):
+        return match.group(1).lower()
+    found = _YES_NO.findall(text)
+    return found[-1].lower() if found else None
+
+
+_LEAD = re.compile(r"^(?:(?:the|my|final)\s+)*answer\s+(?:is|would be)\s+|^(?:it|this)\s+is\s+")
+_ARTICLE = re.compile(r"^(?:the|a|an)\s+")
+_COPULA = re.compile(r"\s+(?:is|are|was|were)\s+")
+
+
+def short_answer(raw: str) -> str | None:
+    """A short answer, normalised so that "Paris", "paris." and "The capital of France is
+    Paris" vote together: lower case, no "the answer is", and of "X is Y" the shorter side."""
+    text = _LEAD.sub("", normalise_text(raw.split("\n")[0]))
+    sides = [side for side in _COPULA.split(text) if side]
+    if len(sides) > 1:
+        text = min(sides, key=lambda side: len(side.split()))
+    text = _ARTICLE.sub("", text).strip(" .!?:;,")
+    return text or None
+
+
+_BARE_ANSWER = re.compile(r"[\w][\w ,.'!?-]*")
+
+
+def extract_short(text: str) -> str | None:
+    """The "Answer:" line as a `short_answer`; without one, a reply of one line of at most
+    four words is the answer ("Paris."), anything longer or odder is not."""
+    line = _answer_line(text)
+    if line is None:
+        bare = text.strip()
+        if "\n" in bare or len(bare.split()) > 4 or not _BARE_ANSWER.fullmatch(bare):
+            return None
+        line = bare
+    return short_answer(line)
+
+
+_OPTIONS = re.compile(r"(?:^|\s)\(?([A-J])[).:]\s+\S", re.MULTILINE)
+_ARITHMETIC = re.compile(r"\d\s*[-+*/x×÷^]\s*\d|\d\s*%")
+_ASKS_NUMBER = re.compile(
+    r"\bhow (?:many|much|old|far|long|tall|big|heavy)\b|\bwhat number\b|\b(?:calculate|"
+    r"compute|solve|sum|product|difference|quotient|percent(?:age)?|average)\b",
+    re.IGNORECASE,
+)
+_ASKS_YES_NO = re.compile(
+    r"^\s*(?:is|are|was|were|do|does|did|can|could|will|would|should|shall|has|have|had|may|"
+    r"must|isn't|aren't|doesn't|don't|didn't|can't|won't)\b",
+    re.IGNORECASE,
+)
+
+
+def kind_for(question: str) -> str:
+    """The answer format "auto" means for `question`: "choice" where it offers lettered
+    options, "number" where it asks for a quantity or holds a sum, "yesno" where it is a
+    yes/no question, else "short" (a few words)."""
+    letters = {match.group(1) for match in _OPTIONS.finditer(question)}
+    if len(letters) >= 2 and "A" in letters:
+        return "choice"
+    if _ARITHMETIC.search(question) or _ASKS_NUMBER.search(question):
+        return "number"
+    if _ASKS_YES_NO.search(question):
+        return "yesno"
+    return "short"
+
+
 EXTRACTORS: dict[str, Extractor] = {
+    "auto": extract_short,  # only where no question decides it (see `kind_for`)
     "number": extract_number,
     "boxed": extract_boxed,
     "choice": extract_choice,
     "square": extract_square,
+    "yesno": extract_yesno,
+    "short": extract_short,
     "text": extract_text,
 }

@@ -125,4 +125,7 @@ def print_summary(result: Result) -> None:
         console.print(agreement)
     console.print(f"stopped: {result.stop_reason}")
     answer = result.answer if result.answer is not None else "(no answer won the vote)"
-    console.print(Panel(Text(answer, style="bold"), title="final answer", border_style="cyan"))
+    shape = f"answers read as {result.answer_format}" if result.answer_format else None
+    console.print(
+        Panel(Text(answer, style="bold"), title="final answer", subtitle=shape, border_style="cyan")
+    )

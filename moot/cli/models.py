@@ -1,8 +1,10 @@
-"""`moot models`: the embedded model and the registered model backends."""
+"""`moot models`: the embedded model, the registered model backends, and what llama.cpp runs
+local models on here (its build, GPU offload, threads)."""
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 from typing import Any
 
 from rich.table import Table
@@ -34,4 +36,49 @@ def models_command(args: argparse.Namespace) -> int:
     table.add_row("(object)", "any langchain_core BaseChatModel, from Python")
     console.print(table)
     console.print("Pass backend options with -o KEY=VALUE, e.g. -o n_ctx=8192 -o n_gpu_layers=-1.")
+    console.print()
+    for line in llama_lines():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     return 0
+
+
+def llama_lines() -> list[str]:
+    """What local models run on: llama.cpp's build and devices, whether layers go to a GPU by
+    default, and the threads each engine takes unless told."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return ["llama.cpp: not installed (pip install -e '.[local]')"]
+    from moot.models._engine import backend_devices, usable_cores
+    from moot.models.llama import default_gpu_layers, gpu_offload_supported
+
+    devices = backend_devices()
+    backends = ", ".join(dict.fromkeys(device.backend for device in devices)) or "unknown"
+    found = "; ".join(
+        f"{d.name} ({d.description}, {d.kind}, {d.memory_gib:.1f} GiB)" for d in devices
+    )
+    system = llama_cpp.llama_print_system_info().decode(errors="replace").strip(" |")
+    if gpu_offload_supported():
+        offload = (
+            f"GPU offload: on; local models offload every layer unless told "
+            f"(n_gpu_layers={default_gpu_layers()}; -o n_gpu_layers=0 keeps them on the CPU)"
+        )
+    else:
+        offload = (
+            "GPU offload: off (llama.cpp has no GPU backend, or it found no device); local "
+            f"models run every layer on the CPU (n_gpu_layers={default_gpu_layers()}). For a "
+            "GPU build see the README, 'Local models on a GPU'"
+        )
+    cores, counted = usable_cores(), multiprocessing.cpu_count()
+    threads = (
+        f"threads: {cores} usable cores; simple engine {max(counted // 2, 1)} for generation "
+        f"and {counted} for prompts (llama-cpp-python's defaults), batched engine {cores} "
+        f"shared among its contexts, fusion {cores} per model; -o n_threads=N sets them"
+    )
+    return [
+        f"llama.cpp (llama-cpp-python {llama_cpp.__version__}): backends {backends}",
+        f"devices: {found or 'not listed by this llama.cpp'}",
+        f"system info: {system}",
+        offload,
+        threads,
+    ]

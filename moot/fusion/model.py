@@ -28,7 +28,7 @@ from pydantic import Field, FiniteFloat, PrivateAttr, ValidationError, model_val
 from moot.config import describe
 from moot.errors import ConfigError, ContextLengthError, MissingExtraError, ModelSpecError
 from moot.fusion.gates import LearnedGate
-from moot.models.llama import LoadedOnce, LocalChatModel
+from moot.models.llama import LoadedOnce, LocalChatModel, default_gpu_layers
 
 Strategy = Literal["prob", "logit", "colm"]
 _SAMPLING = ("temperature", "max_tokens", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
@@ -60,7 +60,9 @@ class FusedChatModel(LocalChatModel):
     n_threads: int | None = Field(default=None, ge=1)
     """Threads of each model's context, for generation and prompt alike (None: all usable
     cores; the models run one after another)."""
-    n_gpu_layers: int = Field(default=0, ge=-1)
+    n_gpu_layers: int = Field(default_factory=default_gpu_layers, ge=-1)
+    """Layers of each model offloaded to the GPU (-1: all; default: all on a GPU build of
+    llama-cpp-python, 0 on a CPU build)."""
     repack: bool = True
     """Repack weights for llama.cpp's faster CPU kernels (Qwen2.5-Coder-1.5B: a token 38 -> 31
     ms, a deferral's catch-up of 4 tokens 106 -> 71 ms; BENCHMARKS.md). False: each model

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict, cast
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphBubbleUp
 from langgraph.runtime import Runtime
@@ -198,6 +198,8 @@ def call_agent(call: Call) -> Turn:
         try:
             with call.speaker.slot():
                 reply = _invoke(call)
+                if (ask := _answer_request(call, reply)) is not None:
+                    reply = _with_answer_line(reply, call.speaker.model.invoke(*ask[0], **ask[1]))
         except (GraphBubbleUp, CallCancelledError):
             raise  # a cancelled call is unfinished work: resume makes it again
         except Exception as error:  # noqa: BLE001 - any model failure is recorded, not raised
@@ -218,6 +220,9 @@ async def acall_agent(call: Call) -> Turn:
     for attempt in range(agent.retries + 1):
         try:
             reply = await _ainvoke(call)
+            if (ask := _answer_request(call, reply)) is not None:
+                line = await call.speaker.model.ainvoke(*ask[0], **ask[1])
+                reply = _with_answer_line(reply, line)
         except (GraphBubbleUp, CallCancelledError):
             raise  # a cancelled call is unfinished work: resume makes it again
         except Exception as error:  # noqa: BLE001
@@ -295,6 +300,44 @@ async def _ainvoke(call: Call) -> BaseMessage:
         return await asyncio.wait_for(reply, who.agent.timeout)
     except TimeoutError:
         raise CallTimeoutError(_timeout_message(who.agent.name, who.agent.timeout)) from None
+
+
+def _answer_request(
+    call: Call, reply: BaseMessage
+) -> tuple[tuple[list[BaseMessage], RunnableConfig], dict[str, Any]] | None:
+    """The follow-up call that asks a local model for its answer line under a grammar, when its
+    reply states none that reads in the run's format (small models wander off the format);
+    None when the reply reads, or the model or format cannot be held to a grammar."""
+    speaker = call.speaker
+    fmt, model = speaker.answer_format, speaker.model
+    grammar = fmt.answer_grammar()
+    if grammar is None or speaker.agent.tools or getattr(model, "_llm_type", "") != "llama.cpp":
+        return None
+    try:
+        if fmt.readable(fmt.extractor()(valid_text(reply.text))):
+            return None
+    except Exception:  # noqa: BLE001 - an extractor that fails is the turn's to report
+        return None
+    messages, config, options = _request(call)
+    follow = [*messages, AIMessage(content=reply.text), HumanMessage(prompts.load("formats/reask"))]
+    # Greedy: the line states what the reply concluded, it is not a fresh guess.
+    return (follow, config), {**options, "grammar": grammar, "max_tokens": 24, "temperature": 0.0}
+
+
+def _with_answer_line(reply: BaseMessage, line: BaseMessage) -> AIMessage:
+    """The reply with the constrained answer line appended: one turn, two calls counted."""
+    usage = [getattr(message, "usage_metadata", None) or {} for message in (reply, line)]
+    summed = {
+        key: sum(int(part.get(key, 0)) for part in usage)
+        for key in ("input_tokens", "output_tokens", "total_tokens")
+    }
+    metadata = dict(reply.response_metadata)
+    metadata[MODEL_CALLS] = int(metadata.get(MODEL_CALLS, 1)) + 1
+    return AIMessage(
+        content=f"{reply.text.rstrip()}\n{line.text.strip()}",
+        usage_metadata=summed,  # type: ignore[arg-type]
+        response_metadata=metadata,
+    )
 
 
 def _timeout_message(agent: str, timeout: float) -> str:

@@ -42,8 +42,8 @@ _PAPER_READS: dict[str, tuple[str, ...]] = {
 
 
 def answer_format_of(prompt_set: str) -> str:
-    """The answer format to read a prompt set's replies in (moot's: numbers, by default)."""
-    return _PAPER_READS.get(prompt_set, ("number",))[0]
+    """The answer format to read a prompt set's replies in (moot's: chosen per question)."""
+    return _PAPER_READS.get(prompt_set, ("auto",))[0]
 
 
 _SOM_TRAITS = ("easy-going", "overconfident")

@@ -679,6 +679,73 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+@dataclass(frozen=True)
+class Device:
+    """A device one of llama.cpp's backends registered."""
+
+    name: str
+    """ggml's name for it: "CPU", "CUDA0", "Metal", "Vulkan0"..."""
+    description: str
+    """What it is, e.g. "NVIDIA GeForce RTX 4090" or the CPU's model name."""
+    kind: str
+    """CPU, GPU, IGPU (integrated GPU) or ACCEL (BLAS, AMX...)."""
+    backend: str
+    """The backend that registered it: CPU, CUDA, Metal, Vulkan, ROCm..."""
+    memory_gib: float
+
+
+_DEVICE_KINDS = ("CPU", "GPU", "IGPU", "ACCEL")  # ggml's enum ggml_backend_dev_type, in order
+
+
+def backend_devices() -> list[Device]:
+    """The devices in ggml's backend registry: what llama.cpp was built for and found here
+    (llama-cpp-python wraps no registry call, so they are read from its ggml library). Empty
+    where that library lacks them."""
+    import llama_cpp
+
+    llama_cpp.llama_supports_gpu_offload()  # loads the backends of a build that loads them late
+    try:
+        from llama_cpp._ggml import libggml
+    except (ImportError, OSError):
+        return []
+
+    def call(name: str, result: Any, *args: Any) -> Any:
+        function = libggml[name]  # a fresh function object: llama_cpp's own are left alone
+        function.restype = result
+        function.argtypes = [type(arg) for arg in args]
+        return function(*args)
+
+    def text(name: str, handle: ctypes.c_void_p) -> str:
+        return bytes(call(name, ctypes.c_char_p, handle) or b"").decode(errors="replace")
+
+    devices = []
+    try:
+        for index in range(call("ggml_backend_dev_count", ctypes.c_size_t)):
+            device = ctypes.c_void_p(
+                call("ggml_backend_dev_get", ctypes.c_void_p, ctypes.c_size_t(index))
+            )
+            free, total = ctypes.c_size_t(), ctypes.c_size_t()
+            call(
+                "ggml_backend_dev_memory", None, device, ctypes.pointer(free), ctypes.pointer(total)
+            )
+            kind = call("ggml_backend_dev_type", ctypes.c_int, device)
+            registry = ctypes.c_void_p(
+                call("ggml_backend_dev_backend_reg", ctypes.c_void_p, device)
+            )
+            devices.append(
+                Device(
+                    name=text("ggml_backend_dev_name", device),
+                    description=text("ggml_backend_dev_description", device),
+                    kind=_DEVICE_KINDS[kind] if 0 <= kind < len(_DEVICE_KINDS) else str(kind),
+                    backend=text("ggml_backend_reg_name", registry),
+                    memory_gib=total.value / (1 << 30),
+                )
+            )
+    except AttributeError:  # a ggml older than its device registry
+        return []
+    return devices
+
+
 def prompt_chunks(
     prompt: list[int], cuts: list[int], start: int, size: int, split_last: bool = True
 ) -> deque[list[int]]:

@@ -15,16 +15,31 @@ from moot.errors import MissingExtraError
 class LlamaEmbeddings(Embeddings):
     """Mean-pooled, L2-normalised embeddings of any GGUF (default: the embedded model)."""
 
-    def __init__(self, model_path: str | Path | None = None, n_ctx: int = 512) -> None:
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        n_ctx: int = 512,
+        n_gpu_layers: int | None = None,
+    ) -> None:
+        """`n_gpu_layers` None: every layer on a GPU build of llama-cpp-python, none on a CPU
+        build (as for chat models)."""
         try:
             from llama_cpp import Llama
         except ImportError as error:
             raise MissingExtraError("llama-cpp-python", "local", "local embeddings") from error
+        from moot.models.llama import default_gpu_layers
+
         if model_path is None:
             from moot.models.embedded import embedded_model_path
 
             model_path = embedded_model_path()
-        self._llama = Llama(model_path=str(model_path), embedding=True, n_ctx=n_ctx, verbose=False)
+        self._llama = Llama(
+            model_path=str(model_path),
+            embedding=True,
+            n_ctx=n_ctx,
+            n_gpu_layers=default_gpu_layers() if n_gpu_layers is None else n_gpu_layers,
+            verbose=False,
+        )
         self._lock = threading.Lock()
 
     def embed_query(self, text: str) -> list[float]:

@@ -53,7 +53,26 @@ _SAMPLING = ("temperature", "max_tokens", "top_p", "top_k", "min_p", "repeat_pen
 _SPEED_ONLY = {"n_threads", "contexts", "sequences", "cache_bytes"}
 """Load options that change how fast a reply comes, never its tokens (threads split rows, the
 batched engine decodes a sequence alike in any company): left out of the cache key, so a run
-resumed with another thread layout still finds its calls."""
+resumed with another thread layout still finds its calls. Not `n_gpu_layers`: GPU kernels sum
+in another order than CPU ones, so offloading changes logits in the last bits and, now and then,
+a token; a call cached on one device is not replayed on the other."""
+
+
+@functools.cache
+def gpu_offload_supported() -> bool:
+    """Whether the installed llama.cpp can offload layers here: a GPU build (CUDA, Metal,
+    Vulkan, ROCm...) that found a device. False without llama-cpp-python."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return False
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def default_gpu_layers() -> int:
+    """`n_gpu_layers` when none is given: every layer (-1) where llama.cpp can offload, none (0)
+    on a CPU build. llama.cpp's own default, 0, would leave a GPU build's GPU idle."""
+    return -1 if gpu_offload_supported() else 0
 
 
 class LoadOptions(BaseModel):
@@ -72,8 +91,9 @@ class LoadOptions(BaseModel):
     contexts: int = Field(default=1, ge=1, le=64)
     """Batched engine: contexts decoding in parallel on the one loaded model (each with
     n_threads threads)."""
-    n_gpu_layers: int = Field(default=0, ge=-1)
-    """Layers to offload to the GPU (-1: all); needs a GPU build of llama-cpp-python."""
+    n_gpu_layers: int = Field(default_factory=default_gpu_layers, ge=-1)
+    """Layers to offload to the GPU (-1: all; default: all on a GPU build of llama-cpp-python,
+    0 on a CPU build)."""
     n_threads: int | None = Field(default=None, ge=1)
     """CPU threads, for generation and prompt evaluation alike (None: simple engine, half the
     cores for generation as llama-cpp-python does; batched engine, the cores shared among the
@@ -447,7 +467,7 @@ class ChatLlama(LocalChatModel):
     """
 
     model_path: str
-    load: LoadOptions = LoadOptions()
+    load: LoadOptions = Field(default_factory=LoadOptions)  # no llama.cpp probe at import
     temperature: float = Field(default=0.7, ge=0)
     max_tokens: int = Field(default=512, ge=1)
     """Most tokens per reply; at least 1 (there is no "unlimited")."""

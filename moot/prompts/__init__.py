@@ -39,6 +39,13 @@ def exists(name: str) -> bool:
     return resources.files(__package__).joinpath(f"{name}.txt").is_file()
 
 
+@cache
+def grammar(name: str) -> str | None:
+    """The GBNF grammar `grammars/NAME.gbnf` (for llama.cpp's constrained sampling), if any."""
+    resource = resources.files(__package__).joinpath(f"grammars/{name}.gbnf")
+    return resource.read_text(encoding="utf-8") if resource.is_file() else None
+
+
 def render(name: str, /, **values: object) -> str:
     """The prompt `name` with its placeholders filled from `values`."""
     return load(name).format(**values)

@@ -1,0 +1,123 @@
+"""What a newcomer's first debates give on the embedded model (issue 41).
+
+30 simple questions of three kinds (one-word facts, yes/no facts, one-digit sums), each asked
+of a single agent and of a 3-agent x 2-round debate on the embedded SmolLM2-135M, seeded.
+Reports the share of turns with a readable answer, and the final answer's accuracy per kind,
+single against debate; then the README's first command over 10 seeds.
+
+    python benchmarks/first_run.py --extract number   # the old default, for "before"
+    python benchmarks/first_run.py                    # the default answer format
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import moot
+
+FACTS = [
+    ("What is the capital of France?", "paris"),
+    ("What is the capital of Japan?", "tokyo"),
+    ("What is the capital of Italy?", "rome"),
+    ("What is the capital of Germany?", "berlin"),
+    ("What is the capital of Spain?", "madrid"),
+    ("What color is the sky on a clear day?", "blue"),
+    ("What is the largest planet in the solar system?", "jupiter"),
+    ("Which animal says meow?", "cat"),
+    ("What is the opposite of hot?", "cold"),
+    ("What is the capital of the United Kingdom?", "london"),
+]
+YES_NO = [
+    ("Is the sun a star?", "yes"),
+    ("Is Paris in France?", "yes"),
+    ("Do fish live in water?", "yes"),
+    ("Do cats have four legs?", "yes"),
+    ("Is the Pacific an ocean?", "yes"),
+    ("Is the moon bigger than the Earth?", "no"),
+    ("Can dogs fly?", "no"),
+    ("Is fire cold?", "no"),
+    ("Is two larger than five?", "no"),
+    ("Is snow black?", "no"),
+]
+SUMS = [
+    (f"What is {a}+{b}?", str(a + b))
+    for a, b in [(2, 3), (4, 5), (3, 3), (7, 1), (1, 2), (6, 2), (5, 4), (2, 2), (8, 1), (3, 4)]
+]
+KINDS = {"fact": FACTS, "yes/no": YES_NO, "sum": SUMS}
+README_QUESTION = "What is the capital of France?"
+
+
+def right(answer: str | None, reference: str) -> bool:
+    """The reference as a word of the answer (a fact), or equal (a number, yes/no)."""
+    if answer is None:
+        return False
+    words = re.findall(r"[a-z0-9]+", answer.lower())
+    return reference in words if not reference.isdigit() else words == [reference]
+
+
+def society(agents: int, rounds: int, extract: str | None, seed: int) -> moot.Society:
+    model = moot.load_model("local")
+    members = [
+        moot.Agent(name=f"agent{i + 1}", model=model, seed=seed + i, max_tokens=256)
+        for i in range(agents)
+    ]
+    aggregator = {} if extract is None else {"aggregator": moot.MajorityVote(extract=extract)}
+    return moot.Society(agents=members, protocol=moot.Debate(rounds=rounds), **aggregator)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--extract", help="answer format (default: the Society's default)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, help="write the per-question results here (JSON)")
+    args = parser.parse_args()
+    rows: list[dict[str, object]] = []
+    started = time.monotonic()
+    for kind, questions in KINDS.items():
+        for question, reference in questions:
+            single = society(1, 1, args.extract, args.seed).run(question)
+            debate = society(3, 2, args.extract, args.seed).run(question)
+            rows.append(
+                {
+                    "kind": kind, "question": question, "reference": reference,
+                    "single": single.answer, "debate": debate.answer,
+                    "turns": [t.answer for t in debate.turns],
+                    "tokens": debate.usage.total_tokens, "calls": debate.usage.calls,
+                }
+            )  # fmt: skip
+            print(
+                f"{kind:7} {question[:44]:44} single={single.answer!s:12.12} "
+                f"debate={debate.answer!s:12.12} turns={[t.answer for t in debate.turns]}",
+                file=sys.stderr,
+                flush=True,
+            )
+    readme = [society(3, 2, args.extract, seed).run(README_QUESTION).answer for seed in range(10)]
+    if args.out:
+        args.out.write_text(json.dumps({"rows": rows, "readme": readme}, indent=1))
+    turns = [answer for row in rows for answer in row["turns"]]  # type: ignore[attr-defined]
+    readable = sum(answer is not None for answer in turns)
+    print(f"| kind | single right | debate right |\n| --- | ---: | ---: |")
+    for kind in KINDS:
+        of_kind = [row for row in rows if row["kind"] == kind]
+        one = sum(right(row["single"], row["reference"]) for row in of_kind)  # type: ignore[arg-type]
+        many = sum(right(row["debate"], row["reference"]) for row in of_kind)  # type: ignore[arg-type]
+        print(f"| {kind} | {one}/{len(of_kind)} | {many}/{len(of_kind)} |")
+    one = sum(right(row["single"], row["reference"]) for row in rows)  # type: ignore[arg-type]
+    many = sum(right(row["debate"], row["reference"]) for row in rows)  # type: ignore[arg-type]
+    print(f"| all | {one}/{len(rows)} | {many}/{len(rows)} |")
+    print(
+        f"\nreadable turns: {readable}/{len(turns)} ({readable / len(turns):.0%}); "
+        f"README question right in {sum(right(a, 'paris') for a in readme)}/10 seeds {readme}; "
+        f"mean debate tokens {sum(row['tokens'] for row in rows) / len(rows):.0f}; "  # type: ignore[misc]
+        f"{time.monotonic() - started:.0f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

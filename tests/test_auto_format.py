@@ -1,0 +1,136 @@
+"""The "auto" answer format (issue 41): a format chosen per question, short answers that vote
+together, and local models held to the format by a constrained answer line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import moot
+from moot.aggregate.extract import extract_short, extract_yesno, kind_for
+from moot.cli import main
+from moot.testing import ScriptedChatModel
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("What is the capital of France?", "short"),
+        ("Who wrote Hamlet?", "short"),
+        ("What is 17+25?", "number"),
+        ("How many legs does a spider have?", "number"),
+        ("Compute the product of 6 and 7.", "number"),
+        ("Is the sun a star?", "yesno"),
+        ("Can dogs fly?", "yesno"),
+        ("Which is a fruit? (A) carrot (B) apple (C) leek", "choice"),
+        ("Which is a fruit?\nA. carrot\nB. apple", "choice"),
+    ],
+)
+def test_auto_chooses_a_format_that_fits_the_question(question, kind):
+    assert kind_for(question) == kind
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Answer: Paris",
+        "Answer: paris.",
+        "The capital of France is Paris.\nAnswer: The capital is Paris",
+        "Answer: It is Paris!",
+        "Answer: the answer is **Paris**",
+        "Paris.",
+    ],
+)
+def test_short_answers_that_say_the_same_read_the_same(reply):
+    assert extract_short(reply) == "paris"
+
+
+@pytest.mark.parametrize(
+    "reply", ["%%%% no idea", "I think it might be a city somewhere in Europe.", ""]
+)
+def test_a_reply_without_an_answer_line_or_a_bare_answer_reads_as_none(reply):
+    assert extract_short(reply) is None
+
+
+def test_yes_or_no_reads_from_the_answer_line_first():
+    assert extract_yesno("No doubt about it.\nAnswer: Yes, it is.") == "yes"
+    assert extract_yesno("Well... no.") == "no"
+    assert extract_yesno("Perhaps.") is None
+
+
+def test_a_debate_reads_a_fact_question_in_short_answers_and_says_so():
+    replies = iter(
+        ["It is Paris.\nAnswer: Paris", "Answer: paris.", "Answer: The capital is Paris"]
+    )
+    model = ScriptedChatModel(respond=lambda messages: next(replies, "Answer: Paris"))
+    society = moot.Society(
+        agents=[moot.Agent(name=f"a{i}", model=model) for i in range(3)],
+        protocol=moot.Debate(rounds=1),
+    )
+    result = society.run("What is the capital of France?")
+    assert [turn.answer for turn in result.turns] == ["paris"] * 3
+    assert (result.answer, result.answer_format) == ("paris", "short")
+    assert "one to three words" in model.calls[0][-1].text
+
+
+def test_an_explicit_format_is_kept_whatever_the_question():
+    model = ScriptedChatModel(respond=lambda messages: "Answer: 4 cats")
+    society = moot.Society(
+        agents=[moot.Agent(name="a", model=model)],
+        protocol=moot.Debate(rounds=1),
+        aggregator=moot.MajorityVote(extract="number"),
+    )
+    result = society.run("What is the capital of France?")
+    assert (result.answer, result.answer_format) == ("4", "number")
+
+
+class GrammarModel(ScriptedChatModel):
+    """A scripted model that reports itself as llama.cpp and records each call's options."""
+
+    options: list[dict[str, Any]] = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "llama.cpp"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
+        self.options.append(kwargs)
+        return super()._generate(messages, stop, run_manager, **kwargs)
+
+
+def test_a_local_model_that_states_no_answer_is_asked_for_the_line_under_a_grammar():
+    def respond(messages) -> str:
+        if messages[-1].text.startswith("Give your final answer now"):
+            return "Answer: yes"
+        return "The sun is a big ball of gas that shines."
+
+    model = GrammarModel(respond=respond, options=[])
+    society = moot.Society(
+        agents=[moot.Agent(name="a", model=model, seed=3)], protocol=moot.Debate(rounds=1)
+    )
+    (turn,) = society.run("Is the sun a star?").turns
+    assert turn.answer == "yes" and turn.text.endswith("shines.\nAnswer: yes")
+    assert turn.usage.calls == 2
+    follow_up = model.options[-1]
+    assert 'root ::= "Answer: " ("yes" | "no")' in follow_up["grammar"]
+    assert follow_up["temperature"] == 0.0 and follow_up["seed"] == 3
+
+
+def test_a_local_model_that_answers_in_format_is_asked_once():
+    model = GrammarModel(respond=lambda messages: "Yes.\nAnswer: yes", options=[])
+    society = moot.Society(agents=[moot.Agent(name="a", model=model)])
+    result = society.run("Is the sun a star?")
+    assert all(turn.usage.calls == 1 for turn in result.turns)
+    assert not any("grammar" in options for options in model.options)
+
+
+@pytest.mark.integration
+def test_the_readme_first_question_reads_an_answer_from_every_turn_of_the_embedded_model(
+    capsys,
+):
+    assert main(["debate", "Is the sun a star?", "--seed", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["answer_format"] == "yesno"
+    assert {turn["answer"] for turn in result["turns"]} <= {"yes", "no"}
