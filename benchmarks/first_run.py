@@ -101,7 +101,7 @@ def main() -> int:
         args.out.write_text(json.dumps({"rows": rows, "readme": readme}, indent=1))
     turns = [answer for row in rows for answer in row["turns"]]  # type: ignore[attr-defined]
     readable = sum(answer is not None for answer in turns)
-    print(f"| kind | single right | debate right |\n| --- | ---: | ---: |")
+    print("| kind | single right | debate right |\n| --- | ---: | ---: |")
     for kind in KINDS:
         of_kind = [row for row in rows if row["kind"] == kind]
         one = sum(right(row["single"], row["reference"]) for row in of_kind)  # type: ignore[arg-type]
