@@ -5,8 +5,8 @@ of a single agent and of a 3-agent x 2-round debate on the embedded SmolLM2-135M
 Reports the share of turns with a readable answer, and the final answer's accuracy per kind,
 single against debate; then the README's first command over 10 seeds.
 
-    python benchmarks/first_run.py --extract number   # the old default, for "before"
-    python benchmarks/first_run.py                    # the default answer format
+    python benchmarks/first_run.py --out after.jsonl          # this checkout's defaults
+    PYTHONPATH=OLD_CHECKOUT python benchmarks/first_run.py --out before.jsonl  # "before"
 """
 
 from __future__ import annotations
@@ -74,31 +74,43 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--extract", help="answer format (default: the Society's default)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, help="write the per-question results here (JSON)")
+    parser.add_argument("--out", type=Path, required=True, help="results, one JSON line each")
     args = parser.parse_args()
-    rows: list[dict[str, object]] = []
+    # One JSON line per question (and per README seed), appended as it finishes: a rerun with
+    # the same --out resumes where the last one stopped.
+    done = (
+        [json.loads(line) for line in args.out.read_text().splitlines()]
+        if args.out.exists()
+        else []
+    )
+    seen = {(row["kind"], row["question"]) for row in done}
     started = time.monotonic()
-    for kind, questions in KINDS.items():
-        for question, reference in questions:
-            single = society(1, 1, args.extract, args.seed).run(question)
-            debate = society(3, 2, args.extract, args.seed).run(question)
-            rows.append(
-                {
-                    "kind": kind, "question": question, "reference": reference,
+    with args.out.open("a") as out:
+        for kind, questions in [*KINDS.items(), ("readme", [(README_QUESTION, "paris")] * 10)]:
+            for number, (question, reference) in enumerate(questions):
+                label = f"{question} #{number}" if kind == "readme" else question
+                if (kind, label) in seen:
+                    continue
+                seed = args.seed + number if kind == "readme" else args.seed
+                single = society(1, 1, args.extract, seed).run(question)
+                debate = society(3, 2, args.extract, seed).run(question)
+                row = {
+                    "kind": kind, "question": label, "reference": reference,
                     "single": single.answer, "debate": debate.answer,
                     "turns": [t.answer for t in debate.turns],
                     "tokens": debate.usage.total_tokens, "calls": debate.usage.calls,
-                }
-            )  # fmt: skip
-            print(
-                f"{kind:7} {question[:44]:44} single={single.answer!s:12.12} "
-                f"debate={debate.answer!s:12.12} turns={[t.answer for t in debate.turns]}",
-                file=sys.stderr,
-                flush=True,
-            )
-    readme = [society(3, 2, args.extract, seed).run(README_QUESTION).answer for seed in range(10)]
-    if args.out:
-        args.out.write_text(json.dumps({"rows": rows, "readme": readme}, indent=1))
+                }  # fmt: skip
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+                done.append(row)
+                print(
+                    f"{kind:7} {label[:44]:44} single={single.answer!s:12.12} "
+                    f"debate={debate.answer!s:12.12} turns={row['turns']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    rows = [row for row in done if row["kind"] != "readme"]
+    readme = [row["debate"] for row in done if row["kind"] == "readme"]
     turns = [answer for row in rows for answer in row["turns"]]  # type: ignore[attr-defined]
     readable = sum(answer is not None for answer in turns)
     print("| kind | single right | debate right |\n| --- | ---: | ---: |")

@@ -115,6 +115,12 @@ def _cases(folder: Path) -> list[Case]:
         f"  - {{model: {folder}}}\n",
     )  # fmt: skip
     sqlite_garbage = _write(folder, "garbage.sqlite", b"this is not a database" * 100)
+
+    def bench(out: str, *options: str) -> list[str | bytes]:
+        """`moot bench` on one arithmetic question with the test model, writing to `out`."""
+        base = ["--data", "arithmetic", "--limit", "1", "--methods", "single", "--model", "test"]
+        return ["bench", *base, "--out", str(folder / out), *options]  # later options win
+
     big_question = "What is 1+1? " + "blah " * 20_000  # ~100 KB, under the argv limit
 
     cases = [
@@ -163,74 +169,16 @@ def _cases(folder: Path) -> list[Case]:
         Case("show: bench folder with a non-UTF-8 result", ["show", str(bench_folder)]),
         Case("show: nonexistent", ["show", str(folder / "none.json")]),
         *[
-            Case(
-                f"bench: {kind} data",
-                [
-                    "bench",
-                    "--data",
-                    path,
-                    "--methods",
-                    "single",
-                    "--model",
-                    "test",
-                    "--out",
-                    str(folder / f"out-{kind}"),
-                ],
-            )  # noqa: E501
+            Case(f"bench: {kind} data", bench(f"out-{kind}", "--data", path))
             for kind, path in jsonl.items()
-        ],  # fmt: skip
-        Case(
-            "bench: vote-10000000",
-            [
-                "bench",
-                "--data",
-                "arithmetic",
-                "--limit",
-                "1",
-                "--methods",
-                "vote-10000000",
-                "--model",
-                "test",
-                "--out",
-                str(folder / "out-vote"),
-            ],
-        ),  # noqa: E501
-        Case(
-            "bench: resume a non-UTF-8 folder",
-            [
-                "bench",
-                "--data",
-                "arithmetic",
-                "--limit",
-                "1",
-                "--methods",
-                "single",
-                "--model",
-                "test",
-                "--out",
-                str(bench_folder),
-            ],
-        ),  # noqa: E501
+        ],
+        Case("bench: vote-10000000", bench("out-vote", "--methods", "vote-10000000")),
+        Case("bench: resume a non-UTF-8 folder", bench(str(bench_folder))),
         Case(
             "bench: ray with no cluster",
-            [
-                "bench",
-                "--data",
-                "arithmetic",
-                "--limit",
-                "1",
-                "--methods",
-                "single",
-                "--model",
-                "test",
-                "--backend",
-                "ray",
-                "--address",
-                "127.0.0.1:1",
-                "--out",
-                str(folder / "out-ray"),
-            ],
-        ),  # noqa: E501
+            bench("out-ray", "--backend", "ray", "--address", "127.0.0.1:1"),
+        ),
+        Case("bench: 10^8 trials", bench("out-trials", "--trials", "100000000")),
         *[
             Case(f"merge: {kind} recipe", ["merge", path, "-o", str(folder / "m.gguf")])
             for kind, path in files.items()
@@ -254,24 +202,6 @@ def _cases(folder: Path) -> list[Case]:
                 jsonl["garbage"],
                 "-o",
                 str(folder / "g.json"),
-            ],
-        ),  # noqa: E501
-        Case(
-            "bench: 10^8 trials",
-            [
-                "bench",
-                "--data",
-                "arithmetic",
-                "--limit",
-                "1",
-                "--methods",
-                "single",
-                "--model",
-                "test",
-                "--trials",
-                "100000000",
-                "--out",
-                str(folder / "out-trials"),
             ],
         ),  # noqa: E501
         Case("models", ["models"], (0,)),

@@ -16,23 +16,13 @@ from moot.cli import main
 from moot.errors import ConfigError
 from moot.fusion.gates import LearnedGate
 from moot.tools import CalculatorError, calculate
+from tests.test_cli import one_error_line
 
 BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
     for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
 )
 """A "billion laughs": 9 anchors of 9 aliases each, 9**9 values once expanded."""
-
-
-def one_error_line(capsys, *args: str) -> str:
-    try:
-        status = main(list(args))
-    except SystemExit as exit:  # argparse's own errors
-        status = exit.code
-    err = capsys.readouterr().err
-    assert status == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    return err
 
 
 def written(path: Path, text: str) -> str:

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import pkgutil
+from collections.abc import Callable
 from typing import Any, NoReturn, get_args
 
 from rich.console import Console
@@ -39,11 +40,15 @@ def fail(message: str, status: int = 2) -> int:
     return status
 
 
-def positive(value: str) -> int:
+def _parsed(value: str, parse: Callable[[str], Any], expected: str) -> Any:
     try:
-        number = int(value)
+        return parse(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{value}'") from None
+        raise argparse.ArgumentTypeError(f"expected {expected}, got '{value}'") from None
+
+
+def positive(value: str) -> int:
+    number: int = _parsed(value, int, "a whole number")
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
@@ -59,20 +64,14 @@ def at_most(value: str, limit: int) -> int:
 
 def count(value: str) -> int:
     """A whole number, 0 or more."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{value}'") from None
+    number: int = _parsed(value, int, "a whole number")
     if number < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
     return number
 
 
 def seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got '{value}'") from None
+    number: float = _parsed(value, float, "seconds")
     if not math.isfinite(number) or number <= 0:
         raise argparse.ArgumentTypeError(
             f"must be a finite number of seconds above 0, got {value} (leave it out for no limit)"
@@ -82,10 +81,7 @@ def seconds(value: str) -> float:
 
 def finite(value: str) -> float:
     """A number that is not inf or nan (those pass range checks, then fail every call)."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{value}'") from None
+    number: float = _parsed(value, float, "a number")
     if not math.isfinite(number):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
     return number
