@@ -94,3 +94,13 @@ def test_a_named_aggregator_that_misreads_a_paper_prompt_set_is_still_refused():
             protocol=moot.Debate(prompt_set="du-mmlu"),
             aggregator=moot.MajorityVote(extract="number"),
         )
+
+
+def test_the_subpackages_the_readme_calls_are_there_after_import_moot_alone():
+    import subprocess
+    import sys
+
+    names = ["presets.machinesom", "viewer.render", "bench.run_bench", "merge.run"]
+    code = "import moot\n" + "".join(f"moot.{name}\n" for name in names)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
