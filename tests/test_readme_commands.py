@@ -54,6 +54,14 @@ SKIP = {
     ". .venv/bin/activate": "activates the virtual environment these tests already run in",
     "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install -e '.[local]'": "installs (network, a build)",
     "pip install -e '.[dev]'": "installs (network)",
+    # "Local models on a GPU": builds or installs llama-cpp-python for a GPU.
+    'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=native" pip install '
+    "--no-cache-dir --force-reinstall --no-deps 'llama-cpp-python>=0.3.8,<0.4'": (
+        "builds llama.cpp for CUDA (network, the CUDA toolkit, a GPU)"
+    ),
+    "pip install --no-cache-dir --force-reinstall --no-deps --only-binary llama-cpp-python "
+    "'llama-cpp-python>=0.3.8,<0.4' --extra-index-url "
+    "https://abetlen.github.io/llama-cpp-python/whl/cu124": "installs a CUDA wheel (network)",
     "python -m pytest": "the test suite itself",
     # Benchmarks on what only the project's machines have.
     "moot bench --data ../shared/data/gsm8k/dev.jsonl --limit 20 --methods single,debate-3x2 "

@@ -45,7 +45,9 @@ class AnswerFormat(Config):
     def answer_grammar(self) -> str | None:
         """A GBNF grammar for the answer line alone, where the format has one: a local model
         whose reply states no readable answer is asked for the line under it."""
-        return prompts.grammar(self.extract) if isinstance(self.extract, str) else None
+        if self.json_schema() is not None or not isinstance(self.extract, str):
+            return None  # typed answers are held to their schema in the reply itself
+        return prompts.grammar(self.extract)
 
     def readable(self, answer: str | None) -> bool:
         """Whether `answer` reads as this format asks (a short answer is a few words)."""

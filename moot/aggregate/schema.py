@@ -37,6 +37,17 @@ class SchemaAnswers(AnswerFormat):
     def json_schema(self) -> dict[str, Any]:
         return self.schema_.model_json_schema()
 
+    def answer_grammar(self) -> str | None:
+        """The JSON object alone, for a local model whose reply ran out before it wrote one."""
+        try:
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
+        except ImportError:
+            return None
+        return json_schema_to_gbnf(json.dumps(self.json_schema()))
+
+    def readable(self, answer: str | None) -> bool:
+        return answer is not None
+
     def instruction(self) -> str:
         schema = json.dumps(self.json_schema())
         return prompts.render("formats/schema", schema=schema)

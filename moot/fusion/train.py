@@ -92,7 +92,7 @@ def score_pairs(
     *,
     n_ctx: int = 4096,
     n_threads: int | None = None,
-    n_gpu_layers: int = 0,
+    n_gpu_layers: int | None = None,
     question_template: str = "{question}",
     progress: Callable[[int], None] | None = None,
 ) -> ScoredPositions:
@@ -101,7 +101,7 @@ def score_pairs(
     `question_template` wraps each question as the gate's users will ask it (Du et al.'s
     "Can you solve the following math problem? {question} ..."): the hidden states it learns
     from depend on the prompt before the answer."""
-    from moot.models.llama import chat_formatter, chat_prompt
+    from moot.models.llama import chat_formatter, chat_prompt, default_gpu_layers
 
     if "{question}" not in question_template:
         raise ConfigError("question_template must contain {question}, where the question goes")
@@ -112,7 +112,7 @@ def score_pairs(
         "n_ctx": n_ctx,
         "n_batch": 64,  # a row of logits per answer token: 64 x vocabulary floats at most
         "n_threads": n_threads,
-        "n_gpu_layers": n_gpu_layers,
+        "n_gpu_layers": default_gpu_layers() if n_gpu_layers is None else n_gpu_layers,
     }
     base_model = shared_decoder(paths[0], hidden=True, **options)
     assistant_model = shared_decoder(paths[1], hidden=False, **options)
@@ -236,7 +236,7 @@ def train_gate(
     l2: float = 1.0,
     n_ctx: int = 4096,
     n_threads: int | None = None,
-    n_gpu_layers: int = 0,
+    n_gpu_layers: int | None = None,
     question_template: str = "{question}",
     progress: Callable[[int], None] | None = None,
 ) -> LearnedGate:

@@ -320,8 +320,8 @@ def _answer_request(
         return None
     messages, config, options = _request(call)
     follow = [*messages, AIMessage(content=reply.text), HumanMessage(prompts.load("formats/reask"))]
-    # Greedy: the line states what the reply concluded, it is not a fresh guess.
-    return (follow, config), {**options, "grammar": grammar, "max_tokens": 24, "temperature": 0.0}
+    # Greedy: it states what the reply concluded, not a fresh guess; the grammar bounds it.
+    return (follow, config), {**options, "grammar": grammar, "max_tokens": 96, "temperature": 0.0}
 
 
 def _with_answer_line(reply: BaseMessage, line: BaseMessage) -> AIMessage:
