@@ -41,6 +41,8 @@ def test_auto_chooses_a_format_that_fits_the_question(question, kind):
         "Answer: It is Paris!",
         "Answer: the answer is **Paris**",
         "Paris.",
+        "Paris, France's capital city.",
+        "The capital of France is Paris. It lies on the Seine, which is a river.",
     ],
 )
 def test_short_answers_that_say_the_same_read_the_same(reply):
@@ -134,3 +136,9 @@ def test_the_readme_first_question_reads_an_answer_from_every_turn_of_the_embedd
     result = json.loads(capsys.readouterr().out)
     assert result["answer_format"] == "yesno"
     assert {turn["answer"] for turn in result["turns"]} <= {"yes", "no"}
+
+
+@pytest.mark.parametrize("answer", ["answer in one to three words", "answer-1", "no answer"])
+def test_a_short_answer_that_echoes_the_instruction_does_not_read(answer):
+    assert not moot.MajorityVote(extract="short").readable(answer)
+    assert moot.MajorityVote(extract="short").readable("paris")

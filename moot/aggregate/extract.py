@@ -170,6 +170,8 @@ def short_answer(raw: str) -> str | None:
     sides = [side for side in _COPULA.split(text) if side]
     if len(sides) > 1:
         text = min(sides, key=lambda side: len(side.split()))
+    if len(text.split()) > 2 and "," in text:  # "paris, frances capital city" -> "paris"
+        text = text.split(",")[0]
     text = _ARTICLE.sub("", text).strip(" .!?:;,")
     return text or None
 
@@ -177,16 +179,24 @@ def short_answer(raw: str) -> str | None:
 _BARE_ANSWER = re.compile(r"[\w][\w ,.'!?-]*")
 
 
+_SENTENCE = re.compile(r"[^.!?\n]+")
+
+
 def extract_short(text: str) -> str | None:
     """The "Answer:" line as a `short_answer`; without one, a reply of one line of at most
-    four words is the answer ("Paris."), anything longer or odder is not."""
+    four words ("Paris."), else the first sentence that says "X is Y" with a side of at most
+    three words ("The capital of Italy is Rome. It is..." -> "rome"); else None."""
     line = _answer_line(text)
-    if line is None:
-        bare = text.strip()
-        if "\n" in bare or len(bare.split()) > 4 or not _BARE_ANSWER.fullmatch(bare):
-            return None
-        line = bare
-    return short_answer(line)
+    if line is not None:
+        return short_answer(line)
+    bare = text.strip()
+    if "\n" not in bare and len(bare.split()) <= 4 and _BARE_ANSWER.fullmatch(bare):
+        return short_answer(bare)
+    for sentence in _SENTENCE.findall(bare):
+        if _COPULA.search(sentence) and (found := short_answer(sentence)):
+            if len(found.split()) <= 3:
+                return found
+    return None
 
 
 _OPTIONS = re.compile(r"(?:^|\s)\(?([A-J])[).:]\s+\S", re.MULTILINE)
