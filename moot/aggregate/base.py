@@ -50,13 +50,10 @@ class AnswerFormat(Config):
         return prompts.grammar(self.extract)
 
     def readable(self, answer: str | None) -> bool:
-        """Whether `answer` reads as this format asks: a short answer is a few words, and not
-        the instruction echoed back ("answer in one to three words", "answer-1")."""
+        """Whether `answer` reads as this format asks (a short answer is a few words)."""
         if answer is None:
             return False
-        if self.extract != "short":
-            return True
-        return len(answer.split()) <= 4 and "answer" not in answer
+        return self.extract != "short" or len(answer.split()) <= 4
 
     def problem(self, text: str) -> str | None:
         """Why no answer can be read from `text`, where the format can say (typed answers)."""

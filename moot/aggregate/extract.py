@@ -161,6 +161,7 @@ def extract_yesno(text: str) -> str | None:
 _LEAD = re.compile(r"^(?:(?:the|my|final)\s+)*answer\s+(?:is|would be)\s+|^(?:it|this)\s+is\s+")
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+")
 _COPULA = re.compile(r"\s+(?:is|are|was|were)\s+")
+_ECHO = re.compile(r"\banswer")
 
 
 def short_answer(raw: str) -> str | None:
@@ -173,6 +174,8 @@ def short_answer(raw: str) -> str | None:
     if len(text.split()) > 2 and "," in text:  # "paris, frances capital city" -> "paris"
         text = text.split(",")[0]
     text = _ARTICLE.sub("", text).strip(" .!?:;,")
+    if _ECHO.search(text):  # the instruction echoed back: "answer in one to three words"
+        return None
     return text or None
 
 
