@@ -102,7 +102,7 @@ class Society(Config):
         if typed is not None:
             return typed
         if self.aggregator.extract == "auto" and question is not None:
-            return AnswerFormat(extract=kind_for(question))  # type: ignore[arg-type]
+            return AnswerFormat(extract=kind_for(question))
         return None
 
     def format_name(self, question: str | None) -> str:

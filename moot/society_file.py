@@ -165,10 +165,14 @@ class SocietyFile(BaseModel):
         DebateEntry | MixtureEntry | CriticEntry | RouterEntry | CascadeEntry | PipelineEntry,
         Field(discriminator="kind"),
     ] = Field(default_factory=lambda: DebateEntry(kind="debate"))
-    aggregator: Annotated[
-        VoteEntry | WeightedEntry | ConfidenceEntry | JudgeEntry | RankEntry,
-        Field(discriminator="kind"),
-    ] = Field(default_factory=lambda: VoteEntry(kind="vote"))
+    aggregator: (
+        Annotated[
+            VoteEntry | WeightedEntry | ConfidenceEntry | JudgeEntry | RankEntry,
+            Field(discriminator="kind"),
+        ]
+        | None
+    ) = None
+    """None: the protocol's own (a debate votes in the format its prompts ask for, "auto")."""
     max_concurrency: int | None = Field(default=None, ge=1)
     answer_schema: str | dict[str, str] | None = None
     """Typed answers: "module:Model" (a pydantic model), or the answer's fields by type name."""
@@ -273,8 +277,10 @@ def _build(
         for agent in agents_of(entry, ("agents", index))
     ]
     entry = spec.aggregator
-    aggregator: Aggregator
-    if isinstance(entry, JudgeEntry):
+    aggregator: Aggregator | None
+    if entry is None:
+        aggregator = None
+    elif isinstance(entry, JudgeEntry):
         judge = agents_of(entry.agent, ("aggregator", "agent"))[0]
         aggregator = Judge(agent=judge, extract=entry.extract)
     elif isinstance(entry, RankEntry):
@@ -314,10 +320,11 @@ def _build(
         message = f"vote_on: '{spec.vote_on}' is not a field of the answer ({have})"
         raise ConfigError(f"{path}:{line}: {message}")
     try:
+        chosen = {} if aggregator is None else {"aggregator": aggregator}
         return Society(
             agents=agents,
             protocol=protocol_class[spec.protocol.kind](**protocol),
-            aggregator=aggregator,
+            **chosen,
             max_concurrency=spec.max_concurrency,
             answer_schema=schema,
             vote_on=spec.vote_on,

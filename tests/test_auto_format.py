@@ -142,3 +142,92 @@ def test_the_readme_first_question_reads_an_answer_from_every_turn_of_the_embedd
 def test_a_short_answer_that_echoes_the_instruction_does_not_read(answer):
     assert extract_short(f"Answer: {answer}") is None
     assert extract_short("Answer: paris") == "paris"
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("What is the difference between a crocodile and an alligator?", "short"),
+        ("What is the main product of photosynthesis?", "short"),
+        ("Is 2+2 equal to 4?", "yesno"),
+        ("Who won the 2014-2015 season?", "short"),
+        ("Can you name the largest ocean?", "short"),
+        ("What is 7-3?", "number"),
+        ("What is the sum of 3 and 4?", "number"),
+    ],
+)
+def test_auto_is_not_fooled_by_number_words_years_or_requests(question, kind):
+    assert kind_for(question) == kind
+
+
+def test_a_cached_reply_with_its_answer_line_costs_no_call(tmp_path):
+    def respond(messages) -> str:
+        if messages[-1].text.startswith("Give your final answer now"):
+            return "Answer: yes"
+        return "The sun shines."
+
+    model = GrammarModel(respond=respond, options=[])
+    society = moot.Society(
+        agents=[moot.Agent(name="a", model=model, seed=1)], protocol=moot.Debate(rounds=1)
+    )
+    cache = tmp_path / "cache.sqlite"
+    first = society.run("Is the sun a star?", cache=cache).turns[0]
+    again = society.run("Is the sun a star?", cache=cache).turns[0]
+    assert (first.usage.calls, first.usage.cached_calls) == (2, 0)
+    assert (again.usage.calls, again.usage.cached_calls, again.answer) == (0, 1, "yes")
+
+
+def test_a_failed_answer_line_keeps_the_reply_and_counts_the_call():
+    def respond(messages) -> str:
+        if messages[-1].text.startswith("Give your final answer now"):
+            raise RuntimeError("the context is full")
+        return "The sun shines."
+
+    model = GrammarModel(respond=respond, options=[])
+    society = moot.Society(
+        agents=[moot.Agent(name="a", model=model)], protocol=moot.Debate(rounds=1)
+    )
+    (turn,) = society.run("Is the sun a star?").turns
+    assert not turn.failed and turn.text == "The sun shines." and turn.answer is None
+    assert turn.usage.calls == 2
+
+
+def test_typed_answers_on_a_remote_model_build_no_grammar():
+    from pydantic import BaseModel
+
+    class Node(BaseModel):  # recursive: llama.cpp's JSON-schema converter cannot take it
+        name: str
+        children: list[Node] = []
+
+    model = ScriptedChatModel(respond=lambda messages: 'Here. {"name": "x", "children": []}')
+    society = moot.Society(
+        agents=[moot.Agent(name="a", model=model)],
+        protocol=moot.Debate(rounds=1),
+        answer_schema=Node,
+    )
+    (turn,) = society.run("Give a tree.").turns
+    assert not turn.failed and turn.answer is not None
+
+
+def test_a_judge_reads_its_verdict_in_the_format_auto_chose():
+    def respond(messages, info) -> str:
+        return "B is bigger.\nAnswer: B"
+
+    model = ScriptedChatModel(respond=respond)
+    society = moot.Society(
+        agents=[moot.Agent(name=f"a{i}", model=model) for i in range(2)],
+        protocol=moot.Debate(rounds=1),
+        aggregator=moot.Judge(
+            agent=moot.Agent(name="j", role="judge", model=model), extract="auto"
+        ),
+    )
+    result = society.run("Which is bigger? (A) 3 (B) 4")
+    assert (result.answer, result.answer_format) == ("B", "choice")
+
+
+def test_a_society_file_without_an_aggregator_debates_in_the_auto_format(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("agents:\n  - {name: a, copies: 2, model: 'test:Answer: Paris'}\n")
+    society = moot.load_society(path)
+    assert society.aggregator.extract == "auto"
+    assert society.run("What is the capital of France?").answer == "paris"

@@ -196,37 +196,41 @@ def extract_short(text: str) -> str | None:
     if "\n" not in bare and len(bare.split()) <= 4 and _BARE_ANSWER.fullmatch(bare):
         return short_answer(bare)
     for sentence in _SENTENCE.findall(bare):
-        if _COPULA.search(sentence) and (found := short_answer(sentence)):
-            if len(found.split()) <= 3:
-                return found
+        found = short_answer(sentence) if _COPULA.search(sentence) else None
+        if found and len(found.split()) <= 3:
+            return found
     return None
 
 
 _OPTIONS = re.compile(r"(?:^|\s)\(?([A-J])[).:]\s+\S", re.MULTILINE)
-_ARITHMETIC = re.compile(r"\d\s*[-+*/x×÷^]\s*\d|\d\s*%")
+# A sum: digits around an operator ("-" only between short numbers: 2014-2015 is a span).
+_ARITHMETIC = re.compile(r"\d\s*[+*/x×÷^]\s*\d|(?<!\d)\d{1,3}\s*-\s*\d{1,3}(?!\d)|\d\s*%")
 _ASKS_NUMBER = re.compile(
-    r"\bhow (?:many|much|old|far|long|tall|big|heavy)\b|\bwhat number\b|\b(?:calculate|"
-    r"compute|solve|sum|product|difference|quotient|percent(?:age)?|average)\b",
+    r"\bhow (?:many|much|old|far|long|tall|big|heavy)\b|\bwhat number\b|"
+    r"\b(?:calculate|compute|solve)\b",
     re.IGNORECASE,
+)
+_NUMBER_WORD = re.compile(
+    r"\b(?:sum|product|difference|quotient|percent(?:age)?|average)\b\D*\d", re.IGNORECASE
 )
 _ASKS_YES_NO = re.compile(
-    r"^\s*(?:is|are|was|were|do|does|did|can|could|will|would|should|shall|has|have|had|may|"
-    r"must|isn't|aren't|doesn't|don't|didn't|can't|won't)\b",
+    r"^\s*(?!(?:can|could|will|would) you\b)(?:is|are|was|were|do|does|did|can|could|will|"
+    r"would|should|shall|has|have|had|may|must|isn't|aren't|doesn't|don't|didn't|can't|won't)\b",
     re.IGNORECASE,
 )
 
 
-def kind_for(question: str) -> str:
+def kind_for(question: str) -> ExtractKind:
     """The answer format "auto" means for `question`: "choice" where it offers lettered
     options, "number" where it asks for a quantity or holds a sum, "yesno" where it is a
     yes/no question, else "short" (a few words)."""
     letters = {match.group(1) for match in _OPTIONS.finditer(question)}
     if len(letters) >= 2 and "A" in letters:
         return "choice"
-    if _ARITHMETIC.search(question) or _ASKS_NUMBER.search(question):
-        return "number"
-    if _ASKS_YES_NO.search(question):
+    if _ASKS_YES_NO.search(question):  # "Is 2+2 equal to 4?" asks yes or no
         return "yesno"
+    if any(p.search(question) for p in (_ARITHMETIC, _ASKS_NUMBER, _NUMBER_WORD)):
+        return "number"
     return "short"
 
 

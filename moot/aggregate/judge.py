@@ -35,7 +35,8 @@ def _synthesis(
         format=context.format_instruction(),
     )
     round = max((turn.round for turn in shown), default=1)
-    speaker = context.aggregator_speaker(agent, context.aggregator)
+    # Read in the format the judge was asked for (what "auto" chose for the question).
+    speaker = context.aggregator_speaker(agent, context.answer_format or context.aggregator)
     return Call(speaker, [HumanMessage(message)], round, [turn.agent for turn in shown])
 
 

@@ -35,7 +35,7 @@ from moot.cli._common import (
 )
 from moot.cli.display import exit_status, print_json, print_summary, show_live, show_turns
 from moot.errors import ConfigError
-from moot.graphs.debate import PromptSet
+from moot.graphs.debate import PromptSet, answer_format_of
 from moot.result import Result, Turn
 from moot.society import MAX_AGENTS, Society
 
@@ -140,7 +140,6 @@ def add_commands(commands: Any) -> None:
 def society_of(spec: dict[str, Any]) -> Society:
     """The society a `debate` or `run` command describes (also rebuilt by `resume`)."""
     from moot import Agent, Debate, MajorityVote, load_model
-    from moot.graphs.debate import answer_format_of
     from moot.society_file import load_society
 
     limits = {
@@ -175,14 +174,22 @@ def society_of(spec: dict[str, Any]) -> Society:
             consensus=spec["consensus"],
             prompt_set=prompt_set,
         ),
-        aggregator=MajorityVote(extract=spec["extract"] or answer_format_of(prompt_set)),
+        aggregator=MajorityVote(extract=spec["extract"] or _stored_before_auto(prompt_set)),
         max_concurrency=spec["max_concurrency"],
     )
+
+
+def _stored_before_auto(prompt_set: str) -> str:
+    """The format of a run stored before the "auto" format, which kept no format: moot's
+    prompts then read numbers, a paper's prompts their own format."""
+    return "number" if prompt_set == "moot" else answer_format_of(prompt_set)
 
 
 def start(args: argparse.Namespace) -> int:
     """`moot debate` and `moot run`: build the society, remember it for `resume`, run it."""
     spec = {key: getattr(args, key) for key in _SOCIETY_KEYS if hasattr(args, key)}
+    if args.command == "debate" and spec["extract"] is None:  # stored as run, for `resume`
+        spec["extract"] = answer_format_of(spec.get("prompts") or "moot")
     if args.command == "run":
         spec["society"] = str(Path(args.society).resolve())
     society = society_of(spec)

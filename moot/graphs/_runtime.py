@@ -17,7 +17,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict, cast
 
@@ -77,11 +76,8 @@ class Speaker:
     cache: CallCache | None = None
     """Where identical calls are answered from, if the run has a call cache."""
     slots: threading.Semaphore | None = None
-    """Bounds the model calls of a sync run in flight at once (its `max_concurrency`)."""
-
-    def slot(self) -> AbstractContextManager[Any]:
-        """Held while the model is called (not while a retry waits)."""
-        return self.slots if self.slots is not None else nullcontext()
+    """Bounds the model calls of a sync run in flight at once (its `max_concurrency`): taken
+    before a call's clock starts, given back when the call ends (not while a retry waits)."""
 
 
 @dataclass(frozen=True)
@@ -196,10 +192,7 @@ def call_agent(call: Call) -> Turn:
         return _turn(call, stored, 0, cached=True)
     for attempt in range(agent.retries + 1):
         try:
-            with call.speaker.slot():
-                reply = _invoke(call)
-                if (ask := _answer_request(call, reply)) is not None:
-                    reply = _with_answer_line(reply, call.speaker.model.invoke(*ask[0], **ask[1]))
+            reply = _invoke(call)
         except (GraphBubbleUp, CallCancelledError):
             raise  # a cancelled call is unfinished work: resume makes it again
         except Exception as error:  # noqa: BLE001 - any model failure is recorded, not raised
@@ -220,9 +213,6 @@ async def acall_agent(call: Call) -> Turn:
     for attempt in range(agent.retries + 1):
         try:
             reply = await _ainvoke(call)
-            if (ask := _answer_request(call, reply)) is not None:
-                line = await call.speaker.model.ainvoke(*ask[0], **ask[1])
-                reply = _with_answer_line(reply, line)
         except (GraphBubbleUp, CallCancelledError):
             raise  # a cancelled call is unfinished work: resume makes it again
         except Exception as error:  # noqa: BLE001
@@ -253,19 +243,37 @@ def _store(call: Call, key: str | None, turn: Turn, reply: BaseMessage) -> Turn:
 
 
 def _invoke(call: Call) -> BaseMessage:
-    """The model's reply; with a time limit, the call runs in a daemon thread that is left
-    behind (and told to stop, where the model can be) when the limit passes."""
+    """The model's reply (with its answer line, where it needed one); with a time limit, the
+    call runs in a daemon thread that is left behind (and told to stop, where the model can be)
+    when the limit passes. The call's slot is taken before the clock starts and given back
+    when the call really ends, so calls left running still count against `max_concurrency`."""
     who = call.speaker
     messages, config, options = _request(call)
 
     def ask() -> BaseMessage:
         if who.agent.tools:
-            return run_turn(who.model, who.agent, messages, config, options, who.answer_format)
-        return who.model.invoke(messages, config=config, **options)
+            reply = run_turn(who.model, who.agent, messages, config, options, who.answer_format)
+        else:
+            reply = who.model.invoke(messages, config=config, **options)
+        request = _answer_request(call, reply)
+        if request is None:
+            return reply
+        try:
+            return _with_answer_line(reply, who.model.invoke(*request[0], **request[1]))
+        except (GraphBubbleUp, CallCancelledError):
+            raise
+        except Exception:  # noqa: BLE001 - the reply stands without its answer line
+            return _with_answer_line(reply, None)
 
+    if who.slots is not None:
+        who.slots.acquire()
     timeout = who.agent.timeout
     if timeout is None:
-        return ask()
+        try:
+            return ask()
+        finally:
+            if who.slots is not None:
+                who.slots.release()
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
@@ -275,6 +283,8 @@ def _invoke(call: Call) -> BaseMessage:
         except BaseException as error:  # noqa: BLE001 - handed to the caller
             outcome["error"] = error
         finally:
+            if who.slots is not None:
+                who.slots.release()
             done.set()
 
     # The copied context keeps LangGraph's callbacks (token streaming) in the thread.
@@ -290,14 +300,28 @@ def _invoke(call: Call) -> BaseMessage:
 async def _ainvoke(call: Call) -> BaseMessage:
     who = call.speaker
     messages, config, options = _request(call)
-    if who.agent.tools:
-        reply = arun_turn(who.model, who.agent, messages, config, options, who.answer_format)
-    else:
-        reply = who.model.ainvoke(messages, config=config, **options)
+
+    async def ask() -> BaseMessage:
+        if who.agent.tools:
+            reply = await arun_turn(
+                who.model, who.agent, messages, config, options, who.answer_format
+            )
+        else:
+            reply = await who.model.ainvoke(messages, config=config, **options)
+        request = _answer_request(call, reply)
+        if request is None:
+            return reply
+        try:
+            return _with_answer_line(reply, await who.model.ainvoke(*request[0], **request[1]))
+        except (GraphBubbleUp, CallCancelledError):
+            raise
+        except Exception:  # noqa: BLE001 - the reply stands without its answer line
+            return _with_answer_line(reply, None)
+
     if who.agent.timeout is None:
-        return await reply
+        return await ask()
     try:
-        return await asyncio.wait_for(reply, who.agent.timeout)
+        return await asyncio.wait_for(ask(), who.agent.timeout)
     except TimeoutError:
         raise CallTimeoutError(_timeout_message(who.agent.name, who.agent.timeout)) from None
 
@@ -310,13 +334,15 @@ def _answer_request(
     None when the reply reads, or the model or format cannot be held to a grammar."""
     speaker = call.speaker
     fmt, model = speaker.answer_format, speaker.model
-    grammar = fmt.answer_grammar()
-    if grammar is None or speaker.agent.tools or getattr(model, "_llm_type", "") != "llama.cpp":
+    if speaker.agent.tools or getattr(model, "_llm_type", "") != "llama.cpp":
         return None
     try:
         if fmt.readable(fmt.extractor()(valid_text(reply.text))):
             return None
+        grammar = fmt.answer_grammar()
     except Exception:  # noqa: BLE001 - an extractor that fails is the turn's to report
+        return None
+    if grammar is None:
         return None
     messages, config, options = _request(call)
     follow = [*messages, AIMessage(content=reply.text), HumanMessage(prompts.load("formats/reask"))]
@@ -324,9 +350,11 @@ def _answer_request(
     return (follow, config), {**options, "grammar": grammar, "max_tokens": 96, "temperature": 0.0}
 
 
-def _with_answer_line(reply: BaseMessage, line: BaseMessage) -> AIMessage:
-    """The reply with the constrained answer line appended: one turn, two calls counted."""
-    usage = [getattr(message, "usage_metadata", None) or {} for message in (reply, line)]
+def _with_answer_line(reply: BaseMessage, line: BaseMessage | None) -> AIMessage:
+    """The reply with the constrained answer line appended (None: that call failed, the reply
+    stands alone): one turn, two calls counted."""
+    asked = (reply, line) if line is not None else (reply,)
+    usage = [getattr(message, "usage_metadata", None) or {} for message in asked]
     summed = {
         key: sum(int(part.get(key, 0)) for part in usage)
         for key in ("input_tokens", "output_tokens", "total_tokens")
@@ -334,7 +362,7 @@ def _with_answer_line(reply: BaseMessage, line: BaseMessage) -> AIMessage:
     metadata = dict(reply.response_metadata)
     metadata[MODEL_CALLS] = int(metadata.get(MODEL_CALLS, 1)) + 1
     return AIMessage(
-        content=f"{reply.text.rstrip()}\n{line.text.strip()}",
+        content=f"{reply.text.rstrip()}\n{line.text.strip()}" if line else reply.text,
         usage_metadata=summed,  # type: ignore[arg-type]
         response_metadata=metadata,
     )
@@ -449,7 +477,7 @@ def _turn(call: Call, reply: BaseMessage, retries: int, cached: bool = False) ->
         tools = reply.response_metadata.get(TOOL_CALLS) or []
         answer = call.speaker.answer_format.extractor()(text)
         unreadable = call.speaker.answer_format.problem(text) if answer is None else None
-        if MODEL_CALLS in reply.response_metadata:
+        if MODEL_CALLS in reply.response_metadata and not cached:
             calls = int(reply.response_metadata[MODEL_CALLS]) + retries
             usage = usage.model_copy(update={"calls": calls})
         return Turn(
