@@ -74,6 +74,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--extract", help="answer format (default: the Society's default)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only", help="run one kind: fact, yes/no, sum or readme")
     parser.add_argument("--out", type=Path, required=True, help="results, one JSON line each")
     args = parser.parse_args()
     # One JSON line per question (and per README seed), appended as it finishes: a rerun with
@@ -89,7 +90,7 @@ def main() -> int:
         for kind, questions in [*KINDS.items(), ("readme", [(README_QUESTION, "paris")] * 10)]:
             for number, (question, reference) in enumerate(questions):
                 label = f"{question} #{number}" if kind == "readme" else question
-                if (kind, label) in seen:
+                if (kind, label) in seen or (args.only and kind != args.only):
                     continue
                 seed = args.seed + number if kind == "readme" else args.seed
                 single = society(1, 1, args.extract, seed).run(question)
@@ -113,6 +114,7 @@ def main() -> int:
     readme = [row["debate"] for row in done if row["kind"] == "readme"]
     turns = [answer for row in rows for answer in row["turns"]]  # type: ignore[attr-defined]
     readable = sum(answer is not None for answer in turns)
+    share = f"{readable / len(turns):.0%}" if turns else "-"
     print("| kind | single right | debate right |\n| --- | ---: | ---: |")
     for kind in KINDS:
         of_kind = [row for row in rows if row["kind"] == kind]
@@ -123,9 +125,10 @@ def main() -> int:
     many = sum(right(row["debate"], row["reference"]) for row in rows)  # type: ignore[arg-type]
     print(f"| all | {one}/{len(rows)} | {many}/{len(rows)} |")
     print(
-        f"\nreadable turns: {readable}/{len(turns)} ({readable / len(turns):.0%}); "
-        f"README question right in {sum(right(a, 'paris') for a in readme)}/10 seeds {readme}; "
-        f"mean debate tokens {sum(row['tokens'] for row in rows) / len(rows):.0f}; "  # type: ignore[misc]
+        f"\nreadable turns: {readable}/{len(turns)} ({share}); "
+        f"README question right in {sum(right(a, 'paris') for a in readme)}/{len(readme)} seeds "
+        f"{readme}; "
+        f"mean debate tokens {sum(row['tokens'] for row in done) / max(len(done), 1):.0f}; "  # type: ignore[misc]
         f"{time.monotonic() - started:.0f} s"
     )
     return 0

@@ -41,6 +41,16 @@ _PAPER_READS: dict[str, tuple[str, ...]] = {
 """The answer formats each paper's prompt set asks for."""
 
 
+TINY_PARAMETERS = 300_000_000
+"""Models below this many parameters get the tiny update prompt (SmolLM2-135M, gemma-270m)."""
+
+
+def is_tiny(model: Any) -> bool:
+    """Whether `model` states a parameter count (local llama.cpp models do) below the bound."""
+    parameters = getattr(model, "parameters", None)
+    return isinstance(parameters, int) and parameters < TINY_PARAMETERS
+
+
 def answer_format_of(prompt_set: str) -> str:
     """The answer format to read a prompt set's replies in (moot's: chosen per question)."""
     return _PAPER_READS.get(prompt_set, ("auto",))[0]
@@ -224,6 +234,7 @@ class Debate(RoundProtocol):
         for turn in task["turns"]:
             by_round.setdefault(turn.round, {})[turn.agent] = turn
         neighbours = self.neighbours(context.agents, task["agent"])
+        tiny = self.prompt_set == "moot" and is_tiny(context.models[task["agent"]])
         peers: list[str] = []
         for past_round in range(1, task["round"]):
             turns = by_round.get(past_round, {})
@@ -237,7 +248,11 @@ class Debate(RoundProtocol):
                 ]
             if self.move(past_round + 1, me) == "debate" and shown:
                 peers = [turn.agent for turn in shown]
-                message = self._update(shown, task["question"], answer_format)
+                message = (
+                    self._tiny_update(shown, task["question"], answer_format)
+                    if tiny
+                    else self._update(shown, task["question"], answer_format)
+                )
             else:
                 peers = []
                 message = (
@@ -258,6 +273,15 @@ class Debate(RoundProtocol):
         # The papers' code concatenates the peers, unnamed, each starting with a blank line.
         replies = "".join(self._paper("peer").format(text=self._peer_text(turn)) for turn in shown)
         return self._paper("update").format(peers=replies, question=question)
+
+    def _tiny_update(self, shown: list[Turn], question: str, answer_format: str) -> str:
+        """The update for a tiny model: the question again and the peers' answers alone (the
+        usual update, which shows replies and asks for a re-examination, makes models of a few
+        hundred million parameters lose the question: BENCHMARKS.md, issue 41)."""
+        answers = ", ".join(t.answer if t.answer is not None else "(no answer)" for t in shown)
+        return prompts.render(
+            "debate/tiny_update", question=question, answers=answers, format=answer_format
+        )
 
     def _peer_text(self, turn: Turn) -> str:
         """What others are shown of `turn`, by `peer_view`."""

@@ -518,6 +518,11 @@ class ChatLlama(LocalChatModel):
         return self._shared.context_window
 
     @property
+    def parameters(self) -> int:
+        """The model's number of parameters (protocols word prompts for tiny models apart)."""
+        return self._shared.model_facts()[1]
+
+    @property
     def stats(self) -> LlamaStats:
         """Counters shared by every ChatLlama on the same loaded model."""
         return self._shared.stats
