@@ -105,8 +105,13 @@ class ScriptedChatModel(BaseChatModel):
 
     @property
     def calls(self) -> list[list[BaseMessage]]:
-        """The messages of every call made so far, in call order."""
+        """The messages of every call made so far, in call order (empty with keep_calls off)."""
         return list(self._calls)
+
+    @property
+    def call_count(self) -> int:
+        """How many calls were made, kept or not."""
+        return self._count
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
         """Accept tools as a tool-calling model does; `respond` decides what to call (it sees

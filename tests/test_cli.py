@@ -37,7 +37,8 @@ def test_debate_json_on_the_embedded_model_in_a_subprocess():
         assert {"round", "agent", "role", "text", "answer"} <= set(turn)
         assert turn["text"] and turn["error"] is None
     usage = result["usage"]
-    assert usage["calls"] == 6
+    # Six turns; a turn whose reply stated no answer asked once more for its answer line.
+    assert usage["calls"] == sum(turn["usage"]["calls"] for turn in result["turns"]) >= 6
     assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
 

@@ -31,7 +31,7 @@ def run_example(monkeypatch, capsys):
     def run(path: Path, *args: str) -> str:
         monkeypatch.setattr(sys, "argv", [str(path), *args])
         runpy.run_path(str(path), run_name="__main__")
-        assert shared.calls, f"{path.name} called no model"
+        assert shared.call_count, f"{path.name} called no model"
         return capsys.readouterr().out
 
     return run

@@ -372,15 +372,15 @@ def test_sigterm_mid_merge_leaves_no_part_file(two_model_recipe, tmp_path):
 
 
 def test_a_merge_leaves_the_sigterm_handler_as_it_found_it(models, tmp_path):
-
-    moot.merge.run(recipe("linear", models), tmp_path / "out.gguf", progress=False)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-
     def mine(signum, frame):
         pass
 
-    previous = signal.signal(signal.SIGTERM, mine)
+    # Another test of the session (a server, Ray) may have left its own handler: start clean.
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
+        moot.merge.run(recipe("linear", models), tmp_path / "out.gguf", progress=False)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        signal.signal(signal.SIGTERM, mine)
         moot.merge.run(recipe("linear", models), tmp_path / "out.gguf", progress=False)
         assert signal.getsignal(signal.SIGTERM) is mine  # a program's own handler is kept
     finally:

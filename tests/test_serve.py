@@ -87,7 +87,9 @@ def app_client():
         agents = [moot.Agent(name=f"a{i}", model=model) for i in range(2)]
         return moot.Society(agents=agents, protocol=moot.Debate(rounds=1))
 
-    app = create_app({"pair": society("Answer: 4"), "silent": society("no idea")})
+    app = create_app(
+        {"pair": society("Answer: 4"), "silent": society("Hmm, hard to say.\nI cannot tell.")}
+    )
     with TestClient(app) as test_client:
         yield test_client
 
