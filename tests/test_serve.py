@@ -593,3 +593,21 @@ def test_the_command_passes_its_limits_to_the_server(monkeypatch, tmp_path):
         "queue": 0,
         "max_body": 2048,
     }
+
+
+def test_a_body_that_trickles_in_is_a_408_and_frees_its_place(live_app, monkeypatch):
+    import moot.integrations.serve as serve_module
+
+    monkeypatch.setattr(serve_module, "BODY_SECONDS", 0.5)
+    recorder = Recorder(delay=0.01, rounds=1)
+    url = live_app({"slow": recorder.society}, concurrent_runs=1, queue=0)
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as connection:
+        connection.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 500\r\n\r\n{"
+        )
+        connection.settimeout(10)
+        answer = connection.recv(4096)  # the server gives up on the body first
+        assert answer.startswith(b"HTTP/1.1 408")
+    assert post(url, question("What is 2+2?"))[0] == 200  # its place was given back

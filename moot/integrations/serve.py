@@ -105,7 +105,13 @@ def create_app(
 
     async def checked(request: Request) -> tuple[_ChatRequest, str]:
         """The request and its question, read whole and checked before any work starts."""
-        chat = _chat_request(await _body(request, max_body))
+        try:  # a client that sends its body slowly must not hold a place in the queue
+            body = await asyncio.wait_for(_body(request, max_body), BODY_SECONDS)
+        except TimeoutError:
+            raise _Refusal(
+                408, f"the request body took over {BODY_SECONDS:g} s to arrive"
+            ) from None
+        chat = _chat_request(body)
         if chat.model not in societies:
             known = ", ".join(societies)
             raise _Refusal(
@@ -233,6 +239,10 @@ class _Gate:
     async def _run(self, society: Society, question: str) -> Result:
         async with self.semaphore:
             return await society.arun(question)
+
+
+BODY_SECONDS = 30.0
+"""How long a request's body may take to arrive (then 408)."""
 
 
 async def _body(request: Request, limit: int) -> bytes:
