@@ -231,3 +231,19 @@ def test_a_society_file_without_an_aggregator_debates_in_the_auto_format(tmp_pat
     society = moot.load_society(path)
     assert society.aggregator.extract == "auto"
     assert society.run("What is the capital of France?").answer == "paris"
+
+
+@pytest.mark.parametrize(
+    "protocol", ["debate", "critic", "mixture", "router", "cascade", "pipeline"]
+)
+def test_every_society_file_without_an_aggregator_reads_the_auto_format(tmp_path, protocol):
+    roles = {"critic": ["generator", "critic"], "mixture": ["proposer", "proposer"]}
+    agents = "".join(
+        f"  - {{name: a{i}, role: {role}, model: 'test:Answer: Paris'}}\n"
+        for i, role in enumerate(roles.get(protocol, ["debater", "debater"]))
+    )
+    extra = {"cascade": ", tiers: [[a0], [a1]]", "router": ", rules: {a0: [capital]}"}
+    path = tmp_path / "s.yaml"
+    path.write_text(f"agents:\n{agents}protocol: {{kind: {protocol}{extra.get(protocol, '')}}}\n")
+    result = moot.load_society(path).run("What is the capital of France?")
+    assert result.answer_format == "short"

@@ -150,12 +150,13 @@ _YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 
 
 def extract_yesno(text: str) -> str | None:
-    """ "yes" or "no": the first on the "Answer:" line, else the last in the reply."""
+    """ "yes" or "no": the first on the "Answer:" line, else the first in the reply (a reply
+    leads with its stance; what follows may quote others' answers)."""
     line = _answer_line(text)
     if line is not None and (match := _YES_NO.search(line)):
         return match.group(1).lower()
-    found = _YES_NO.findall(text)
-    return found[-1].lower() if found else None
+    match = _YES_NO.search(text)
+    return match.group(1).lower() if match else None
 
 
 _LEAD = re.compile(r"^(?:(?:the|my|final)\s+)*answer\s+(?:is|would be)\s+|^(?:it|this)\s+is\s+")
@@ -171,8 +172,7 @@ def short_answer(raw: str) -> str | None:
     sides = [side for side in _COPULA.split(text) if side]
     if len(sides) > 1:
         text = min(sides, key=lambda side: len(side.split()))
-    if len(text.split()) > 2 and "," in text:  # "paris, frances capital city" -> "paris"
-        text = text.split(",")[0]
+    text = text.split(",")[0]  # "paris, france", "paris, frances capital city" -> "paris"
     text = _ARTICLE.sub("", text).strip(" .!?:;,")
     if _ECHO.search(text):  # the instruction echoed back: "answer in one to three words"
         return None
@@ -190,8 +190,8 @@ def extract_short(text: str) -> str | None:
     four words ("Paris."), else the first sentence that says "X is Y" with a side of at most
     three words ("The capital of Italy is Rome. It is..." -> "rome"); else None."""
     line = _answer_line(text)
-    if line is not None:
-        return short_answer(line)
+    if line is not None and (found := short_answer(line)) is not None:
+        return found
     bare = text.strip()
     if "\n" not in bare and len(bare.split()) <= 4 and _BARE_ANSWER.fullmatch(bare):
         return short_answer(bare)
@@ -206,8 +206,8 @@ _OPTIONS = re.compile(r"(?:^|\s)\(?([A-J])[).:]\s+\S", re.MULTILINE)
 # A sum: digits around an operator ("-" only between short numbers: 2014-2015 is a span).
 _ARITHMETIC = re.compile(r"\d\s*[+*/x×÷^]\s*\d|(?<!\d)\d{1,3}\s*-\s*\d{1,3}(?!\d)|\d\s*%")
 _ASKS_NUMBER = re.compile(
-    r"\bhow (?:many|much|old|far|long|tall|big|heavy)\b|\bwhat number\b|"
-    r"\b(?:calculate|compute|solve)\b",
+    r"\bhow (?:many|much|old|far|long|tall|big|heavy)\b|\b(?:what|which) (?:number|year)\b|"
+    r"\b(?:square|cube) root\b|\b(?:calculate|compute|solve)\b",
     re.IGNORECASE,
 )
 _NUMBER_WORD = re.compile(

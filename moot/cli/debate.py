@@ -64,7 +64,8 @@ def add_commands(commands: Any) -> None:
     debate.add_argument(
         "--extract",
         choices=extract_choices(),
-        help="answer format to ask for and vote on (number; with --prompts, the paper's)",
+        help="answer format to ask for and vote on (auto: chosen per question; with a paper's "
+        "--prompts, the paper's)",
     )
     debate.add_argument("--temperature", type=finite, help="sampling temperature for every agent")
     debate.add_argument("--max-tokens", type=positive, help="most tokens per reply")
@@ -174,7 +175,7 @@ def society_of(spec: dict[str, Any]) -> Society:
             consensus=spec["consensus"],
             prompt_set=prompt_set,
         ),
-        aggregator=MajorityVote(extract=spec["extract"] or _stored_before_auto(prompt_set)),
+        aggregator=MajorityVote(extract=spec.get("extract") or _stored_before_auto(prompt_set)),
         max_concurrency=spec["max_concurrency"],
     )
 
@@ -188,7 +189,7 @@ def _stored_before_auto(prompt_set: str) -> str:
 def start(args: argparse.Namespace) -> int:
     """`moot debate` and `moot run`: build the society, remember it for `resume`, run it."""
     spec = {key: getattr(args, key) for key in _SOCIETY_KEYS if hasattr(args, key)}
-    if args.command == "debate" and spec["extract"] is None:  # stored as run, for `resume`
+    if args.command == "debate" and spec.get("extract") is None:  # stored for `resume`
         spec["extract"] = answer_format_of(spec.get("prompts") or "moot")
     if args.command == "run":
         spec["society"] = str(Path(args.society).resolve())

@@ -34,7 +34,8 @@ def models_command(args: argparse.Namespace) -> int:
         spec, _, what = usage.partition("  ")
         table.add_row(spec or prefix, what.strip())
     table.add_row("(object)", "any langchain_core BaseChatModel, from Python")
-    console.print(table)
+    # Piped, rich would wrap at 80 columns and cut the model's path: print it whole.
+    console.print(table, width=max(console.width, 200) if not console.is_terminal else None)
     console.print("Pass backend options with -o KEY=VALUE, e.g. -o n_ctx=8192 -o n_gpu_layers=-1.")
     console.print()
     for line in llama_lines():

@@ -57,10 +57,11 @@ class BaseProtocol(Config, ABC):
         agents and this aggregator; `Society` calls it when it is built. Default: accept."""
 
     def default_aggregator(self) -> Aggregator:
-        """The aggregator of a society that names none. Default: a majority vote on numbers."""
+        """The aggregator of a society that names none. Default: a majority vote in the format
+        each question asks for ("auto")."""
         from moot.aggregate.vote import MajorityVote
 
-        return MajorityVote()
+        return MajorityVote(extract="auto")
 
     def first_prompt(self, question: str, context: RunContext) -> str:
         """The first prompt an agent sees; a run checks that it fits each model's context
