@@ -39,3 +39,12 @@ class CallCancelledError(MootError):
     """A model call stopped because its run was cancelled (Ctrl-C, a cancelled task, a client
     that hung up). Unfinished work, not a failed turn: it is never checkpointed as a turn, so
     `resume` makes the call again."""
+
+
+class ProgramError(MootError):
+    """A program agent's program could not be run or failed (`Agent(kind="program")`): its
+    turn fails, keeping the reply and what it cost (`reply`), and the run goes on."""
+
+    def __init__(self, message: str, reply: object = None) -> None:
+        super().__init__(message)
+        self.reply = reply

@@ -36,6 +36,10 @@ class Agent(Config):
     """A role with a prompt of its own (debater, critic, generator, reviser, aggregator, judge,
     proposer, reflector, router: `moot/prompts/system/`) or any text, which the default system
     prompt names."""
+    kind: Literal["text", "program"] = "text"
+    """How the agent answers: "text", in words; "program", with a short Python program that
+    moot runs in its sandbox (`moot.tools.sandbox`), whose printed output is the answer. A
+    program that fails or breaks the sandbox's limits fails the agent's turn."""
     trait: str | None = None
     """A preset trait ("easy-going", "overconfident") or a free-text persona."""
     model: BaseChatModel | str = "local"
@@ -119,7 +123,8 @@ class Agent(Config):
 
     def system_prompt(self) -> str:
         """The role's system prompt, followed by the trait if any."""
-        role_prompt = f"system/{self.role}" if prompts.exists(f"system/{self.role}") else None
+        role = "program" if self.kind == "program" else self.role
+        role_prompt = f"system/{role}" if prompts.exists(f"system/{role}") else None
         text = (
             prompts.render(role_prompt, name=self.name)
             if role_prompt

@@ -31,7 +31,7 @@ from moot.agents import Agent
 from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.confidence import logprob_confidence, stated_confidence
 from moot.cache import CallCache
-from moot.errors import CallCancelledError, CallTimeoutError
+from moot.errors import CallCancelledError, CallTimeoutError, ProgramError
 from moot.graphs._tool_loop import (
     MODEL_CALLS,
     PARTIAL_TOOL_CALLS,
@@ -40,6 +40,7 @@ from moot.graphs._tool_loop import (
     run_turn,
 )
 from moot.models import model_prices
+from moot.tools.program import run_program
 from moot.result import FusionStats, StopReason, ToolCall, Turn, Usage
 
 
@@ -255,6 +256,7 @@ def _invoke(call: Call) -> BaseMessage:
             reply = run_turn(who.model, who.agent, messages, config, options, who.answer_format)
         else:
             reply = who.model.invoke(messages, config=config, **options)
+        reply = run_program(who.agent, reply)
         request = _answer_request(call, reply)
         if request is None:
             return reply
@@ -308,6 +310,8 @@ async def _ainvoke(call: Call) -> BaseMessage:
             )
         else:
             reply = await who.model.ainvoke(messages, config=config, **options)
+        if who.agent.kind == "program":  # the sandbox blocks: run it off the event loop
+            reply = await asyncio.to_thread(run_program, who.agent, reply)
         request = _answer_request(call, reply)
         if request is None:
             return reply
@@ -459,6 +463,11 @@ def _failed_turn(call: Call, error: BaseException, retries: int) -> Turn:
     message = valid_text(f"{type(error).__name__}: {error}")
     tool_calls = getattr(error, PARTIAL_TOOL_CALLS, [])
     usage = Usage(calls=1 + retries, retries=retries)
+    reply = error.reply if isinstance(error, ProgramError) else None
+    if isinstance(reply, BaseMessage):  # the model answered; its program failed: keep both
+        usage = _costed(usage_of(reply, retries), model_prices(call.speaker.model), False)
+        text = valid_text(reply.text)
+        return Turn(**_recorded(call), text=text, usage=usage, error=message)
     return Turn(**_recorded(call), usage=usage, error=message, tool_calls=tool_calls)
 
 
