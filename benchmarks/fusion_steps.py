@@ -1,6 +1,6 @@
 """What a token costs each model of a fusion pair, and the Co-LLM speed that follows from it.
 
-Times, on the fusion loop's own llama.cpp contexts (`moot.fusion._decoder.Decoder`), one
+Times, on the fusion loop's own llama.cpp contexts (`moot.llamacpp.Decoder`), one
 generated token (a decode step) and a catch-up batch of k tokens (what a deferral costs the
 assistant when it last ran k tokens ago), alternating the two models. Then the bound: a Co-LLM
 setting that defers a share d of tokens costs at least t_base + d * t_catchup per token, so its
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moot.fusion._decoder import Decoder
+from moot.llamacpp import Decoder
 
 PROMPT = "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning. " * 3
 

@@ -99,7 +99,7 @@ def describe_build() -> tuple[str, str]:
     """The GPU's name (or "no GPU") and a line naming the build, devices and threads."""
     import llama_cpp
 
-    from moot.models._engine import backend_devices, usable_cores
+    from moot.llamacpp import backend_devices, usable_cores
 
     devices = backend_devices()
     gpus = [d for d in devices if d.kind in ("GPU", "IGPU")]
@@ -127,8 +127,7 @@ def main() -> int:
     except ImportError:
         print("gpu_check: llama-cpp-python is not installed (pip install -e '.[fusion]')")
         return 1
-    from moot.models._engine import backend_devices
-    from moot.models.llama import gpu_offload_supported
+    from moot.llamacpp import backend_devices, gpu_offload_supported
 
     if not gpu_offload_supported() and not args.cpu_only:
         backends = ", ".join(dict.fromkeys(d.backend for d in backend_devices())) or "unknown"

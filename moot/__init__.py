@@ -6,6 +6,8 @@ The public API is what this module exports; everything else is internal.
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
 from moot.aggregate.judge import Judge, PairwiseRank
+from moot.aggregate.select import ConsistencySelect
+from moot.aggregate.trajectory import TrajectoryVote
 from moot.aggregate.vote import ConfidenceVote, MajorityVote, Vote, WeightedVote
 from moot.cache import CallCache
 from moot.checkpoints import Moderation
@@ -28,6 +30,7 @@ from moot.models import load_model, register_backend
 from moot.result import FusionStats, Result, RoundStats, Turn, Usage
 from moot.society import Society
 from moot.society_file import load_society
+from moot.spec import SocietySpec
 
 __all__ = [
     "Agent",
@@ -36,6 +39,7 @@ __all__ = [
     "CallCache",
     "Cascade",
     "ConfidenceVote",
+    "ConsistencySelect",
     "ConfigError",
     "ContextLengthError",
     "CriticLoop",
@@ -57,7 +61,9 @@ __all__ = [
     "RoundStats",
     "Router",
     "Society",
+    "SocietySpec",
     "TokenEvent",
+    "TrajectoryVote",
     "Turn",
     "TurnEvent",
     "Usage",

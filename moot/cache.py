@@ -102,10 +102,3 @@ def repeats(model: BaseChatModel, options: dict[str, Any]) -> bool:
         return True
     temperature = options.get("temperature", getattr(model, "temperature", None))
     return temperature is not None and float(temperature) == 0.0
-
-
-def open_cache(cache: str | Path | CallCache | None) -> CallCache | None:
-    """A `CallCache` for a path (None stays None)."""
-    if cache is None or isinstance(cache, CallCache):
-        return cache
-    return CallCache(cache)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import random
+from collections.abc import Callable
 from itertools import product
-from typing import Any, Literal, cast
+from typing import Any, Literal, ParamSpec, cast
 
 from langchain_core.language_models import BaseChatModel
 
@@ -14,12 +16,14 @@ from moot.aggregate.extract import ExtractKind
 from moot.aggregate.vote import MajorityVote
 from moot.graphs.debate import Debate, PromptSet, RoundStrategy
 from moot.society import Society
+from moot.spec import AgentSpec, SocietySpec, society_fields
 
+P = ParamSpec("P")
 MACHINESOM_STRATEGIES = ["-".join(moves) for moves in product(("debate", "reflect"), repeat=3)]
 """The 8 strategies of MachineSoM: a move (debate or reflect) for each of 3 rounds."""
 
 
-def machinesom(
+def machinesom_spec(
     overconfident: int = 0,
     strategy: str = "debate-debate-debate",
     model: str | BaseChatModel = "local",
@@ -27,7 +31,7 @@ def machinesom(
     prompts: Literal["moot", "som"] = "moot",
     reflector_seed: int = 0,
     **sampling: Any,
-) -> Society:
+) -> SocietySpec:
     """A MachineSoM society: 3 agents, the first `overconfident` of them overconfident and the
     rest easy-going; an independent first answer, then the strategy's 3 moves; the answer is
     the plurality if at least two agents give it, else none.
@@ -45,7 +49,7 @@ def machinesom(
         draw = random.Random(reflector_seed)
         moves = [{draw.choice(names): "reflect"} if m == "debate" else m for m in moves]
     agents = [
-        Agent(
+        AgentSpec(
             name=name,
             trait="overconfident" if index < overconfident else "easy-going",
             model=model,
@@ -53,11 +57,25 @@ def machinesom(
         )
         for index, name in enumerate(names)
     ]
-    return Society(
+    return SocietySpec(
         agents=agents,
         protocol=Debate(strategy=moves, prompt_set=prompt_set),
         aggregator=MajorityVote(extract=extract, min_votes=2),
     )
+
+
+def _built(make_spec: Callable[P, SocietySpec]) -> Callable[P, Society]:
+    """A preset that builds the society of `make_spec`, taking the same arguments."""
+
+    @functools.wraps(make_spec)
+    def make(*args: P.args, **kwargs: P.kwargs) -> Society:
+        return Society(**society_fields(make_spec(*args, **kwargs)))
+
+    make.__name__ = make.__qualname__ = make_spec.__name__.removesuffix("_spec")
+    return make
+
+
+machinesom = _built(machinesom_spec)
 
 
 def _som_prompt_set(extract: ExtractKind) -> PromptSet:
@@ -94,7 +112,7 @@ def self_consistency(
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     copies = [
-        agent.model_copy(
+        AgentSpec.of(agent).model_copy(
             update={
                 "name": f"{agent.name}{number + 1}",
                 "seed": None if agent.seed is None else agent.seed + number,
@@ -102,8 +120,7 @@ def self_consistency(
         )
         for number in range(samples)
     ]
-    return Society(
-        agents=copies,
-        protocol=Debate(rounds=1),
-        aggregator=aggregator or MajorityVote(),
+    spec = SocietySpec(
+        agents=copies, protocol=Debate(rounds=1), aggregator=aggregator or MajorityVote()
     )
+    return Society(**society_fields(spec))

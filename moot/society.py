@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, Literal, Unpack
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langgraph.graph import StateGraph
-from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from moot._driver import STREAM_MODES, Cache, Checkpoint, Graph, adrive, drive
 from moot.agents import Agent
-from moot.aggregate.base import Aggregator, AnswerFormat
-from moot.aggregate.extract import kind_for
+from moot.aggregate.base import Aggregator
 from moot.aggregate.schema import SchemaAnswers
 from moot.aggregate.vote import MajorityVote
-from moot.checkpoints import Moderator
 from moot.config import Config
-from moot.events import Event, ResultEvent, events_of
-from moot.graphs._runtime import RunContext
+from moot.events import Event
 from moot.graphs.base import BaseProtocol
 from moot.graphs.debate import Debate
-from moot.result import Result, result_of_state
-
-MAX_AGENTS = 1000
-"""The most agents a society takes (a ceiling against typos like --agents 10000)."""
+from moot.graphs.run import STREAM_MODES, Run, RunOptions
+from moot.graphs.types import RunContext
+from moot.result import Result
+from moot.spec import MAX_AGENTS, SocietySpec, society_fields, spec_of
 
 
 class Society(Config):
@@ -50,15 +47,13 @@ class Society(Config):
     vote_on: str | None = None
     """With `answer_schema`: the field the vote compares (None: the whole object)."""
 
-    _compiled: dict[bool, Graph] = PrivateAttr(default_factory=dict)
-
     @field_validator("agents")
     @classmethod
     def _names_are_unique(cls, agents: list[Agent]) -> list[Agent]:
-        names = [agent.name for agent in agents]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"agent names must be unique; repeated: {', '.join(duplicates)}")
+        counts = Counter(agent.name for agent in agents)
+        repeated = sorted(name for name, count in counts.items() if count > 1)
+        if repeated:
+            raise ValueError(f"agent names must be unique; repeated: {', '.join(repeated)}")
         return agents
 
     @model_validator(mode="after")
@@ -86,172 +81,71 @@ class Society(Config):
         """The protocol's uncompiled LangGraph graph (with async agent nodes if asked)."""
         return self.protocol.build(asynchronous=asynchronous)
 
-    def compile(self, *, asynchronous: bool = False, **compile_options: Any) -> Graph:
-        """The compiled graph (cached when compiled without options, e.g. a checkpointer)."""
-        if compile_options:
-            return self.graph(asynchronous=asynchronous).compile(**compile_options)
-        if asynchronous not in self._compiled:
-            self._compiled[asynchronous] = self.graph(asynchronous=asynchronous).compile()
-        return self._compiled[asynchronous]
+    @classmethod
+    def from_spec(
+        cls, spec: SocietySpec | Mapping[str, Any], *, model: str | BaseChatModel | None = None
+    ) -> Society:
+        """The society a spec (or a society file's mapping) describes; `model` replaces every
+        agent's model."""
+        return cls(**society_fields(spec, model=model))
 
-    def answer_format_for(self, question: str | None) -> AnswerFormat | None:
-        """How this society's agents answer `question`, where not simply the aggregator's
-        format: typed answers, or the format "auto" chooses for the question (None: the
-        aggregator's)."""
-        typed = self.typed_answers()
-        if typed is not None:
-            return typed
-        if self.aggregator.extract == "auto" and question is not None:
-            return AnswerFormat(extract=kind_for(question))
-        return None
+    def to_spec(self) -> SocietySpec:
+        """This society as data: `Society.from_spec(society.to_spec())` builds it again, and
+        `to_spec().file_data()` is what a society file holds."""
+        return spec_of(self)
 
-    def format_name(self, question: str | None) -> str:
-        """The name of the answer format of a run on `question` (shown with its result)."""
-        chosen = self.answer_format_for(question) or self.aggregator
-        if self.typed_answers() is not None:
-            return "schema"
-        return chosen.extract if isinstance(chosen.extract, str) else "custom"
+    def check(self, question: str) -> None:
+        """Refuse a question that cannot run, before any model is called (as every run does
+        first): an empty one, or one whose first prompt fills a model's context window."""
+        self._run(question, {}).check()
 
-    def context(self, moderated: bool = False, question: str | None = None) -> RunContext:
-        """The runtime context: the agents' loaded models and the aggregator's."""
-        return RunContext(
-            agents=self.agents,
-            models=[agent.chat_model() for agent in self.agents],
-            aggregator=self.aggregator,
-            aggregator_models={
-                agent.name: agent.chat_model() for agent in self.aggregator.agents()
-            },
-            moderated=moderated,
-            answer_format=self.answer_format_for(question),
-        )
+    def context(self, question: str | None = None) -> RunContext:
+        """The runtime context of a run on `question`: the agents' loaded models and the
+        aggregator's."""
+        return self._run(question, {}).context(question)
 
     # -- running ------------------------------------------------------------------------------
-    # Every method takes: `config` (a LangChain RunnableConfig merged into the run's),
-    # `checkpoint` (a SQLite file path or a LangGraph checkpointer) with `thread_id`, which saves
-    # every finished turn so a killed run can resume, and `moderator`, called after each round
-    # but the last, which may add a note for the agents or stop the debate. A new question on a
-    # thread that already holds a run is refused, unless `fresh=True` clears the thread first.
-    # `cache` (a SQLite file path or a `moot.CallCache`) answers identical seeded or greedy model
-    # calls from earlier runs; hits are counted in `usage.cached_calls` and cost nothing.
+    # Every way to run takes the same keywords, `RunOptions` (moot.graphs.run): `config`,
+    # `checkpoint` and `thread_id` (every finished turn is saved, so a killed run can resume),
+    # `moderator` (called after each round but the last), `fresh` (start a thread's run over)
+    # and `cache` (identical seeded or greedy calls answered from earlier runs).
 
-    def run(
-        self,
-        question: str,
-        *,
-        config: RunnableConfig | None = None,
-        checkpoint: Checkpoint = None,
-        thread_id: str | None = None,
-        moderator: Moderator | None = None,
-        fresh: bool = False,
-        cache: Cache = None,
-    ) -> Result:
+    def run(self, question: str, **options: Unpack[RunOptions]) -> Result:
         """Run the society on `question` and return the full record."""
-        parts = drive(
-            self, question, config, checkpoint, thread_id, moderator, fresh=fresh, cache=cache
-        )
-        return self._last(parts)
+        return self._run(question, options).result()
 
-    async def arun(
-        self,
-        question: str,
-        *,
-        config: RunnableConfig | None = None,
-        checkpoint: Checkpoint = None,
-        thread_id: str | None = None,
-        moderator: Moderator | None = None,
-        fresh: bool = False,
-        cache: Cache = None,
-    ) -> Result:
+    async def arun(self, question: str, **options: Unpack[RunOptions]) -> Result:
         """`run` for async code: a round's agents run as tasks."""
-        parts = adrive(
-            self, question, config, checkpoint, thread_id, moderator, fresh=fresh, cache=cache
-        )
-        return await self._alast(parts)
+        return await self._run(question, options).aresult()
 
-    def stream(
-        self,
-        question: str,
-        *,
-        config: RunnableConfig | None = None,
-        checkpoint: Checkpoint = None,
-        thread_id: str | None = None,
-        moderator: Moderator | None = None,
-        fresh: bool = False,
-        cache: Cache = None,
-    ) -> Iterator[Event]:
+    def stream(self, question: str, **options: Unpack[RunOptions]) -> Iterator[Event]:
         """Tokens as agents write them, each finished turn, and finally the result."""
-        final: dict[str, Any] = {}
-        parts = drive(
-            self, question, config, checkpoint, thread_id, moderator, STREAM_MODES, fresh, cache
-        )
-        for mode, chunk in parts:
-            if mode == "values":
-                final = chunk
-            else:
-                yield from events_of(mode, chunk)
-        yield ResultEvent(result=self._result(final))
+        return self._run(question, options, streaming=True).events()
 
-    async def astream(
-        self,
-        question: str,
-        *,
-        config: RunnableConfig | None = None,
-        checkpoint: Checkpoint = None,
-        thread_id: str | None = None,
-        moderator: Moderator | None = None,
-        fresh: bool = False,
-        cache: Cache = None,
-    ) -> AsyncIterator[Event]:
+    def astream(self, question: str, **options: Unpack[RunOptions]) -> AsyncIterator[Event]:
         """`stream` for async code."""
-        final: dict[str, Any] = {}
-        parts = adrive(
-            self, question, config, checkpoint, thread_id, moderator, STREAM_MODES, fresh, cache
-        )
-        async for mode, chunk in parts:
-            if mode == "values":
-                final = chunk
-            else:
-                for event in events_of(mode, chunk):
-                    yield event
-        yield ResultEvent(result=self._result(final))
+        return self._run(question, options, streaming=True).aevents()
 
-    def resume(
-        self,
-        *,
-        checkpoint: Checkpoint,
-        thread_id: str,
-        config: RunnableConfig | None = None,
-        moderator: Moderator | None = None,
-        cache: Cache = None,
-    ) -> Result:
-        """Finish a checkpointed run: finished turns are kept, only the rest is run."""
-        return self._last(drive(self, None, config, checkpoint, thread_id, moderator, cache=cache))
+    def resume(self, **options: Unpack[RunOptions]) -> Result:
+        """Finish the run saved under `checkpoint` and `thread_id`: finished turns are kept,
+        only the rest is run."""
+        return self._run(None, options).result()
 
-    async def aresume(
-        self,
-        *,
-        checkpoint: Checkpoint,
-        thread_id: str,
-        config: RunnableConfig | None = None,
-        moderator: Moderator | None = None,
-        cache: Cache = None,
-    ) -> Result:
+    async def aresume(self, **options: Unpack[RunOptions]) -> Result:
         """`resume` for async code."""
-        return await self._alast(
-            adrive(self, None, config, checkpoint, thread_id, moderator, cache=cache)
+        return await self._run(None, options).aresult()
+
+    def _run(self, question: str | None, options: RunOptions, streaming: bool = False) -> Run:
+        return Run(
+            self.agents,
+            self.protocol,
+            self.aggregator,
+            self.typed_answers(),
+            self.max_concurrency,
+            question,
+            RunOptions(**options),
+            list(STREAM_MODES) if streaming else ["values"],
         )
-
-    def _last(self, parts: Iterator[tuple[str, Any]]) -> Result:
-        final: dict[str, Any] = {}
-        for _, chunk in parts:
-            final = chunk
-        return self._result(final)
-
-    async def _alast(self, parts: AsyncIterator[tuple[str, Any]]) -> Result:
-        final: dict[str, Any] = {}
-        async for _, chunk in parts:
-            final = chunk
-        return self._result(final)
 
     # -- LangChain ----------------------------------------------------------------------------
     def as_runnable(self, output: Literal["answer", "result"] = "answer") -> Runnable[Any, Any]:
@@ -271,22 +165,3 @@ class Society(Config):
         from moot.integrations.langchain import as_tool
 
         return as_tool(self, name, description)
-
-    # -- helpers ------------------------------------------------------------------------------
-    def _result(self, state: dict[str, Any]) -> Result:
-        names = [self.agents[index].name for index in self.protocol.participants(self.agents)]
-        details = {
-            **self.protocol.details(state),
-            **({"fallback": state["fallback"]} if state.get("fallback") else {}),
-        }
-        result = result_of_state(state, [agent.name for agent in self.agents], names, details)
-        result.answer_format = self.format_name(state.get("question"))
-        typed = self.typed_answers()
-        if typed is None or result.answer is None:
-            return result
-        given = [turn for turn in result.turns if turn.answer == result.answer]
-        if not given:  # an answer no turn gave (an aggregator's own): nothing to parse
-            return result
-        last = max(turn.round for turn in given)  # the latest round's first agent
-        winner = next(turn for turn in given if turn.round == last)
-        return result.model_copy(update={"answer_object": typed.parse(winner.text)})

@@ -47,6 +47,9 @@ Responder = (
     | Callable[[list[BaseMessage], CallInfo], str | AIMessage]
 )
 """Returns the reply's text, or an AIMessage (e.g. one with `tool_calls`)."""
+Stop = list[str] | None
+Manager = CallbackManagerForLLMRun | None
+AManager = AsyncCallbackManagerForLLMRun | None
 _call_metadata: ContextVar[dict[str, Any] | None] = ContextVar("moot_call_metadata", default=None)
 """The metadata of the call in progress (LangChain hands streaming methods no run manager)."""
 
@@ -153,68 +156,69 @@ class ScriptedChatModel(BaseChatModel):
         return reply.model_copy(update={"usage_metadata": usage})
 
     def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
+        self, messages: list[BaseMessage], stop: Stop = None, run_manager: Manager = None, **_: Any
     ) -> ChatResult:
         if self.delay:
             time.sleep(self.delay)
-        reply = self._reply(messages, run_manager.metadata if run_manager else {})
-        return ChatResult(generations=[ChatGeneration(message=reply)])
+        return self._result(messages, run_manager)
 
     async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
+        self, messages: list[BaseMessage], stop: Stop = None, run_manager: AManager = None, **_: Any
     ) -> ChatResult:
         if self.delay:
             await asyncio.sleep(self.delay)
+        return self._result(messages, run_manager)
+
+    def _result(self, messages: list[BaseMessage], run_manager: Any) -> ChatResult:
         reply = self._reply(messages, run_manager.metadata if run_manager else {})
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
     def _stream(
         self,
         messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
+        stop: Stop = None,
+        run_manager: Manager = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        result = self._generate(messages, stop, run_manager, **kwargs)
-        message = result.generations[0].message
-        if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
-            yield ChatGenerationChunk(message=_as_chunk(message))
-            return
-        words = message.text.split(" ")
-        for position, word in enumerate(words):
-            piece = word if position == len(words) - 1 else word + " "
-            if run_manager:
-                run_manager.on_llm_new_token(piece)
-            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(content="", usage_metadata=message.usage_metadata)  # type: ignore[attr-defined]
-        )
+        reply = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
+        for chunk, token in _chunks(reply, by_word=True):
+            if run_manager and token is not None:
+                run_manager.on_llm_new_token(token)
+            yield chunk
 
     async def _astream(
         self,
         messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        stop: Stop = None,
+        run_manager: AManager = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        result = await self._agenerate(messages, stop, run_manager, **kwargs)
-        message = result.generations[0].message
-        if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
-            yield ChatGenerationChunk(message=_as_chunk(message))
-            return
-        if run_manager:
-            await run_manager.on_llm_new_token(message.text)
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(content=message.text, usage_metadata=message.usage_metadata)  # type: ignore[attr-defined]
+        reply = (
+            (await self._agenerate(messages, stop, run_manager, **kwargs)).generations[0].message
         )
+        for chunk, token in _chunks(reply, by_word=False):
+            if run_manager and token is not None:
+                await run_manager.on_llm_new_token(token)
+            yield chunk
+
+
+def _chunks(reply: BaseMessage, *, by_word: bool) -> list[tuple[ChatGenerationChunk, str | None]]:
+    """A whole reply as stream chunks, each with the token text it announces: word by word
+    (then its usage), or all at once; a reply with tool calls comes as one chunk."""
+    assert isinstance(reply, AIMessage)
+    if reply.tool_calls or reply.invalid_tool_calls:
+        return [(ChatGenerationChunk(message=_as_chunk(reply)), None)]
+    usage = reply.usage_metadata
+    if not by_word:
+        whole = AIMessageChunk(content=reply.text, usage_metadata=usage)
+        return [(ChatGenerationChunk(message=whole), reply.text)]
+    words = reply.text.split(" ")
+    pieces = [word + " " for word in words[:-1]] + words[-1:]
+    chunks = [
+        (ChatGenerationChunk(message=AIMessageChunk(content=piece)), piece) for piece in pieces
+    ]
+    last = AIMessageChunk(content="", usage_metadata=usage)
+    return [*chunks, (ChatGenerationChunk(message=last), None)]
 
 
 def _as_chunk(message: AIMessage) -> AIMessageChunk:

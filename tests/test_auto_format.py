@@ -11,6 +11,7 @@ import pytest
 import moot
 from moot.aggregate.extract import extract_short, extract_yesno, kind_for
 from moot.cli import main
+from moot.models import PROFILES
 from moot.testing import ScriptedChatModel
 
 
@@ -89,13 +90,14 @@ def test_an_explicit_format_is_kept_whatever_the_question():
 
 
 class GrammarModel(ScriptedChatModel):
-    """A scripted model that reports itself as llama.cpp and records each call's options."""
+    """A scripted model that declares it takes a grammar (as llama.cpp does) and records each
+    call's options."""
 
     options: list[dict[str, Any]] = []
 
-    @property
-    def _llm_type(self) -> str:
-        return "llama.cpp"
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        PROFILES.declare(self, takes_grammar=True)
 
     def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
         self.options.append(kwargs)

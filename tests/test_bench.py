@@ -6,6 +6,7 @@ import json
 import re
 import sys
 import threading
+from typing import Any
 
 import pytest
 
@@ -23,10 +24,11 @@ from moot.bench import (
     summarise,
     write_report,
 )
-from moot.bench.report import Interval, format_p, mcnemar_exact
+from moot.bench.metrics import Interval, format_p, mcnemar_exact
 from moot.bench.tasks import Question, accepted_answers, chess_destination, choice_letter, numeric
 from moot.cli import main
 from moot.errors import ConfigError
+from moot.models import PROFILES
 from moot.testing import ScriptedChatModel
 
 _EXPRESSION = re.compile(r"What is the result of ([\d+*-]+)\?")
@@ -278,9 +280,11 @@ def test_rerun_skips_what_is_done(tmp_path):
 
 
 class SmallWindow(ScriptedChatModel):
-    """A scripted model with an 80-word context window."""
+    """A scripted model with an 80-word context window (declared in its profile)."""
 
-    context_window: int = 80
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        PROFILES.declare(self, context_window=80)
 
     def get_num_tokens(self, text: str) -> int:
         return len(text.split())
@@ -391,11 +395,11 @@ def test_ray_backend_gives_the_local_results(tmp_path):
 
 @pytest.fixture
 def scripted_backend():
-    from moot.models import _BACKENDS, register_backend
+    from moot.models import BACKENDS, register_backend
 
     register_backend("scripted", lambda rest, options: scripted(), "scripted:solver (tests)")
     yield
-    del _BACKENDS["scripted"]
+    BACKENDS.remove("scripted")
 
 
 def test_cli_bench_writes_results_report_and_plots(tmp_path, scripted_backend, capsys):

@@ -112,7 +112,7 @@ def test_question_longer_than_the_context_is_refused_before_any_call(capsys):
 
 
 def test_every_call_failing_is_exit_code_1(capsys):
-    from moot.models import _BACKENDS, register_backend
+    from moot.models import BACKENDS, register_backend
     from moot.testing import ScriptedChatModel
 
     def broken(messages):
@@ -122,7 +122,7 @@ def test_every_call_failing_is_exit_code_1(capsys):
     try:
         status, _, err = moot(capsys, "debate", "q", "--model", "broken:x", "--json")
     finally:
-        del _BACKENDS["broken"]
+        BACKENDS.remove("broken")
     assert status == 1
     assert "every model call failed; the first error: ConnectionError: server went away" in err
 

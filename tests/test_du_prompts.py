@@ -194,7 +194,7 @@ def test_bench_runs_du_et_al_s_prompts_by_default_where_they_were_measured_bette
     assert default_prompt_set("qa/open", "text", ["single"])[0] == "moot"
 
     from moot.cli import main
-    from moot.models import _BACKENDS, register_backend
+    from moot.models import BACKENDS, register_backend
 
     model = ScriptedChatModel(respond=lambda messages: "So \\boxed{4}. Answer: 4")
     register_backend("sums", lambda rest, options: model, "sums:x (tests)")
@@ -214,7 +214,7 @@ def test_bench_runs_du_et_al_s_prompts_by_default_where_they_were_measured_bette
         assert "moa-2x1 would run on moot's prompts" in capsys.readouterr().err
         assert not (tmp_path / "no").exists()
     finally:
-        del _BACKENDS["sums"]
+        BACKENDS.remove("sums")
     # The records say which prompts they were run with, so the two runs stay apart.
     du_record = json.loads((tmp_path / "du/results.jsonl").read_text())
     moot_record = json.loads((tmp_path / "moot/results.jsonl").read_text())
@@ -266,7 +266,7 @@ def test_moot_bench_runs_multiple_choice_on_du_et_al_s_prompts(tmp_path):
 
 def test_moot_debate_reads_a_paper_s_prompt_set_in_its_answer_format(capsys):
     from moot.cli import main
-    from moot.models import _BACKENDS, register_backend
+    from moot.models import BACKENDS, register_backend
 
     model = ScriptedChatModel(respond=lambda messages: "It is (B)")
     register_backend("choosing", lambda rest, options: model, "choosing:x (tests)")
@@ -278,4 +278,4 @@ def test_moot_debate_reads_a_paper_s_prompt_set_in_its_answer_format(capsys):
         assert main([*argv, "--extract", "number"]) == 2  # asked for: refused, with the fix
         assert "set extract to choice" in capsys.readouterr().err
     finally:
-        del _BACKENDS["choosing"]
+        BACKENDS.remove("choosing")

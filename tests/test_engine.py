@@ -11,6 +11,18 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 import moot
+from moot.llamacpp import (
+    BatchedEngine,
+    Cancellation,
+    Completion,
+    Halt,
+    LoadOptions,
+    ModelCache,
+    Request,
+    Sampling,
+    open_engine,
+)
+from moot.models.embedded import embedded_model_path
 from moot.models.llama import ChatLlama
 
 pytestmark = pytest.mark.integration
@@ -195,30 +207,24 @@ def test_two_contexts_share_one_model_and_agree():
     assert [r.text for r in ask_all(pooled, prompts(4), max_tokens=24, temperature=0)] == expected
 
 
-def test_a_failed_decode_fails_its_calls_and_the_engine_goes_on():
+def test_a_failed_decode_fails_its_calls_and_the_engine_goes_on(monkeypatch):
+    import llama_cpp
+
     model = engine_model(sequences=2)
-    context = model._shared.engine.contexts[0]
-    real_api = context.api
+    model.invoke("Warm up.", max_tokens=2)
+    real_decode = llama_cpp.llama_decode
+    failed: list[bool] = []
 
-    class FailOnce:
-        failed = False
+    def fail_once(ctx: object, batch: object) -> int:
+        if not failed:
+            failed.append(True)
+            return -3  # what llama.cpp returns when a compute fails
+        return real_decode(ctx, batch)
 
-        def __getattr__(self, name: str) -> object:
-            return getattr(real_api, name)
-
-        def llama_decode(self, ctx: object, batch: object) -> int:
-            if not FailOnce.failed:
-                FailOnce.failed = True
-                return -3  # what llama.cpp returns when a compute fails
-            return real_api.llama_decode(ctx, batch)
-
-    context.api = FailOnce()
-    try:
-        with pytest.raises(RuntimeError, match="llama_decode failed with status -3"):
-            model.invoke("Say hi.", max_tokens=8)
-        assert model.invoke("Say hi.", max_tokens=8).text  # the worker lives
-    finally:
-        context.api = real_api
+    monkeypatch.setattr(llama_cpp, "llama_decode", fail_once)
+    with pytest.raises(RuntimeError, match="llama_decode failed with status -3"):
+        model.invoke("Say hi.", max_tokens=8)
+    assert model.invoke("Say hi.", max_tokens=8).text  # the worker lives
 
 
 def test_cancelled_timed_out_and_closed_calls_leave_no_sequence_held():
@@ -226,13 +232,12 @@ def test_cancelled_timed_out_and_closed_calls_leave_no_sequence_held():
     # flight), with no lending count left behind, so a conversation that goes on afterwards
     # still finds its own sequence and evaluates only its new tokens.
     model = engine_model(sequences=2)
-    engine = model._shared.engine
+    engine = model.engine
+    assert isinstance(engine, BatchedEngine)
     question = [SYSTEM, HumanMessage("What is 12+30?")]
 
     def settled() -> bool:
-        with engine.lock:
-            slots = [slot for context in engine.contexts for slot in context.slots]
-            return all(slot.request is None and slot.lending == 0 for slot in slots)
+        return engine.busy() == 0
 
     first = model.invoke(question, max_tokens=16, temperature=0)
     cancel = threading.Event()
@@ -257,3 +262,55 @@ def test_cancelled_timed_out_and_closed_calls_leave_no_sequence_held():
     reply = model.invoke(follow_up, max_tokens=8, temperature=0)
     evaluated = model.stats.prompt_tokens_evaluated - before
     assert evaluated < reply.usage_metadata["input_tokens"] / 2
+
+
+# -- the engine interface, a model cache and a cancellation made by the test -----------------
+
+
+@pytest.mark.parametrize("engine", ["simple", "batched"])
+def test_closing_a_cache_stops_its_generations_and_frees_its_engines(engine):
+    cancellation = Cancellation()
+    cache = ModelCache(cancellation)
+    options = LoadOptions(engine=engine, n_ctx=1024)
+    path = embedded_model_path()
+    loaded = cache.get(("engine", path), lambda: open_engine(path, options))
+    assert cache.get(("engine", path), lambda: pytest.fail("loaded twice")) is loaded
+    messages = [{"role": "user", "content": LONG}]
+    request = Request(messages, Sampling(temperature=0, max_tokens=3000))
+    chunks = iter(Completion(loaded, request, Halt(None, None, cancellation)))
+    next(chunks)  # generating
+    cache.close_all()
+    with pytest.raises(moot.MootError, match="cancelled"):
+        list(chunks)
+    assert len(cache) == 0
+    with pytest.raises(moot.ModelSpecError, match="closed"):
+        loaded.submit(Request(messages, Sampling()))
+
+
+def test_a_cache_keeps_an_item_that_cannot_close_yet():
+    class Busy:
+        def __init__(self) -> None:
+            self.closed_with: list[float] = []
+
+        def close(self, grace: float) -> bool:
+            self.closed_with.append(grace)
+            return False  # still inside llama.cpp: never freed
+
+    cache = ModelCache()
+    cache.grace = 0.5
+    busy = cache.get("busy", Busy)
+    cache.close_all()
+    assert cache.cancellation.is_set()
+    assert busy.closed_with and busy.closed_with[0] <= 0.5
+    assert len(cache) == 0
+
+
+def test_a_halt_says_why_a_call_must_stop():
+    cancellation = Cancellation()
+    halt = Halt(None, None, cancellation)
+    assert not halt.due()
+    cancellation.cancel_all()
+    with pytest.raises(moot.MootError, match="cancelled"):
+        halt.raise_if_due()
+    with pytest.raises(moot.MootError, match="did not finish within 0 s"):
+        Halt(0, None, Cancellation()).raise_if_due()

@@ -63,7 +63,7 @@ def test_all_weight_on_one_model_gives_its_own_greedy_tokens(q8_copy, strategy):
 
 def test_a_model_fused_with_itself_runs_on_two_contexts_and_gives_its_own_tokens():
     model = FusedChatModel(models=["local", "local"], strategy="prob", repack=False, **GREEDY)
-    assert model._decoders[0] is not model._decoders[1]
+    assert model.decoders[0] is not model.decoders[1]
     assert model.invoke(QUESTION).text == alone("local")
 
 
@@ -150,10 +150,10 @@ def test_a_cancelled_async_call_frees_the_models(q8_copy):
         with pytest.raises(asyncio.CancelledError):
             await task
         for _ in range(40):  # the generation stops at its next token, not after 400
-            if not any(decoder.lock.locked() for decoder in model._decoders):
+            if not any(decoder.lock.locked() for decoder in model.decoders):
                 break
             await asyncio.sleep(0.05)
-        assert not any(decoder.lock.locked() for decoder in model._decoders)
+        assert not any(decoder.lock.locked() for decoder in model.decoders)
         return (await asyncio.wait_for(model.ainvoke(QUESTION, max_tokens=8), 30)).text
 
     assert asyncio.run(cancel_one())
@@ -368,6 +368,6 @@ def test_the_marginal_likelihood_ranks_big_gains_before_many_small_ones():
 def test_repacked_and_exact_fusions_are_cached_apart(q8_copy):
     # repacking changes logits in the last bits: a cached reply of one is not the other's
     exact, repacked = fused(q8_copy), fused(q8_copy, repack=True)
-    assert exact._decoders[0] is not repacked._decoders[0]  # each loaded its own way
+    assert exact.decoders[0] is not repacked.decoders[0]  # each loaded its own way
     assert exact._identifying_params != repacked._identifying_params
     assert repacked.invoke(QUESTION).text  # the default, repacked, answers too

@@ -13,13 +13,20 @@ import llama_cpp
 import pytest
 
 import moot.fusion.model as fusion_model
-import moot.models._engine as engine_module
-import moot.models.llama as llama
+import moot.llamacpp.devices as devices
 from moot.cli import main
 from moot.fusion import FusedChatModel
+from moot.llamacpp import (
+    BatchedEngine,
+    LoadedModel,
+    LoadOptions,
+    ModelCache,
+    default_gpu_layers,
+    gpu_offload_supported,
+)
 from moot.models.embedded import embedded_model_path
 from moot.models.embeddings import LlamaEmbeddings
-from moot.models.llama import ChatLlama, LoadOptions, default_gpu_layers
+from moot.models.llama import ChatLlama
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU, CPU = True, False
@@ -38,7 +45,7 @@ def build(monkeypatch):
     """`build(gpu)`: llama.cpp reports that it can offload (a GPU build) or cannot."""
 
     def set_build(gpu: bool) -> None:
-        monkeypatch.setattr(llama, "gpu_offload_supported", lambda: gpu)
+        monkeypatch.setattr(devices, "gpu_offload_supported", lambda: gpu)
 
     return set_build
 
@@ -66,7 +73,14 @@ def test_an_explicit_n_gpu_layers_wins_over_the_build(build, gpu, explicit):
 def test_a_chat_model_loads_with_the_builds_default(build, monkeypatch, gpu, layers):
     build(gpu)
     given: list[LoadOptions] = []
-    monkeypatch.setattr(llama, "_shared_model", lambda path, options: given.append(options))
+
+    class Recording(ModelCache):
+        """Records what would be loaded, and loads nothing."""
+
+        def get(self, key: Any, load: Any) -> Any:
+            given.append(key[-1])
+
+    monkeypatch.setattr(ChatLlama, "loaded_models", Recording())
     ChatLlama.from_path(embedded_model_path())
     ChatLlama.from_path(embedded_model_path(), engine="batched", n_gpu_layers=7)
     assert [options.n_gpu_layers for options in given] == [layers, 7]
@@ -78,12 +92,12 @@ def test_the_batched_engine_loads_its_model_with_the_builds_default(
 ):
     build(gpu)
 
-    def load_model(path: Path, n_gpu_layers: int, repack: bool = False) -> Any:
+    def load(path: Path, n_gpu_layers: int, repack: bool = False) -> Any:
         raise Loaded(n_gpu_layers)
 
-    monkeypatch.setattr(engine_module, "load_model", load_model)
+    monkeypatch.setattr(LoadedModel, "load", load)
     with pytest.raises(Loaded) as loaded:
-        llama._SharedEngine(Path(embedded_model_path()), LoadOptions(engine="batched"))
+        BatchedEngine(Path(embedded_model_path()), LoadOptions(engine="batched"))
     assert loaded.value.n_gpu_layers == layers
 
 
@@ -123,9 +137,9 @@ def test_embeddings_offload_with_the_builds_default_unless_told(build, monkeypat
 def test_a_call_cached_on_a_cpu_build_is_not_replayed_on_a_gpu_build(build):
     """GPU kernels change logits in the last bits: n_gpu_layers stays in the call cache key."""
     build(CPU)
-    on_cpu = LoadOptions().model_dump(exclude=llama._SPEED_ONLY)
+    on_cpu = LoadOptions().reply_options()
     build(GPU)
-    on_gpu = LoadOptions().model_dump(exclude=llama._SPEED_ONLY)
+    on_gpu = LoadOptions().reply_options()
     assert on_cpu != on_gpu and on_cpu["n_gpu_layers"] == 0
 
 
@@ -147,7 +161,7 @@ def test_moot_models_names_the_build_the_offload_and_the_threads(build, capsys, 
 
 
 def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu_and_exits_0():
-    if llama.gpu_offload_supported():
+    if gpu_offload_supported():
         pytest.skip("llama.cpp can offload here: the check would measure, not refuse")
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")],

@@ -10,7 +10,7 @@ import pytest
 
 import moot
 import moot.bench.methods as methods
-import moot.society_file as society_file
+import moot.spec as spec
 from moot.bench import MethodSettings, build_method
 from moot.bench.methods import check_method
 from moot.cli import main
@@ -28,8 +28,9 @@ def no_agents_built(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an agent was built before the count was checked")
 
-    monkeypatch.setattr(society_file, "Agent", refuse)
-    monkeypatch.setattr(methods, "Agent", refuse)
+    monkeypatch.setattr(spec, "Agent", refuse)  # a society's agents
+    monkeypatch.setattr(spec.AgentSpec, "each", refuse)  # a file's copies
+    monkeypatch.setattr(methods, "AgentSpec", refuse)  # a method's agents
 
 
 def society_file_at(tmp_path: Path, text: str) -> Path:

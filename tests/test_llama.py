@@ -39,10 +39,10 @@ def test_reply_reports_usage(embedded_model):
 def test_same_file_is_loaded_once_and_shared(embedded_model):
     again = moot.load_model("local")
     direct = moot.load_model(f"llama:{embedded_model_path()}")
-    assert again._shared is embedded_model._shared
-    assert direct._shared is embedded_model._shared
+    assert again.engine is embedded_model.engine
+    assert direct.engine is embedded_model.engine
     other_settings = moot.load_model("local", n_ctx=512)
-    assert other_settings._shared is not embedded_model._shared
+    assert other_settings.engine is not embedded_model.engine
 
 
 def test_seed_makes_sampling_reproducible(embedded_model):

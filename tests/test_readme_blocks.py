@@ -56,7 +56,7 @@ def readme_reply(messages, info) -> str:
 
 @pytest.fixture(autouse=True)
 def block_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(moot.models, "_BACKENDS", dict(moot.models._BACKENDS))  # register_backend
+    monkeypatch.setattr(moot.models, "BACKENDS", moot.models.BACKENDS.copy())  # register_backend
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")

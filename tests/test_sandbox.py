@@ -52,10 +52,11 @@ HOSTILE = {
     "format escape": "print('{0.__class__}'.format(1))",
     "f-string escape": "print(f'{().__class__}')",
     "attrgetter escape": (
-        "import operator\n"
-        "print(operator.attrgetter('__class__.__base__.__subclasses__')(())())"
+        "import operator\nprint(operator.attrgetter('__class__.__base__.__subclasses__')(())())"
     ),
-    "methodcaller escape": "import operator\nprint(operator.methodcaller('__subclasses__')(object))",
+    "methodcaller escape": (
+        "import operator\nprint(operator.methodcaller('__subclasses__')(object))"
+    ),
     "formatter escape": "import string\nprint(string.Formatter().format('{0.__class__}', 1))",
     # Found in review: functools reads and writes attributes named by strings.
     "update_wrapper escape": (

@@ -69,7 +69,7 @@ def test_named_models_are_shared(tmp_path):
         ),
         (
             "agents:\n  - {name: a}\nprotocol: {kind: chat}\n",
-            ":3: protocol: unknown kind: use one of 'debate', 'mixture', 'critic'",
+            ":3: protocol: unknown kind: use one of 'cascade', 'critic', 'debate'",
         ),
         ("agents: []\n", ":1: agents: List should have at least 1 item"),
         (

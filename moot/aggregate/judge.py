@@ -3,6 +3,8 @@ and writes the final answer, and LLM-Blender's pairwise ranker and fuser."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from langchain_core.messages import HumanMessage
 from pydantic import Field
 
@@ -11,7 +13,8 @@ from moot.agents import Agent
 from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.extract import last_labelled
 from moot.aggregate.vote import MajorityVote
-from moot.graphs._runtime import Call, Calls, RunContext, SocietyState, show_replies
+from moot.graphs.helpers import show_replies
+from moot.graphs.types import Call, Calls, RunContext, SocietyState
 from moot.result import Turn, latest_turns
 
 
@@ -48,6 +51,9 @@ class Judge(Aggregator):
     its reply; its turn is part of the record.
     """
 
+    kind: Literal["judge"] = "judge"
+    """The name of this aggregator in society files and specs (`moot.spec`)."""
+
     agent: Agent
     """Who judges; its role picks the prompt (aggregate/judge or aggregate/synthesise)."""
 
@@ -78,6 +84,9 @@ class PairwiseRank(Aggregator):
     """LLM-Blender: a judge compares every pair of candidates in both orders (cancelling
     position bias), candidates are ranked by wins, and a fuser writes one answer from the top
     `top_k` (without a fuser, the top candidate's answer wins)."""
+
+    kind: Literal["rank"] = "rank"
+    """The name of this aggregator in society files and specs (`moot.spec`)."""
 
     judge: Agent
     fuser: Agent | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -13,7 +13,7 @@ from moot.aggregate.base import Aggregator
 from moot.result import Turn, latest_turns
 
 if TYPE_CHECKING:
-    from moot.graphs._runtime import RunContext, SocietyState, Update
+    from moot.graphs.types import RunContext, SocietyState, Update
 
 
 def weighted_winner(weighted: Sequence[tuple[str | None, float]], least: float) -> str | None:
@@ -48,6 +48,9 @@ class MajorityVote(Vote):
     agents gave it (`min_votes=2`).
     """
 
+    kind: Literal["vote"] = "vote"
+    """The name of this aggregator in society files and specs (`moot.spec`)."""
+
     min_votes: int = Field(default=1, ge=1)
     """The winner needs at least this many votes, else the result has no answer."""
 
@@ -62,6 +65,9 @@ class MajorityVote(Vote):
 class WeightedVote(Vote):
     """Each agent's answer counts with its weight (unnamed agents weigh 1)."""
 
+    kind: Literal["weighted"] = "weighted"
+    """The name of this aggregator in society files and specs (`moot.spec`)."""
+
     weights: dict[str, float] = Field(default_factory=dict)
 
     def choose(self, turns: Sequence[Turn | None]) -> str | None:
@@ -72,6 +78,9 @@ class WeightedVote(Vote):
 class ConfidenceVote(Vote):
     """Each answer counts with the confidence of the turn that gave it: from token logprobs
     (agents with `logprobs=True`) or a stated "Confidence:" line; `default` when neither."""
+
+    kind: Literal["confidence"] = "confidence"
+    """The name of this aggregator in society files and specs (`moot.spec`)."""
 
     default: float = Field(default=0.5, ge=0, le=1)
 

@@ -6,6 +6,11 @@
     debate-NxR-consensus      the same, stopping after the first round in which all agents agree
     debate-NxR-answers        the same, each agent shown only the others' answers, not their work
                               (also debate-NxR-consensus-answers)
+    pal-N                     N program agents (they answer with a program moot runs), one vote
+    ...-keep, -anon           (single, vote, pal, debate) the keep-unless-wrong update; anonymous
+                              peers
+    ...-trajectory, -select   decide by TrajectoryVote (every round scores) or ConsistencySelect
+    ...-palK                  add K program agents after the text agents, e.g. vote-3-pal3
     machinesom-STRATEGY       MachineSoM, 3 easy-going agents, e.g. machinesom-debate-reflect-debate
     machinesom-ocK-STRATEGY   the same with K of the 3 agents overconfident
     moa-NxL                   mixture-of-agents: N proposers, L layers, one aggregator
@@ -18,33 +23,51 @@ and debate send moot's prompts or Du et al.'s (`MethodSettings.prompt_set`, `--p
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from moot.agents import Agent, ToolChoice, check_tool_choice
+from moot.aggregate.base import Aggregator
 from moot.aggregate.extract import ExtractKind, Extractor
-from moot.aggregate.judge import Judge, PairwiseRank
+from moot.aggregate.judge import Judge
+from moot.aggregate.select import ConsistencySelect
+from moot.aggregate.trajectory import TrajectoryVote
 from moot.aggregate.vote import MajorityVote
 from moot.errors import ConfigError
-from moot.graphs._rounds import MAX_ROUNDS
 from moot.graphs.cascade import Cascade
 from moot.graphs.debate import Debate, PromptSet
 from moot.graphs.moa import MixtureOfAgents
+from moot.graphs.types import MAX_ROUNDS
 from moot.models import load_model
-from moot.presets import MACHINESOM_STRATEGIES, machinesom
-from moot.society import MAX_AGENTS, Society
-from moot.society_file import load_society
+from moot.presets import MACHINESOM_STRATEGIES, machinesom_spec
+from moot.society import Society
+from moot.society_file import SocietyFile
+from moot.spec import (
+    MAX_AGENTS,
+    AgentSpec,
+    SocietySpec,
+    society_fields,
+    with_agents,
+    with_model,
+)
 
 METHOD_FORMS = (
-    "single, vote-N, self-consistency-N, debate-NxR[-consensus][-answers], machinesom-STRATEGY, "
+    "single, vote-N, self-consistency-N, pal-N, debate-NxR (each with options -consensus, "
+    "-answers, -keep, -anon, -trajectory, -select, -palK), machinesom-STRATEGY, "
     "machinesom-ocK-STRATEGY, moa-NxL, cascade-N, or a society file (.yaml)"
 )
 _SEED_STRIDE = 1000
 """Trial t seeds agent i with seed + t * 1000 + i, so trials differ and agents differ."""
+_Agent = TypeVar("_Agent", bound=Agent)
+Extract = ExtractKind | Extractor
+"""The answer format of a task: a name, or a function that reads an answer."""
 
 
 class MethodSettings(BaseModel):
@@ -102,7 +125,8 @@ def _check_counts(spec: str, kind: str, groups: tuple[str | None, ...]) -> None:
     if kind == "som" or not numbers:
         return
     strong = kind == "cascade"  # cascade-N: N cheap agents and the strong one
-    if numbers[0] + strong > MAX_AGENTS:
+    programs = _programs(kind, groups) if kind in _TAKE_OPTIONS and kind != "pal" else 0
+    if numbers[0] + strong + programs > MAX_AGENTS:
         also = "; cascade-N adds the strong model" if strong else ""
         raise ConfigError(
             f"method {_shown(spec)}: a society takes at most {MAX_AGENTS:,} agents "
@@ -141,32 +165,62 @@ def takes_paper_prompts(spec: str) -> bool:
     return parsed is not None and parsed[0] in (*_TAKE_TOOLS, "som")
 
 
-def build_method(
-    spec: str,
-    extract: ExtractKind | Extractor,
-    settings: MethodSettings,
-    trial: int = 0,
-) -> Society:
-    """The society `spec` names, answering in the `extract` format, seeded for `trial`."""
-    if _is_file(spec):
-        society = load_society(spec, model=settings.loaded() if settings.override else None)
+def build_method(name: str, extract: Extract, settings: MethodSettings, trial: int = 0) -> Society:
+    """The society the method `name` names, answering in the `extract` format, seeded for
+    `trial`."""
+    with _society_file(name) as file:
+        return Society(**society_fields(_method_spec(name, file, extract, settings, trial)))
+
+
+def method_spec(
+    name: str, extract: Extract, settings: MethodSettings, trial: int = 0
+) -> SocietySpec:
+    """The spec of the society `build_method` builds."""
+    with _society_file(name) as file:
+        return _method_spec(name, file, extract, settings, trial)
+
+
+@contextmanager
+def _society_file(name: str) -> Iterator[SocietyFile | None]:
+    """The society file a method names (None: a built-in method), with its mistakes reported at
+    their lines."""
+    if not _is_file(name):
+        yield None
+        return
+    file = SocietyFile.read(name)
+    with file.located():
+        yield file
+
+
+def _method_spec(
+    name: str, file: SocietyFile | None, extract: Extract, settings: MethodSettings, trial: int
+) -> SocietySpec:
+    if file is not None:
+        built = with_model(file.spec, settings.loaded()) if settings.override else file.spec
     else:
-        parsed = _parse(spec)
+        parsed = _parse(name)
         if parsed is None:
-            raise ConfigError(f"unknown method '{_shown(spec)}': use {METHOD_FORMS}")
-        _check_counts(spec, *parsed)
-        society = _builtin(*parsed, settings, extract)
-    return _for_trial(society, extract, settings.seed + trial * _SEED_STRIDE)
+            raise ConfigError(f"unknown method '{_shown(name)}': use {METHOD_FORMS}")
+        _check_counts(name, *parsed)
+        built = _builtin(*parsed, settings, extract)
+    return _for_trial(built, extract, settings.seed + trial * _SEED_STRIDE)
 
 
 def _is_file(spec: str) -> bool:
     return spec.endswith((".yaml", ".yml"))
 
 
+OPTIONS = ("consensus", "answers", "keep", "anon", "trajectory", "select")
+"""Settings a single, vote, pal or debate method takes as suffixes (any order, each once):
+consensus: stop after a round in which all agents agree; answers: show peers only answers;
+keep: the keep-unless-wrong update; anon: anonymous peers; trajectory: `TrajectoryVote`;
+select: `ConsistencySelect` (by model and kind); palK: add K program agents."""
+_OPTIONS = r"((?:-(?:consensus|answers|keep|anon|trajectory|select|pal\d+))*)"
 _FORMS = [
-    (re.compile(r"single"), "single"),
-    (re.compile(r"(?:vote|self-consistency)-(\d+)"), "vote"),
-    (re.compile(r"debate-(\d+)x(\d+)(-consensus)?(-answers)?"), "debate"),
+    (re.compile(r"single" + _OPTIONS), "single"),
+    (re.compile(r"(?:vote|self-consistency)-(\d+)" + _OPTIONS), "vote"),
+    (re.compile(r"pal-(\d+)" + _OPTIONS), "pal"),
+    (re.compile(r"debate-(\d+)x(\d+)" + _OPTIONS), "debate"),
     (
         re.compile(r"machinesom-(?:oc([0-3])-)?((?:debate|reflect)(?:-(?:debate|reflect)){2})"),
         "som",
@@ -183,59 +237,84 @@ def _parse(spec: str) -> tuple[str, tuple[str | None, ...]] | None:
             numbers = [group for group in match.groups() if group and group.isdigit()]
             if any(_number(number) < 1 for number in numbers if kind != "som"):
                 return None
+            if kind in _TAKE_OPTIONS and not _options_fit(match.groups()[-1] or ""):
+                return None
             return kind, match.groups()
     return None
+
+
+_TAKE_OPTIONS = ("single", "vote", "pal", "debate")
+
+
+def _options(text: str) -> list[str]:
+    """The suffixes of a method name: "-keep-pal3" -> ["keep", "pal3"]."""
+    return [option for option in text.split("-") if option]
+
+
+def _options_fit(text: str) -> bool:
+    options = _options(text)
+    programs = [option for option in options if option.startswith("pal")]
+    return len(set(options)) == len(options) and all(_number(p[3:]) >= 1 for p in programs)
+
+
+def _programs(kind: str, groups: tuple[str | None, ...]) -> int:
+    """How many program agents a single, vote, pal or debate method has."""
+    added = sum(_number(o[3:]) for o in _options(groups[-1] or "") if o.startswith("pal"))
+    return added + (_number(groups[0] or "0") if kind == "pal" else 0)
 
 
 def _builtin(
     kind: str,
     groups: tuple[str | None, ...],
     settings: MethodSettings,
-    extract: ExtractKind | Extractor,
-) -> Society:
-    model = settings.loaded()
+    extract: Extract,
+) -> SocietySpec:
+    """The spec of the built-in method `kind`, its numbers in `groups`."""
+    sampling: dict[str, Any] = {
+        "model": settings.loaded(),
+        "temperature": settings.temperature,
+        "max_tokens": settings.max_tokens,
+    }
     # Built in the task's answer format: a paper's prompt set checks it against its own.
     vote = MajorityVote(extract=extract)
 
-    def agents(count: int, *, prefix: str = "agent", **fields: object) -> list[Agent]:
-        return [
-            Agent(
-                name=f"{prefix}{index + 1}",
-                model=model,
-                temperature=settings.temperature,
-                max_tokens=settings.max_tokens,
-                **fields,  # type: ignore[arg-type]
-            )
-            for index in range(count)
-        ]
-
-    def with_tools(count: int) -> list[Agent]:
-        return agents(count, tools=settings.tools, tool_choice=settings.tool_choice)
+    def agents(count: int, prefix: str = "agent", **fields: Any) -> list[AgentSpec]:
+        return [AgentSpec(name=f"{prefix}{n}", **sampling, **fields) for n in range(1, count + 1)]
 
     prompt_set = settings.prompt_set
-    if kind in ("single", "vote"):
-        count = _number(groups[0] or "1") if kind == "vote" else 1
-        protocol = Debate(rounds=1, prompt_set=prompt_set)
-        return Society(agents=with_tools(count), protocol=protocol, aggregator=vote)
-    if kind == "debate":
-        count, rounds = _number(groups[0] or "1"), _number(groups[1] or "1")
+    if kind in _TAKE_OPTIONS:
+        options = set(_options(groups[-1] or ""))
+        count = {"single": 1, "pal": 0}.get(kind, _number(groups[0] or "1"))
+        programs = _programs(kind, groups)
+        if programs and prompt_set != "moot":
+            raise ConfigError(
+                f"program agents (pal) ask for programs in moot's prompts, not {prompt_set}'s: "
+                "use --prompts moot"
+            )
         protocol = Debate(
-            rounds=rounds,
-            consensus=1.0 if groups[2] else None,
-            peer_view="answer" if groups[3] else "full",
+            rounds=_number(groups[1] or "1") if kind == "debate" else 1,
+            consensus=1.0 if "consensus" in options else None,
+            peer_view="answer" if "answers" in options else "full",
+            anonymous="anon" in options,
+            update_style="keep" if "keep" in options else "open",
             prompt_set=prompt_set,
         )
-        return Society(agents=with_tools(count), protocol=protocol, aggregator=vote)
+        aggregator: Aggregator = vote
+        if "trajectory" in options:
+            aggregator = TrajectoryVote(extract=extract)
+        elif "select" in options:
+            aggregator = ConsistencySelect(extract=extract)
+        tools: dict[str, Any] = {"tools": settings.tools, "tool_choice": settings.tool_choice}
+        members = [*agents(count, **tools), *agents(programs, "program", kind="program")]
+        return SocietySpec(agents=members, protocol=protocol, aggregator=aggregator)
     if kind == "som":  # with --prompts du, each paper's own: MachineSoM's for its societies
         assert groups[1] in MACHINESOM_STRATEGIES
-        return machinesom(
+        return machinesom_spec(
             _number(groups[0] or "0"),
             groups[1],
-            model=model,
             extract="choice" if prompt_set == "du-mmlu" else "number",
             prompts="moot" if prompt_set == "moot" else "som",
-            temperature=settings.temperature,
-            max_tokens=settings.max_tokens,
+            **sampling,
         )
     if prompt_set != "moot":
         raise ConfigError(
@@ -244,34 +323,21 @@ def _builtin(
         )
     if kind == "moa":
         count, layers = _number(groups[0] or "1"), _number(groups[1] or "1")
-        aggregator = Agent(
-            name="aggregator",
-            role="aggregator",
-            model=model,
-            temperature=settings.temperature,
-            max_tokens=settings.max_tokens,
-        )
-        return Society(
-            agents=agents(count, prefix="proposer", role="proposer"),
+        return SocietySpec(
+            agents=agents(count, "proposer", role="proposer"),
             protocol=MixtureOfAgents(layers=layers),
-            aggregator=Judge(agent=aggregator),
+            aggregator=Judge(agent=Agent(name="aggregator", role="aggregator", **sampling)),
         )
-    count = _number(groups[0] or "1")
-    strong = Agent(
-        name="strong",
-        model=settings.loaded(strong=True),
-        temperature=settings.temperature,
-        max_tokens=settings.max_tokens,
-    )
-    cheap = agents(count, prefix="cheap")
-    return Society(
+    cheap = agents(_number(groups[0] or "1"), "cheap")
+    strong = AgentSpec(name="strong", **{**sampling, "model": settings.loaded(strong=True)})
+    return SocietySpec(
         agents=[*cheap, strong],
         # 2/3 exactly: two of three samples agreeing is sure enough (0.67 made that 0.666... < 0.67)
         protocol=Cascade(tiers=[[agent.name for agent in cheap], ["strong"]], threshold=2 / 3),
     )
 
 
-def du_prompt_set(task_name: str, extract: ExtractKind | Extractor) -> PromptSet:
+def du_prompt_set(task_name: str, extract: Extract) -> PromptSet:
     """Du et al.'s prompts for a task: arithmetic for theirs, MMLU's for multiple choice, and
     GSM8K's for any other task with numeric answers."""
     found = _du_prompt_set(task_name, extract)
@@ -284,7 +350,7 @@ def du_prompt_set(task_name: str, extract: ExtractKind | Extractor) -> PromptSet
 
 
 def default_prompt_set(
-    task_name: str, extract: ExtractKind | Extractor, methods: list[str]
+    task_name: str, extract: Extract, methods: list[str]
 ) -> tuple[PromptSet, str]:
     """Du et al.'s prompts where they were measured to do at least as well as moot's, else
     moot's; and why, in words for the console.
@@ -303,10 +369,12 @@ def default_prompt_set(
 
 def _takes_du_prompts(spec: str) -> bool:
     parsed = None if _is_file(spec) else _parse(spec)
-    return parsed is not None and parsed[0] in _TAKE_TOOLS
+    if parsed is None or parsed[0] not in _TAKE_TOOLS:
+        return False
+    return not {"keep", "anon"} & set(_options(parsed[1][-1] or "")) and not _programs(*parsed)
 
 
-def _du_prompt_set(task_name: str, extract: ExtractKind | Extractor) -> PromptSet | None:
+def _du_prompt_set(task_name: str, extract: Extract) -> PromptSet | None:
     if task_name.startswith("arithmetic-"):
         return "du-arithmetic"
     if extract == "choice":
@@ -316,22 +384,18 @@ def _du_prompt_set(task_name: str, extract: ExtractKind | Extractor) -> PromptSe
     return None
 
 
-def _for_trial(society: Society, extract: ExtractKind | Extractor, seed: int) -> Society:
-    """The society answering in `extract`, each agent (and judge) seeded unless already seeded."""
+def _for_trial(spec: SocietySpec, extract: Extract, seed: int) -> SocietySpec:
+    """The spec answering in `extract`, each agent (and the aggregator's) seeded unless it is."""
+    spec = spec.expanded()
+    # Text agents, then the aggregator's, count from `seed`; program agents count from it
+    # apart, so program i has the same seed in pal-3 and vote-3-pal3 (its call is cached).
+    numbers = {"text": itertools.count(seed), "program": itertools.count(seed)}
 
-    def seeded(agent: Agent, index: int) -> Agent:
-        return agent if agent.seed is not None else agent.model_copy(update={"seed": seed + index})
+    def seeded(agent: _Agent, *_: object) -> _Agent:
+        number = next(numbers[agent.kind])
+        return agent if agent.seed is not None else agent.model_copy(update={"seed": number})
 
-    aggregator = society.aggregator.model_copy(update={"extract": extract})
-    if isinstance(aggregator, Judge):
-        aggregator.agent = seeded(aggregator.agent, len(society.agents))
-    elif isinstance(aggregator, PairwiseRank):
-        aggregator.judge = seeded(aggregator.judge, len(society.agents))
-        if aggregator.fuser:
-            aggregator.fuser = seeded(aggregator.fuser, len(society.agents) + 1)
-    return society.model_copy(
-        update={
-            "agents": [seeded(agent, index) for index, agent in enumerate(society.agents)],
-            "aggregator": aggregator,
-        }
-    )
+    agents = [seeded(agent) for agent in spec.agents]
+    aggregator = spec.aggregator or spec.protocol.default_aggregator()
+    aggregator = with_agents(aggregator.model_copy(update={"extract": extract}), seeded)
+    return spec.model_copy(update={"agents": agents, "aggregator": aggregator})

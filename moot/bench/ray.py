@@ -8,8 +8,8 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+from moot.bench.questions import QuestionRunner
 from moot.bench.records import BenchPlan, BenchRecord, WorkItem
-from moot.bench.runner import QuestionRunner
 from moot.errors import ConfigError, MissingExtraError, ModelSpecError, MootError
 
 

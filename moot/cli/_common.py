@@ -115,6 +115,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def add_cache_option(parser: Any) -> None:
+    """--cache: the file of model calls a run may be answered from (`moot.CallCache`)."""
+    parser.add_argument(
+        "--cache",
+        metavar="FILE.sqlite",
+        help="answer identical seeded or temperature-0 model calls from this file (an earlier "
+        "run's)",
+    )
+
+
 def add_tool_options(parser: Any, agents: str = "every agent") -> None:
     """--tools and --tool-choice, for the commands that build agents."""
     parser.add_argument(

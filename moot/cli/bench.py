@@ -15,6 +15,7 @@ from rich.table import Column, Table
 from moot.aggregate.extract import EXTRACT_KINDS
 from moot.bench.records import MAX_TRIALS
 from moot.cli._common import (
+    add_cache_option,
     add_model_options,
     add_tool_options,
     at_most,
@@ -79,11 +80,7 @@ def add_command(commands: Any) -> None:
     runs.add_argument(
         "--report-only", action="store_true", help="write the report from OUT's results only"
     )
-    runs.add_argument(
-        "--cache",
-        metavar="FILE.sqlite",
-        help="answer calls an earlier run made (same model, messages, seed) from this file",
-    )
+    add_cache_option(runs)
     bench.set_defaults(handler=bench_command)
 
 
@@ -106,17 +103,14 @@ def bench_command(args: argparse.Namespace) -> int:
             errors.print(f"prompts: {why}", soft_wrap=True)
         else:
             prompt_set = du_prompt_set(task.name, task.extract) if args.prompts == "du" else "moot"
+        sampling = ("temperature", "max_tokens", "seed", "tools", "tool_choice")
         settings = MethodSettings(
             model=args.model or "local",
             strong_model=args.strong_model,
             override=args.model is not None,
             model_options=dict(args.model_option),
-            temperature=args.temperature,
-            max_tokens=args.max_tokens,
-            seed=args.seed,
-            tools=args.tools,
-            tool_choice=args.tool_choice,
             prompt_set=prompt_set,
+            **{key: getattr(args, key) for key in sampling},
         )
         if args.cache:
             CallCache(args.cache).close()  # a bad file fails here, not in every question
@@ -128,14 +122,9 @@ def bench_command(args: argparse.Namespace) -> int:
             cache=args.cache,
         )
         started = time.perf_counter()
+        running = ("concurrency", "backend", "address", "workers")
         records = run_bench(
-            plan,
-            out,
-            concurrency=args.concurrency,
-            backend=args.backend,
-            address=args.address,
-            workers=args.workers,
-            console=errors,
+            plan, out, console=errors, **{key: getattr(args, key) for key in running}
         )
         console.print(f"wall time {time.perf_counter() - started:.1f} s ({args.backend} backend)")
     _print_tables(records)

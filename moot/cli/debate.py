@@ -1,12 +1,13 @@
 """`moot debate`, `moot run` and `moot resume`: run a society on a question, live or as JSON.
 
-A checkpointed run stores how its society was built (the command's settings) beside its
-checkpoints, so `moot resume` can rebuild the same society.
+A checkpointed run stores its society's spec beside its checkpoints (`moot.cli.run`), so
+`moot resume` rebuilds the same society.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_args
 
@@ -22,6 +23,7 @@ from moot.checkpoints import (
     thread_taken,
 )
 from moot.cli._common import (
+    add_cache_option,
     add_model_options,
     add_tool_options,
     console,
@@ -34,17 +36,11 @@ from moot.cli._common import (
     seconds,
 )
 from moot.cli.display import exit_status, print_json, print_summary, show_live, show_turns
+from moot.cli.run import SETTINGS, command_society, recalled, stored
 from moot.errors import ConfigError
 from moot.graphs.debate import PromptSet, answer_format_of
 from moot.result import Result, Turn
-from moot.society import MAX_AGENTS, Society
-
-_SOCIETY_KEYS = (
-    "command", "agents", "rounds", "model", "model_option", "extract", "temperature",
-    "max_tokens", "max_concurrency", "consensus", "society", "timeout", "retries", "tools",
-    "tool_choice", "prompts", "seed",
-)  # fmt: skip
-"""The settings that rebuild a command's society (kept for `moot resume`)."""
+from moot.society import Society
 
 
 def add_commands(commands: Any) -> None:
@@ -126,11 +122,7 @@ def add_commands(commands: Any) -> None:
         command.add_argument(
             "--html", metavar="FILE.html", help="write the run as a web page (`moot show`)"
         )
-        command.add_argument(
-            "--cache",
-            metavar="FILE.sqlite",
-            help="answer identical seeded or temperature-0 model calls from this file",
-        )
+        add_cache_option(command)
         command.add_argument(
             "--cache-unseeded",
             action="store_true",
@@ -138,62 +130,17 @@ def add_commands(commands: Any) -> None:
         )
 
 
-def society_of(spec: dict[str, Any]) -> Society:
-    """The society a `debate` or `run` command describes (also rebuilt by `resume`)."""
-    from moot import Agent, Debate, MajorityVote, load_model
-    from moot.society_file import load_society
-
-    limits = {
-        key: spec[key] for key in ("timeout", "retries") if spec.get(key) is not None
-    }  # fmt: skip
-    if spec["command"] == "run":
-        model = load_model(spec["model"]) if spec.get("model") else None
-        society = load_society(spec["society"], model=model)
-        agents = [agent.model_copy(update=limits) for agent in society.agents]
-        return society.model_copy(update={"agents": agents})
-    if spec["agents"] > MAX_AGENTS:  # before building them
-        raise ConfigError(f"--agents: a society takes at most {MAX_AGENTS:,} agents")
-    model = load_model(spec["model"], **dict(spec["model_option"]))
-    prompt_set = spec.get("prompts") or "moot"
-    agents = [
-        Agent(
-            name=f"agent{index + 1}",
-            model=model,
-            temperature=spec["temperature"],
-            max_tokens=spec["max_tokens"],
-            tools=spec.get("tools") or [],
-            tool_choice=spec.get("tool_choice") or "auto",
-            seed=None if spec.get("seed") is None else spec["seed"] + index,
-            **limits,
-        )
-        for index in range(spec["agents"])
-    ]
-    return Society(
-        agents=agents,
-        protocol=Debate(
-            rounds=spec["rounds"],
-            consensus=spec["consensus"],
-            prompt_set=prompt_set,
-        ),
-        aggregator=MajorityVote(extract=spec.get("extract") or _stored_before_auto(prompt_set)),
-        max_concurrency=spec["max_concurrency"],
-    )
-
-
-def _stored_before_auto(prompt_set: str) -> str:
-    """The format of a run stored before the "auto" format, which kept no format: moot's
-    prompts then read numbers, a paper's prompts their own format."""
-    return "number" if prompt_set == "moot" else answer_format_of(prompt_set)
+def society_of(settings: Mapping[str, Any]) -> Society:
+    """The society a `debate` or `run` command's settings describe."""
+    return command_society(settings)[1]
 
 
 def start(args: argparse.Namespace) -> int:
-    """`moot debate` and `moot run`: build the society, remember it for `resume`, run it."""
-    spec = {key: getattr(args, key) for key in _SOCIETY_KEYS if hasattr(args, key)}
-    if args.command == "debate" and spec.get("extract") is None:  # stored for `resume`
-        spec["extract"] = answer_format_of(spec.get("prompts") or "moot")
-    if args.command == "run":
-        spec["society"] = str(Path(args.society).resolve())
-    society = society_of(spec)
+    """`moot debate` and `moot run`: build the society, remember its spec for `resume`, run it."""
+    settings = {key: getattr(args, key) for key in SETTINGS if hasattr(args, key)}
+    if args.command == "debate" and settings.get("extract") is None:
+        settings["extract"] = answer_format_of(settings.get("prompts") or "moot")
+    spec, society = command_society(settings)
     live = Live(console=console, refresh_per_second=8, transient=True)
     options = {
         **_run_options(args, live, society),
@@ -203,7 +150,7 @@ def start(args: argparse.Namespace) -> int:
         if not args.thread:
             return fail("--checkpoint needs --thread ID to name the run (and to resume it)")
         _check_thread_is_free(args)
-        remember_run(args.checkpoint, args.thread, spec)
+        remember_run(args.checkpoint, args.thread, stored(spec))
     if args.json:
         result = society.run(args.question, **options)
         return exit_status(print_json(_with_page(result, args.html)))
@@ -236,8 +183,7 @@ def _check_thread_is_free(args: argparse.Namespace) -> None:
 
 
 def resume_run(args: argparse.Namespace) -> int:
-    spec = recall_run(args.checkpoint, args.thread)
-    society = society_of(spec)
+    society = recalled(recall_run(args.checkpoint, args.thread))
     result = _with_page(society.resume(**_run_options(args, None, society)), args.html)
     if args.json:
         return exit_status(print_json(result))

@@ -50,8 +50,12 @@ def llama_lines() -> list[str]:
         import llama_cpp
     except ImportError:
         return ["llama.cpp: not installed (pip install -e '.[local]')"]
-    from moot.models._engine import backend_devices, usable_cores
-    from moot.models.llama import default_gpu_layers, gpu_offload_supported
+    from moot.llamacpp.devices import (
+        backend_devices,
+        default_gpu_layers,
+        gpu_offload_supported,
+        usable_cores,
+    )
 
     devices = backend_devices()
     backends = ", ".join(dict.fromkeys(device.backend for device in devices)) or "unknown"

@@ -15,23 +15,42 @@ temperature, a seeded draw; greedy at temperature 0), as a single model's would.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from langchain_core.messages import BaseMessage
-from langchain_core.messages.ai import UsageMetadata
 from pydantic import Field, FiniteFloat, PrivateAttr, ValidationError, model_validator
 
 from moot.config import describe
 from moot.errors import ConfigError, ContextLengthError, MissingExtraError, ModelSpecError
 from moot.fusion.gates import LearnedGate
-from moot.models.llama import LoadedOnce, LocalChatModel, default_gpu_layers
+from moot.llamacpp import (
+    SAMPLING_FIELDS,
+    Chunk,
+    Decoder,
+    ModelCache,
+    Request,
+    Sampler,
+    Sampling,
+    SerialEngine,
+    Text,
+    chat_formatter,
+    chat_prompt,
+    check_gguf,
+    chunk,
+    default_cache,
+    default_gpu_layers,
+    repeat_penalised,
+    token_logprobs,
+    usage_chunk,
+)
+from moot.llamacpp.completion import POLL
+from moot.models.llama import LocalChatModel
 
 Strategy = Literal["prob", "logit", "colm"]
-_SAMPLING = ("temperature", "max_tokens", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
 
 
 class FusedChatModel(LocalChatModel):
@@ -68,17 +87,9 @@ class FusedChatModel(LocalChatModel):
     ms, a deferral's catch-up of 4 tokens 106 -> 71 ms; BENCHMARKS.md). False: each model
     computes exactly what it computes alone on the batched engine (which never repacks), so
     weights (1, 0) give the first model's own tokens there, bit for bit."""
-    temperature: float = Field(default=0.7, ge=0)
-    max_tokens: int = Field(default=512, ge=1)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    top_k: int = Field(default=40, ge=0)
-    min_p: float = Field(default=0.05, ge=0, le=1)
-    repeat_penalty: float = Field(default=1.1, gt=0)
-    seed: int | None = None
 
-    _decoders: list[Any] = PrivateAttr()
+    _decoders: tuple[Decoder, ...] = PrivateAttr()
     _gate: LearnedGate | None = PrivateAttr(default=None)
-    _formatter: Any = PrivateAttr()
 
     @model_validator(mode="after")
     def _settings_fit_the_strategy(self) -> FusedChatModel:
@@ -109,33 +120,37 @@ class FusedChatModel(LocalChatModel):
         self._load()
 
     def _load(self) -> None:
-        paths = [_gguf_path(spec) for spec in self.models]
+        paths = [gguf_path(spec) for spec in self.models]
         check_tokenizers(paths)
         if self.gate is not None:
             self._gate = LearnedGate.load(self.gate)
-        hidden = [self._gate is not None and index == 0 for index in range(len(paths))]
-        self._decoders = [
+        self._decoders = tuple(
             shared_decoder(
                 path,
+                copy=paths[:index].count(path),  # a model named twice runs on two contexts
+                cache=self.loaded_models,
+                hidden=self._gate is not None and index == 0,
                 n_ctx=self.n_ctx,
                 n_batch=self.n_batch,
                 n_threads=self.n_threads,
                 n_gpu_layers=self.n_gpu_layers,
-                hidden=want_hidden,
                 repack=self.repack,
-                copy=paths[:index].count(path),  # a model named twice runs on two contexts
             )
-            for index, (path, want_hidden) in enumerate(zip(paths, hidden, strict=True))
-        ]
+            for index, path in enumerate(paths)
+        )
         if self._gate is not None and self._gate.hidden_size != self._decoders[0].n_embd:
             raise ConfigError(
                 f"gate {self.gate} was trained on {self._gate.base} (hidden size "
                 f"{self._gate.hidden_size}) but the base model {paths[0].name} has hidden size "
                 f"{self._decoders[0].n_embd}: train a gate for this base model"
             )
-        from moot.models.llama import chat_formatter
+        self._engine = _FusionEngine(self)
 
-        self._formatter = chat_formatter(self._decoders[0].model, None)
+    @property
+    def decoders(self) -> tuple[Decoder, ...]:
+        """Each model's decoder, in the order of `models` (shared with other fusions of the
+        same file and settings)."""
+        return self._decoders
 
     @property
     def _llm_type(self) -> str:
@@ -144,50 +159,61 @@ class FusedChatModel(LocalChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         fusion = ("models", "strategy", "weights", "threshold", "gate", "defer_first", "repack")
-        return {name: getattr(self, name) for name in (*fusion, *_SAMPLING)}
+        return {name: getattr(self, name) for name in (*fusion, *SAMPLING_FIELDS)}
 
-    def _sampling(self, kwargs: dict[str, Any]) -> Any:
-        from moot.models._engine import Sampling
-
-        values = {name: kwargs.get(name, getattr(self, name)) for name in _SAMPLING}
-        top_logprobs = kwargs.get("top_logprobs", 1) if kwargs.get("logprobs") else None
-        return Sampling(**values, top_logprobs=top_logprobs)
-
-    def _completion(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> Iterator[dict[str, Any]]:
-        """Chunks of the reply, then its usage with `response_metadata["fusion"]`; `timeout`
-        and `cancel` end it at the next token, as for ChatLlama."""
-        from moot.models.llama import Halt, chat_prompt
-
-        halt = Halt(kwargs.get("timeout"), kwargs.get("cancel"))
-        base = self._decoders[0]
-        prompt, cuts, stops = chat_prompt(
-            self._formatter,
-            lambda text, bos, special: base.tokenize(text, bos, special),
-            messages,
-            stop or [],
-        )
-        window = min(decoder.n_ctx for decoder in self._decoders)
-        if len(prompt) >= window:
-            raise ContextLengthError(
-                f"the prompt ({len(prompt)} tokens) does not fit the context window of {window} "
-                "tokens: shorten it or raise n_ctx"
-            )
-        with ExitStack() as held:
-            for decoder in sorted(self._decoders, key=id):  # one order: no deadlock
-                while not decoder.lock.acquire(timeout=0.05):
-                    halt.raise_if_due()
-                held.callback(decoder.lock.release)
-            yield from _Fusion(self, prompt, cuts, stops, self._sampling(kwargs), halt).run()
+    def _sampling(self, kwargs: dict[str, Any]) -> Sampling:
+        """A fused distribution is drawn from without a grammar."""
+        return super()._sampling({**kwargs, "grammar": None, "answer_schema": None})
 
     @property
     def reply_model_name(self) -> str:
         return "fused:" + "+".join(decoder.name for decoder in self._decoders)
 
 
+class _FusionEngine(SerialEngine):
+    """A fused model's calls, one at a time on a lasting worker (see `keeps_worker`), each
+    holding its models' decoders (which other fusions may share) while it runs. It holds its
+    model weakly, and stops its worker once the model is gone."""
+
+    keeps_worker = True
+
+    def __init__(self, fused: FusedChatModel) -> None:
+        super().__init__()
+        self.fused = weakref.ref(fused)
+        self.decoders = fused.decoders
+        self.model = self.decoders[0].model
+        self.formatter = chat_formatter(self.model, None)
+        weakref.finalize(fused, self.close, 0.0)
+
+    @property
+    def context_window(self) -> int:
+        return min(decoder.n_ctx for decoder in self.decoders)
+
+    def generate(self, request: Request) -> Iterator[Chunk]:
+        """The reply's chunks, then its usage with `response_metadata["fusion"]`."""
+        fused = self.fused()
+        if fused is None:  # its model is gone: nobody reads the reply
+            return
+        prompt, cuts, stops = chat_prompt(
+            self.formatter, self.decoders[0].tokenize, request.messages, request.stop
+        )
+        if len(prompt) >= self.context_window:
+            raise ContextLengthError(
+                f"the prompt ({len(prompt)} tokens) does not fit the context window of "
+                f"{self.context_window} tokens: shorten it or raise n_ctx"
+            )
+        with ExitStack() as held:
+            for decoder in sorted(self.decoders, key=id):  # one order: no deadlock
+                while not decoder.lock.acquire(timeout=POLL):
+                    if request.stopped():
+                        return
+                held.callback(decoder.lock.release)
+            yield from _Fusion(fused, prompt, cuts, stops, request).run()
+
+
 class _Fusion:
-    """One fused generation (the decoders' locks held)."""
+    """One fused generation (the decoders' locks held); it ends early, with no last chunks,
+    once the request is stopped."""
 
     def __init__(
         self,
@@ -195,22 +221,15 @@ class _Fusion:
         prompt: list[int],
         cuts: list[int],
         stop: list[str],
-        sampling: Any,
-        halt: Any,
+        request: Request,
     ) -> None:
-        from moot.models._engine import Text, sampler_chain
-
         self.model = model
-        self.decoders = model._decoders
+        self.decoders = model.decoders
         self.prompt, self.cuts = prompt, cuts
-        self.sampling = sampling
-        self.halt = halt
+        self.request = request
+        self.sampling = request.sampling
         self.text = Text(stop)
-        self.api = self.decoders[0].api
-        from llama_cpp._internals import LlamaTokenDataArray
-
-        self.chain = sampler_chain(self.api, sampling, self.decoders[0].n_vocab, penalties=False)
-        self.candidates = LlamaTokenDataArray(n_vocab=self.decoders[0].n_vocab)
+        self.sampler = Sampler(self.decoders[0].model, self.sampling, penalties=False)
         self.generated: list[int] = []
         self.sources: list[int] = []
         weights = np.asarray(model.weights or [1.0] * len(self.decoders), dtype=np.float64)
@@ -225,15 +244,14 @@ class _Fusion:
         for decoder in self.decoders:
             decoder.evaluated = 0
 
-    def run(self) -> Iterator[dict[str, Any]]:
-        from moot.models._engine import chunk
-
+    def run(self) -> Iterator[Chunk]:
         try:
             for index in self.every_token:
                 self._catch_up(index)
             finish = "length"
             while len(self.generated) < self.sampling.max_tokens:
-                self.halt.raise_if_due()
+                if self.request.stopped():
+                    return
                 token, source, values = self._next()
                 if self.decoders[0].is_end(token):
                     finish = "stop"
@@ -252,12 +270,15 @@ class _Fusion:
                     break  # no cell left for the next token
                 for index in self.every_token:
                     self.decoders[index].step(token)
-            self.halt.raise_if_due()  # the generation was cut short
+            if self.request.stopped():  # the generation was cut short
+                return
             if finish:
                 yield chunk(self.text.flush(), finish, None)
-            yield {"usage": self._usage(), "response_metadata": {"fusion": self._report()}}
+            sent = len(self.prompt) * sum(self.read)
+            evaluated = sum(decoder.evaluated for decoder in self.decoders)
+            yield usage_chunk(sent, evaluated, len(self.generated), {"fusion": self._report()})
         finally:
-            self.api.llama_sampler_free(self.chain)
+            self.sampler.free()
 
     def _catch_up(self, index: int) -> None:
         """Bring a model to the prompt plus every token generated so far: the prompt by the
@@ -269,15 +290,8 @@ class _Fusion:
 
     def _penalised(self, index: int) -> np.ndarray:
         """The model's logits with llama.cpp's repeat penalty over the last generated tokens."""
-        from moot.models._engine import PENALTY_LAST_N
-
         logits = self.decoders[index].logits()
-        penalty = self.sampling.repeat_penalty
-        if penalty != 1.0 and self.generated:
-            seen = np.unique(np.asarray(self.generated[-PENALTY_LAST_N:], dtype=np.intp))
-            values = logits[seen]
-            logits[seen] = np.where(values <= 0, values * penalty, values / penalty)
-        return logits
+        return repeat_penalised(logits, self.generated, self.sampling.repeat_penalty)
 
     def _next(self) -> tuple[int, int, np.ndarray]:
         """The next token, the model it is credited to, and the distribution it came from."""
@@ -289,7 +303,7 @@ class _Fusion:
                 values, source = self._penalised(1), 1
             else:
                 values, source = base, 0
-            return self._draw(values), source, values
+            return self.sampler.draw(values), source, values
         active = self.every_token
         logits = [self._penalised(index) for index in active]
         weights = [self.weights[index] for index in active]
@@ -298,12 +312,12 @@ class _Fusion:
             mixed = sum(w * p for w, p in zip(weights, probs, strict=True))
             with np.errstate(divide="ignore"):  # a probability of 0 is a logit of -inf
                 values = np.log(mixed).astype(np.float32)
-            token = self._draw(values)
+            token = self.sampler.draw(values)
             support = [p[token] for p in probs]
         else:
             mixed = sum(w * row.astype(np.float64) for w, row in zip(weights, logits, strict=True))
             values = np.asarray(mixed, dtype=np.float32)
-            token = self._draw(values)
+            token = self.sampler.draw(values)
             support = [row[token] - _log_sum_exp(row) for row in logits]
         return token, active[int(np.argmax(support))], values
 
@@ -317,32 +331,14 @@ class _Fusion:
         threshold = 0.5 if self.model.threshold is None else self.model.threshold
         return float(_softmax(base_logits).max()) <= threshold
 
-    def _draw(self, values: np.ndarray) -> int:
-        """A token drawn from `values` (logits) by llama.cpp's sampler chain."""
-        import ctypes
-
-        candidates = self.candidates
-        candidates.copy_logits(values)
-        self.api.llama_sampler_apply(self.chain, ctypes.byref(candidates.candidates))
-        token = int(candidates.candidates_data.id[candidates.candidates.selected])
-        self.api.llama_sampler_accept(self.chain, token)
-        return token
-
     def _logprobs(self, values: np.ndarray, token: int) -> dict[str, Any] | None:
-        from moot.models._engine import token_logprobs
-
         k = self.sampling.top_logprobs
         return None if k is None else token_logprobs(values, token, k, self.decoders[0].piece)
-
-    def _usage(self) -> UsageMetadata:
-        sent = len(self.prompt) * sum(self.read)
-        output = len(self.generated)
-        return UsageMetadata(input_tokens=sent, output_tokens=output, total_tokens=sent + output)
 
     def _report(self) -> dict[str, Any]:
         counts = [self.sources.count(index) for index in range(len(self.decoders))]
         total = max(1, len(self.sources))
-        report: dict[str, Any] = {
+        return {
             "strategy": self.model.strategy,
             "models": [decoder.name for decoder in self.decoders],
             "sources": self.sources,
@@ -351,7 +347,6 @@ class _Fusion:
             "evaluated_by_model": [decoder.evaluated for decoder in self.decoders],
             "deferral_rate": counts[1] / total if self.model.strategy == "colm" else None,
         }
-        return report
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -364,10 +359,8 @@ def _log_sum_exp(logits: np.ndarray) -> float:
     return top + float(np.log(np.exp(logits.astype(np.float64) - top).sum()))
 
 
-def _gguf_path(spec: str) -> Path:
+def gguf_path(spec: str) -> Path:
     """A fused model's path from `local`, `llama:PATH` or a plain path."""
-    from moot.models.llama import _check_gguf
-
     if spec == "local":
         from moot.models.embedded import embedded_model_path
 
@@ -378,7 +371,7 @@ def _gguf_path(spec: str) -> Path:
             f"cannot fuse {spec!r}: token-level fusion runs local llama.cpp models only "
             "(use 'local', 'llama:/path/model.gguf' or a .gguf path)"
         )
-    return _check_gguf(Path(path).expanduser())
+    return check_gguf(Path(path).expanduser())
 
 
 def check_tokenizers(paths: list[Path]) -> None:
@@ -392,15 +385,10 @@ def check_tokenizers(paths: list[Path]) -> None:
     check_same_tokenizer([GGUFFile(path) for path in paths], what="fused")
 
 
-_decoders = LoadedOnce()
-
-
-def shared_decoder(path: Path, copy: int = 0, **options: Any) -> Any:
-    """The decoder for `path` with these options, loaded once per process (`copy` numbers
+def shared_decoder(
+    path: Path, copy: int = 0, cache: ModelCache = default_cache, **options: Any
+) -> Decoder:
+    """The decoder for `path` with these options, loaded once into `cache` (`copy` numbers
     further instances of the same model, for a fusion that names it more than once)."""
-    try:
-        from moot.fusion._decoder import Decoder
-    except ImportError as error:
-        raise MissingExtraError("llama-cpp-python", "local", "token-level fusion") from error
-    key = (path, copy, *sorted(options.items()))
-    return _decoders.get(key, lambda: Decoder(path, **options))
+    key = ("decoder", path, copy, *sorted(options.items()))
+    return cache.get(key, lambda: Decoder(path, **options))

@@ -20,14 +20,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
-from langchain_core.messages import HumanMessage
 
 from moot.errors import ConfigError
 from moot.fusion.gates import GateTraining, LearnedGate
-from moot.fusion.model import _gguf_path, check_tokenizers, shared_decoder
+from moot.fusion.model import check_tokenizers, gguf_path, shared_decoder
+from moot.llamacpp import chat_formatter, chat_prompt, default_gpu_layers
 
 Objective = Literal["marginal", "weak"]
 """"weak": stage 1 alone (the weak labels); "marginal": stage 1, then the marginal likelihood."""
@@ -101,12 +101,10 @@ def score_pairs(
     `question_template` wraps each question as the gate's users will ask it (Du et al.'s
     "Can you solve the following math problem? {question} ..."): the hidden states it learns
     from depend on the prompt before the answer."""
-    from moot.models.llama import chat_formatter, chat_prompt, default_gpu_layers
-
     if "{question}" not in question_template:
         raise ConfigError("question_template must contain {question}, where the question goes")
 
-    paths = [_gguf_path(base), _gguf_path(assistant)]
+    paths = [gguf_path(base), gguf_path(assistant)]
     check_tokenizers(paths)
     options: dict[str, Any] = {
         "n_ctx": n_ctx,
@@ -124,7 +122,7 @@ def score_pairs(
         prompt, cuts, _ = chat_prompt(
             formatter,
             base_model.tokenize,
-            [HumanMessage(content=question_template.replace("{question}", question))],
+            [{"role": "user", "content": question_template.replace("{question}", question)}],
             [],
         )
         reference = base_model.tokenize(answer, False, False)
@@ -165,8 +163,7 @@ def fit_gate(
     l2: float = 1.0,
 ) -> LearnedGate:
     """Co-LLM's gate on the base's hidden state, fitted to `scored` (see the module's docstring)."""
-    if objective not in ("marginal", "weak"):
-        raise ConfigError(f"objective must be 'marginal' or 'weak', got {objective!r}")
+    _check_objective(objective)
     x = scored.hidden
     labels = (scored.assistant_logprob > scored.base_logprob).astype(np.float64)
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
@@ -226,6 +223,16 @@ def deferred_log_likelihood(scored: ScoredPositions, score: np.ndarray, share: f
     return float(chosen.mean())
 
 
+class ScoringOptions(TypedDict, total=False):
+    """`score_pairs`'s options, which `train_gate` passes on."""
+
+    n_ctx: int
+    n_threads: int | None
+    n_gpu_layers: int | None
+    question_template: str
+    progress: Callable[[int], None] | None
+
+
 def train_gate(
     base: str,
     assistant: str,
@@ -234,26 +241,17 @@ def train_gate(
     objective: Objective = "marginal",
     threshold: float = 0.5,
     l2: float = 1.0,
-    n_ctx: int = 4096,
-    n_threads: int | None = None,
-    n_gpu_layers: int | None = None,
-    question_template: str = "{question}",
-    progress: Callable[[int], None] | None = None,
+    **scoring: Unpack[ScoringOptions],
 ) -> LearnedGate:
     """A gate for `base` deferring to `assistant`: `score_pairs`, then `fit_gate`."""
+    _check_objective(objective)
+    scored = score_pairs(base, assistant, pairs, **scoring)
+    return fit_gate(scored, objective=objective, threshold=threshold, l2=l2)
+
+
+def _check_objective(objective: str) -> None:
     if objective not in ("marginal", "weak"):
         raise ConfigError(f"objective must be 'marginal' or 'weak', got {objective!r}")
-    scored = score_pairs(
-        base,
-        assistant,
-        pairs,
-        n_ctx=n_ctx,
-        n_threads=n_threads,
-        n_gpu_layers=n_gpu_layers,
-        question_template=question_template,
-        progress=progress,
-    )
-    return fit_gate(scored, objective=objective, threshold=threshold, l2=l2)
 
 
 def _log_softmax_rows(rows: np.ndarray) -> np.ndarray:

@@ -16,14 +16,9 @@ from langgraph.types import Send, interrupt
 from pydantic import Field
 
 from moot.agents import Agent
-from moot.graphs._runtime import Call, Calls, RunContext, SocietyState, Update, agent_node
 from moot.graphs.base import BaseProtocol
+from moot.graphs.types import MAX_ROUNDS, Call, Calls, RunContext, SocietyState, Update, agent_node
 from moot.result import StopReason, Turn
-
-MAX_ROUNDS = 100
-"""The most rounds a protocol takes: every prompt carries the whole debate so far, so a run's
-work grows with the square of its rounds (Du et al. use 2-4; a real model's context window
-ends long before 100)."""
 
 
 class AgentTask(TypedDict):

@@ -3,38 +3,77 @@ to the agent's `max_tool_calls`, then answers; a final reply that states no answ
 model called tools is followed by one ask for it (small models take a tool result for a user's
 reply and write "Thank you for using the tools.").
 
-The loop runs inside the agent's model call, so one time limit covers the whole turn (a tool
-that hangs gets the agent's timeout), a round's agents still run in parallel, and a tool that
-fails is recorded in the turn and shown to the model, never raised. The reply handed back is
-the final one, with the usage of every model call in the loop and the tool calls in its
-response metadata (`TOOL_CALLS`, `MODEL_CALLS`), which `_runtime` turns into the `Turn`.
+The loop is a generator of steps (`Ask` a model, `UseTool`) that the runtime carries out, sync
+or async, inside the agent's call: one time limit covers the whole turn (a tool that hangs gets
+the agent's timeout), a round's agents still run in parallel, and a tool that fails is recorded
+and shown to the model, never raised. It returns the final reply, with the usage of every
+model call in the loop; the tool calls are appended to the list it is given as they are made,
+so a turn that fails half-way still records them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Generator
-from functools import partial
-from typing import Any, cast
+from collections.abc import Awaitable, Generator
+from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 
 from moot import prompts
 from moot.agents import Agent
-from moot.aggregate.base import AnswerFormat
+from moot.aggregate.format import AnswerFormat
 from moot.errors import ConfigError
 from moot.result import ToolCall
 
-TOOL_CALLS = "moot_tool_calls"
-"""Response metadata key of the turn's tool calls (dumped `ToolCall`s)."""
-PARTIAL_TOOL_CALLS = "moot_partial_tool_calls"
-"""Attribute of an error that ended a turn: the tool calls (`ToolCall`) made before it."""
-MODEL_CALLS = "moot_model_calls"
-"""Response metadata key of how many model calls the turn made."""
 _REPEATED = "not run again"
+
+
+@dataclass(slots=True)
+class Ask:
+    """A step: call `model` (a chat model, perhaps with tools bound) on `messages`."""
+
+    model: Runnable[Any, BaseMessage]
+    messages: list[BaseMessage]
+    config: RunnableConfig
+    options: dict[str, Any]
+
+    def again(self, model: Runnable[Any, BaseMessage], messages: list[BaseMessage]) -> Ask:
+        """The same call (config, options) with another model and messages."""
+        return Ask(model, messages, self.config, self.options)
+
+    def run(self) -> BaseMessage:
+        return self.model.invoke(self.messages, config=self.config, **self.options)
+
+    async def arun(self) -> BaseMessage:
+        return await self.model.ainvoke(self.messages, config=self.config, **self.options)
+
+
+@dataclass(slots=True)
+class UseTool:
+    """A step: run `tool` on the model's `request` (name, args, id); gives its `ToolCall`."""
+
+    tool: BaseTool
+    request: dict[str, Any]
+
+    def run(self) -> ToolCall:
+        """The record of the call: its result, or the error it raised (the model sees either)."""
+        started = time.perf_counter()
+        try:
+            return _record(self.request, self.tool.invoke(self.request.get("args") or {}), started)
+        except Exception as error:  # noqa: BLE001 - a tool's failure is the model's to see
+            return _record(self.request, error, started)
+
+    async def arun(self) -> ToolCall:
+        started = time.perf_counter()
+        call: Awaitable[Any] = self.tool.ainvoke(self.request.get("args") or {})
+        try:
+            return _record(self.request, await call, started)
+        except Exception as error:  # noqa: BLE001
+            return _record(self.request, error, started)
 
 
 def bind(model: BaseChatModel, agent: Agent, forced: bool = False) -> Any:
@@ -46,27 +85,29 @@ def bind(model: BaseChatModel, agent: Agent, forced: bool = False) -> Any:
             return model.bind_tools(agent.tools, tool_choice=choice)
         return model.bind_tools(agent.tools)
     except NotImplementedError:
-        raise ConfigError(
-            f"agent '{agent.name}' has tools, but its model ({_kind(model)}) cannot call tools: "
-            "use a model that supports tool calls (openai:..., or a chat model with bind_tools)"
-        ) from None
+        raise cannot_call_tools(agent, model) from None
 
 
-def _kind(model: BaseChatModel) -> str:
-    return str(getattr(model, "_llm_type", type(model).__name__))
+def cannot_call_tools(agent: Agent, model: BaseChatModel) -> ConfigError:
+    """The error for an agent with tools on a model that cannot call them."""
+    return ConfigError(
+        f"agent '{agent.name}' has tools, but its model ({type(model).__name__}) cannot call "
+        "tools: use a model that supports tool calls (openai:..., or a chat model with bind_tools)"
+    )
 
 
 class _Loop:
     """What one turn's tool loop keeps: the calls made, the replies, whether the model was
     told about a malformed call."""
 
-    def __init__(self, agent: Agent, answer_format: AnswerFormat) -> None:
+    def __init__(self, agent: Agent, answer_format: AnswerFormat, records: list[ToolCall]) -> None:
         self.agent = agent
         self.answer_format = answer_format
         """How the turn's answer is stated (repeated when the model is asked to answer) and
         read (to see whether the final reply has one)."""
         self.tools: dict[str, BaseTool] = {tool.name: tool for tool in agent.tools}
-        self.records: list[ToolCall] = []
+        self.records = records
+        """The tool calls made so far (the caller's list, so a failed turn keeps them)."""
         self.replies: list[BaseMessage] = []
         self.closed = False
         """Set when the model may call no more tools this turn."""
@@ -151,19 +192,10 @@ class _Loop:
         )
 
     def finish(self, reply: BaseMessage) -> BaseMessage:
-        """The final reply with the whole turn's usage and its tool calls."""
-        usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-        for each in self.replies:
-            for key in usage:
-                usage[key] += int((getattr(each, "usage_metadata", None) or {}).get(key, 0))
-        metadata = {
-            **reply.response_metadata,
-            TOOL_CALLS: [record.model_dump() for record in self.records],
-            MODEL_CALLS: len(self.replies),
-        }
-        update: dict[str, Any] = {"response_metadata": metadata}
+        """The final reply with the whole turn's usage."""
+        update: dict[str, Any] = {}
         if isinstance(reply, AIMessage):
-            update["usage_metadata"] = usage
+            update["usage_metadata"] = summed_usage(self.replies)
         if self.reasoning or self.unanswered:
             said = [self.reasoning, self.unanswered, reply.text]
             update["content"] = "\n\n".join(text for text in said if text.strip())
@@ -179,26 +211,20 @@ class _Loop:
         )
 
 
-Step = tuple[Any, Any]
-"""What the loop asks its driver for: (a model, the conversation) or (a tool, a request)."""
-
-
-def _steps(
-    model: BaseChatModel, agent: Agent, messages: list[BaseMessage], answer_format: AnswerFormat
-) -> Generator[Step, Any, BaseMessage]:
-    """The loop, written once: yields a model call or a tool call, receives its reply or its
-    record, returns the final reply. `run_turn` and `arun_turn` drive it."""
-    bound, loop = bind(model, agent), _Loop(agent, answer_format)
+def tool_turn(
+    ask: Ask, agent: Agent, answer_format: AnswerFormat, records: list[ToolCall]
+) -> Generator[Ask | UseTool, Any, tuple[BaseMessage, int]]:
+    """The loop: yields model calls (`ask` with the agent's tools bound, then with other
+    messages) and tool calls, receives their replies and records; returns the final reply and
+    how many model calls the turn made. Tool calls are appended to `records` as they are made."""
+    model = ask.model
+    assert isinstance(model, BaseChatModel)
+    bound, loop = bind(model, agent), _Loop(agent, answer_format, records)
     forced = bind(model, agent, forced=True) if agent.tool_choice != "auto" else bound
     asker = (forced if agent.tool_choice == "first" else bound) if loop.may_call() else model
-    conversation = list(messages)
+    conversation = list(ask.messages)
     while True:
-        try:
-            reply = yield asker, list(conversation)
-        except Exception as error:
-            # The turn fails, but the calls it made are kept: the failed turn records them.
-            setattr(error, PARTIAL_TOOL_CALLS, list(loop.records))
-            raise
+        reply = yield ask.again(asker, list(conversation))
         requests = loop.requests(reply)
         if loop.must_call_now(requests):  # it has reasoned; now it checks that with a tool
             loop.reasoning = reply.text
@@ -210,97 +236,29 @@ def _steps(
             if loop.ask_for_the_answer(reply, conversation):
                 asker = model
                 continue
-            return loop.finish(reply)
+            return loop.finish(reply), len(loop.replies)
         conversation.append(reply)
         for request in requests:
-            record = loop.unusable(request) or (yield loop.tools[request["name"]], request)
+            record = loop.unusable(request) or (yield UseTool(loop.tools[request["name"]], request))
             conversation.append(loop.shown(request, record))
         loop.after_calls(conversation)
         asker = bound if loop.may_call() else model
 
 
-def run_turn(
-    model: BaseChatModel,
-    agent: Agent,
-    messages: list[BaseMessage],
-    config: RunnableConfig,
-    options: dict[str, Any],
-    answer_format: AnswerFormat,
-) -> BaseMessage:
-    """The agent's reply after calling its tools (sync), its answer stated in `answer_format`."""
-    steps = _steps(model, agent, messages, answer_format)
-    try:
-        target, payload = next(steps)
-        while True:
-            if isinstance(target, BaseTool):
-                done = _recorded(payload, partial(target.invoke, payload.get("args") or {}))
-            else:
-                try:
-                    done = target.invoke(payload, config=config, **options)
-                except Exception as error:  # noqa: BLE001 - rethrown by the loop, records kept
-                    target, payload = steps.throw(error)
-                    continue
-            target, payload = steps.send(done)
-    except StopIteration as finished:
-        return cast(BaseMessage, finished.value)
+def summed_usage(replies: list[BaseMessage]) -> dict[str, int]:
+    """The token usage of `replies` together."""
+    usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    for reply in replies:
+        for key in usage:
+            usage[key] += int((getattr(reply, "usage_metadata", None) or {}).get(key, 0))
+    return usage
 
 
-async def arun_turn(
-    model: BaseChatModel,
-    agent: Agent,
-    messages: list[BaseMessage],
-    config: RunnableConfig,
-    options: dict[str, Any],
-    answer_format: AnswerFormat,
-) -> BaseMessage:
-    """`run_turn` for async graphs: the model and the tools are awaited."""
-    steps = _steps(model, agent, messages, answer_format)
-    try:
-        target, payload = next(steps)
-        while True:
-            if isinstance(target, BaseTool):
-                done = await _arecorded(payload, target.ainvoke(payload.get("args") or {}))
-            else:
-                try:
-                    done = await target.ainvoke(payload, config=config, **options)
-                except Exception as error:  # noqa: BLE001
-                    target, payload = steps.throw(error)
-                    continue
-            target, payload = steps.send(done)
-    except StopIteration as finished:
-        return cast(BaseMessage, finished.value)
-
-
-def _recorded(request: dict[str, Any], call: Callable[[], Any]) -> ToolCall:
-    """The record of a tool call: its result, or the error it raised (the model sees either)."""
-    started = time.perf_counter()
-    try:
-        return _done(request, call(), started)
-    except Exception as error:  # noqa: BLE001 - a tool's failure is the model's to see
-        return _failed(request, error, started)
-
-
-async def _arecorded(request: dict[str, Any], call: Awaitable[Any]) -> ToolCall:
-    started = time.perf_counter()
-    try:
-        return _done(request, await call, started)
-    except Exception as error:  # noqa: BLE001
-        return _failed(request, error, started)
-
-
-def _done(request: dict[str, Any], result: Any, started: float) -> ToolCall:
-    text = result if isinstance(result, str) else getattr(result, "content", None) or str(result)
+def _record(request: dict[str, Any], outcome: Any, started: float) -> ToolCall:
     seconds = round(time.perf_counter() - started, 4)
-    return ToolCall(
-        name=request["name"], arguments=request.get("args") or {}, result=str(text), seconds=seconds
-    )
-
-
-def _failed(request: dict[str, Any], error: Exception, started: float) -> ToolCall:
-    seconds = round(time.perf_counter() - started, 4)
-    return ToolCall(
-        name=request["name"],
-        arguments=request.get("args") or {},
-        error=f"{type(error).__name__}: {error}",
-        seconds=seconds,
-    )
+    name, arguments = request["name"], request.get("args") or {}
+    if isinstance(outcome, Exception):
+        error = f"{type(outcome).__name__}: {outcome}"
+        return ToolCall(name=name, arguments=arguments, error=error, seconds=seconds)
+    text = outcome if isinstance(outcome, str) else getattr(outcome, "content", None) or outcome
+    return ToolCall(name=name, arguments=arguments, result=str(text), seconds=seconds)

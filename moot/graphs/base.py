@@ -4,8 +4,9 @@ A protocol is a pydantic model of its settings that builds a LangGraph `StateGra
 `SocietyState` (or a subclass) with `RunContext` as its context schema. The graph receives
 {"question": ...}, appends every agent's `Turn` to "turns" and ends with "answer" set; it
 usually ends by calling `context.aggregator.aggregate(...)`. Nodes that call agents are written
-once with `agent_node` and work in sync and async runs. See `moot.graphs.debate` for a full
-example and the README for a small one.
+once with `agent_node` and work in sync and async runs. The names come from
+`moot.graphs.types` (the vocabulary) and are exported here too. See `moot.graphs.debate` for a
+full example and the README for a small one.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
 
 from moot.agents import Agent
-from moot.aggregate.base import Aggregator
+from moot.aggregate.vote import MajorityVote
 from moot.config import Config
-from moot.graphs._runtime import (
+from moot.graphs.helpers import question_prompt
+from moot.graphs.types import (
+    Aggregator,
     Call,
     Calls,
     RunContext,
@@ -26,19 +30,22 @@ from moot.graphs._runtime import (
     Speaker,
     Update,
     agent_node,
-    question_prompt,
 )
 
 __all__ = [
     "BaseProtocol",
     "Call",
     "Calls",
+    "Graph",
     "RunContext",
     "SocietyState",
     "Speaker",
     "Update",
     "agent_node",
 ]
+
+Graph = CompiledStateGraph[Any, RunContext, Any, Any]
+"""A protocol's compiled graph."""
 
 
 class BaseProtocol(Config, ABC):
@@ -59,8 +66,6 @@ class BaseProtocol(Config, ABC):
     def default_aggregator(self) -> Aggregator:
         """The aggregator of a society that names none. Default: a majority vote in the format
         each question asks for ("auto")."""
-        from moot.aggregate.vote import MajorityVote
-
         return MajorityVote(extract="auto")
 
     def first_prompt(self, question: str, context: RunContext) -> str:

@@ -21,8 +21,9 @@ from pydantic import BaseModel, Field
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
 from moot.aggregate.vote import Vote
-from moot.graphs._runtime import RunContext, SocietyState, SoloTask, agent_node, answer_alone
 from moot.graphs.base import BaseProtocol
+from moot.graphs.helpers import SoloTask, answer_alone
+from moot.graphs.types import RunContext, SocietyState, agent_node
 from moot.result import Turn, Usage
 
 Confidence = Literal["agreement", "reported"]
@@ -46,6 +47,9 @@ class CascadeState(SocietyState, total=False):
 
 class Cascade(BaseProtocol):
     """Tiers of agents, cheapest first; each tier's answer is the society's vote."""
+
+    kind: Literal["cascade"] = "cascade"
+    """The name of this protocol in society files and specs (`moot.spec`)."""
 
     tiers: list[list[str]] | None = None
     """Agent names per tier (None: each agent is a tier of its own, in agent order)."""

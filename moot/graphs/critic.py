@@ -7,7 +7,7 @@ the draft in light of the critiques. `rounds` bounds the drafts; the last draft 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
@@ -20,16 +20,9 @@ from moot.agents import Agent
 from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.extract import last_labelled
 from moot.graphs._rounds import MAX_ROUNDS, AgentTask
-from moot.graphs._runtime import (
-    Call,
-    Calls,
-    RunContext,
-    SocietyState,
-    agent_node,
-    require_answer_format_only,
-    show_replies,
-)
 from moot.graphs.base import BaseProtocol
+from moot.graphs.helpers import require_answer_format_only, show_replies
+from moot.graphs.types import Call, Calls, RunContext, SocietyState, agent_node
 from moot.result import StopReason, Turn, latest_turns
 
 
@@ -44,6 +37,9 @@ _VERDICT_FORMAT = AnswerFormat(extract=read_verdict)
 
 class CriticLoop(BaseProtocol):
     """A generator, one or more critics (role "critic") and an optional reviser."""
+
+    kind: Literal["critic"] = "critic"
+    """The name of this protocol in society files and specs (`moot.spec`)."""
 
     rounds: int = Field(default=3, ge=1, le=MAX_ROUNDS)
     """Most drafts; critics review every draft but the last."""

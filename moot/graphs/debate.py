@@ -23,7 +23,8 @@ from moot import prompts
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
 from moot.graphs._rounds import AgentTask, RoundProtocol
-from moot.graphs._runtime import RunContext, note_after, show_replies
+from moot.graphs.helpers import note_after, show_replies
+from moot.graphs.types import RunContext
 from moot.result import Turn
 
 Move = Literal["debate", "reflect"]
@@ -69,6 +70,9 @@ class Debate(RoundProtocol):
     MachineSoM society's collaboration (4 rounds: the first answer, then three moves).
     """
 
+    kind: Literal["debate"] = "debate"
+    """The name of this protocol in society files and specs (`moot.spec`)."""
+
     strategy: list[RoundStrategy] | None = None
     """Moves for rounds 2..rounds (None: debate every round). A string "debate-reflect-debate"
     is read as a list; with a strategy and no `rounds`, rounds = 1 + len(strategy)."""
@@ -82,6 +86,13 @@ class Debate(RoundProtocol):
     its result), only their extracted answer, or their last `peer_chars` characters (bounded
     context for long debates)."""
     peer_chars: int = Field(default=600, ge=20)
+    anonymous: bool = False
+    """Show peers' replies without their names, so no agent is followed for who it is
+    (identity bias: Choi et al. 2025)."""
+    update_style: Literal["open", "keep"] = "open"
+    """How a debating agent is asked to update (moot's prompts): "open", using the peers'
+    reasoning as advice (Du et al.); "keep", keeping its own answer unless it finds a specific
+    error in its own work, which it must name (anti-conformity, Free-MAD)."""
     prompt_set: PromptSet = "moot"
     """Whose prompts: moot's ("moot": a system prompt per role, step-by-step work, an "Answer:"
     line, peers shown by name), or Du et al.'s for one of their tasks, word for word and with no
@@ -225,10 +236,18 @@ class Debate(RoundProtocol):
         """
         agent = context.agents[task["agent"]]
         me = agent.name
-        answer_format = context.format_instruction()
+        program = agent.kind == "program" and self.prompt_set == "moot"
+        answer_format = prompts.load("formats/program") if program else context.format_instruction()
+        first = (
+            prompts.render(
+                "debate/program_question", question=task["question"], format=answer_format
+            )
+            if program
+            else self.first_prompt(task["question"], context)
+        )
         conversation: list[BaseMessage] = [
             *(self._som_role(agent) if self._som else []),
-            HumanMessage(content=self.first_prompt(task["question"], context)),
+            HumanMessage(content=first),
         ]
         by_round: dict[int, dict[str, Turn]] = {}
         for turn in task["turns"]:
@@ -267,8 +286,20 @@ class Debate(RoundProtocol):
     def _update(self, shown: list[Turn], question: str, answer_format: str) -> str:
         """The message showing the peers' latest replies."""
         if self.prompt_set == "moot":
-            replies = show_replies(shown, self._peer_text)
-            template = "debate/update_answers" if self.peer_view == "answer" else "debate/update"
+            replies = (
+                "\n\n".join(
+                    prompts.render("debate/peer_anonymous", text=self._peer_text(turn))
+                    for turn in shown
+                )
+                if self.anonymous
+                else show_replies(shown, self._peer_text)
+            )
+            if self.peer_view == "answer" and self.update_style == "open":
+                template = "debate/update_answers"
+            elif self.update_style == "keep":
+                template = "debate/update_keep"
+            else:
+                template = "debate/update"
             return prompts.render(template, peers=replies, format=answer_format)
         # The papers' code concatenates the peers, unnamed, each starting with a blank line.
         replies = "".join(self._paper("peer").format(text=self._peer_text(turn)) for turn in shown)

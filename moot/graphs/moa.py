@@ -8,7 +8,7 @@ from the last layer; a vote over it also works.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage, HumanMessage
 from pydantic import Field, model_validator
@@ -16,11 +16,15 @@ from pydantic import Field, model_validator
 from moot import prompts
 from moot.agents import Agent
 from moot.graphs._rounds import MAX_ROUNDS, AgentTask, RoundProtocol
-from moot.graphs._runtime import RunContext, note_after, show_replies
+from moot.graphs.helpers import note_after, show_replies
+from moot.graphs.types import RunContext
 
 
 class MixtureOfAgents(RoundProtocol):
     """Proposer layers; `layers` is the number of rounds (`rounds` is accepted as its alias)."""
+
+    kind: Literal["mixture"] = "mixture"
+    """The name of this protocol in society files and specs (`moot.spec`)."""
 
     layers: int = Field(default=3, ge=1, le=MAX_ROUNDS)
 

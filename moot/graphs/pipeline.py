@@ -3,7 +3,7 @@ previous one wrote; the last one's answer is the result. Each stage is a round."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import HumanMessage
 from langgraph.graph import END, START, StateGraph
@@ -12,19 +12,16 @@ from langgraph.runtime import Runtime
 from moot import prompts
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
-from moot.graphs._runtime import (
-    Call,
-    Calls,
-    RunContext,
-    SocietyState,
-    agent_node,
-    require_answer_format_only,
-)
 from moot.graphs.base import BaseProtocol
+from moot.graphs.helpers import require_answer_format_only
+from moot.graphs.types import Call, Calls, RunContext, SocietyState, agent_node
 
 
 class Pipeline(BaseProtocol):
     """Each agent, in order, is a stage; its role says what the stage does."""
+
+    kind: Literal["pipeline"] = "pipeline"
+    """The name of this protocol in society files and specs (`moot.spec`)."""
 
     def check(self, agents: list[Agent], aggregator: Aggregator) -> None:
         require_answer_format_only(aggregator, "a pipeline's answer is its last stage's")

@@ -22,17 +22,9 @@ from moot import prompts
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.extract import last_labelled, normalise_text
-from moot.graphs._runtime import (
-    Call,
-    Calls,
-    RunContext,
-    SocietyState,
-    SoloTask,
-    Update,
-    agent_node,
-    answer_alone,
-)
 from moot.graphs.base import BaseProtocol
+from moot.graphs.helpers import SoloTask, answer_alone
+from moot.graphs.types import Call, Calls, RunContext, SocietyState, Update, agent_node
 
 
 class RouterState(SocietyState, total=False):
@@ -42,6 +34,9 @@ class RouterState(SocietyState, total=False):
 
 class Router(BaseProtocol):
     """Route each question to `top_k` experts (every agent but the router agent)."""
+
+    kind: Literal["router"] = "router"
+    """The name of this protocol in society files and specs (`moot.spec`)."""
 
     by: Literal["rules", "embedding", "llm"] = "rules"
     rules: dict[str, list[str]] = Field(default_factory=dict)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol, Unpack
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.base import LangSmithParams
@@ -17,12 +16,18 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel
 
 from moot.errors import ConfigError
+from moot.graphs.run import RunOptions
 from moot.result import Result
 
-if TYPE_CHECKING:
-    from moot.society import Society
-
 SocietyInput = str | dict[str, Any] | PromptValue | list[BaseMessage]
+
+
+class SocietyLike(Protocol):
+    """What these surfaces need of a society: its runs (`moot.Society` has them)."""
+
+    def run(self, question: str, **options: Unpack[RunOptions]) -> Result: ...
+
+    async def arun(self, question: str, **options: Unpack[RunOptions]) -> Result: ...
 
 
 def question_of(value: SocietyInput) -> str:
@@ -42,7 +47,7 @@ def question_of(value: SocietyInput) -> str:
 
 
 def as_runnable(
-    society: Society, output: Literal["answer", "result"] = "answer"
+    society: SocietyLike, output: Literal["answer", "result"] = "answer"
 ) -> Runnable[SocietyInput, Any]:
     """A Runnable for LCEL: the final answer ("" when none won), or the whole `Result`."""
 
@@ -102,7 +107,7 @@ class SocietyChatModel(BaseChatModel):
             params["ls_stop"] = stop
         return params
 
-    def _tuned(self) -> Society:
+    def _tuned(self) -> Any:
         overrides = {
             key: value
             for key, value in (("temperature", self.temperature), ("max_tokens", self.max_tokens))
@@ -129,22 +134,11 @@ class SocietyChatModel(BaseChatModel):
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    # Stop words and callbacks do not reach a society: each agent has its own.
+    def _generate(self, messages: list[BaseMessage], *_: Any, **__: Any) -> ChatResult:
         return self._reply(self._tuned().run(question_of(messages)))
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    async def _agenerate(self, messages: list[BaseMessage], *_: Any, **__: Any) -> ChatResult:
         return self._reply(await self._tuned().arun(question_of(messages)))
 
     def with_structured_output(  # type: ignore[override]
@@ -181,7 +175,7 @@ class SocietyChatModel(BaseChatModel):
         return model | RunnableLambda(with_raw)
 
 
-def as_tool(society: Society, name: str, description: str) -> BaseTool:
+def as_tool(society: SocietyLike, name: str, description: str) -> BaseTool:
     """A tool an agent can call with a question; it returns the society's answer."""
 
     def ask(question: str) -> str:

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from moot._driver import checked_context
 from moot.errors import ConfigError, MissingExtraError, MootError
-from moot.graphs._runtime import valid_text
+from moot.graphs.helpers import valid_text
 from moot.result import Result
 
 KEPT_RUNS = 256
@@ -122,7 +121,7 @@ def create_app(
             )
         question = _question(chat.messages)
         try:
-            checked_context(societies[chat.model], question, False)  # refuse what cannot run
+            societies[chat.model].check(question)  # refuse what cannot run
         except MootError as failure:
             raise _Refusal(400, str(failure), "messages") from None
         return chat, question

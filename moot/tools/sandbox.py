@@ -28,6 +28,7 @@ Where neither namespace is allowed, the network is closed by the language layer 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -178,10 +179,8 @@ def _communicate(
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     process.kill()
     process.wait()
     for pipe in (process.stdin, process.stdout, process.stderr):

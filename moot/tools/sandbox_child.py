@@ -50,14 +50,25 @@ public functions, classes and constants, never modules it imported itself (`stat
 would lead to `sys.modules["os"]`)."""
 
 WITHHELD = {
-    "attrgetter", "methodcaller", "Formatter",
+    "attrgetter",
+    "methodcaller",
+    "Formatter",
     # functools: update_wrapper/wraps get and set attributes named by strings (any name, "_"
     # ones included); cached_property reads an instance's __dict__ under a settable attrname;
     # together they read any attribute of any object (`len.__self__` is the builtins module).
     # singledispatch(...).register evaluates string annotations with eval() (typing).
-    "update_wrapper", "wraps", "cached_property", "singledispatch", "singledispatchmethod",
-    "partialmethod", "WRAPPER_ASSIGNMENTS", "WRAPPER_UPDATES", "RLock", "GenericAlias",
-    "get_cache_token", "recursive_repr",
+    "update_wrapper",
+    "wraps",
+    "cached_property",
+    "singledispatch",
+    "singledispatchmethod",
+    "partialmethod",
+    "WRAPPER_ASSIGNMENTS",
+    "WRAPPER_UPDATES",
+    "RLock",
+    "GenericAlias",
+    "get_cache_token",
+    "recursive_repr",
 }
 """Names of allowed modules that are not handed over: `operator.attrgetter("__class__")` and
 `methodcaller` read attributes by a string the compiler never sees (past the "_" rule), and
@@ -66,11 +77,45 @@ WITHHELD = {
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 _NOBODY = 65534
-_EXTRA_BUILTINS = (
-    "abs all any bool dict divmod enumerate filter float format frozenset int isinstance len "
-    "list map max min pow range reversed round set sorted str sum tuple zip bin hex oct chr ord "
-    "complex iter next slice"
-).split()
+_EXTRA_BUILTINS = [
+    "abs",
+    "all",
+    "any",
+    "bool",
+    "dict",
+    "divmod",
+    "enumerate",
+    "filter",
+    "float",
+    "format",
+    "frozenset",
+    "int",
+    "isinstance",
+    "len",
+    "list",
+    "map",
+    "max",
+    "min",
+    "pow",
+    "range",
+    "reversed",
+    "round",
+    "set",
+    "sorted",
+    "str",
+    "sum",
+    "tuple",
+    "zip",
+    "bin",
+    "hex",
+    "oct",
+    "chr",
+    "ord",
+    "complex",
+    "iter",
+    "next",
+    "slice",
+]
 
 
 class OutputLimit(Exception):
@@ -138,7 +183,11 @@ def drop_privileges() -> None:
 
 
 _PR_SET_NO_NEW_PRIVS = 38
-_SYS_LANDLOCK = (444, 445, 446)  # create_ruleset, add_rule, restrict_self (same on x86-64 and arm64)
+_SYS_LANDLOCK = (
+    444,
+    445,
+    446,
+)  # create_ruleset, add_rule, restrict_self (same on x86-64 and arm64)
 
 
 class _Ruleset(ctypes.Structure):
@@ -171,7 +220,7 @@ class _Discard(io.TextIOBase):
         return len(text)
 
 
-def quiet_streams() -> io.TextIOBase:
+def quiet_streams() -> Any:
     """What the interpreter and the modules print themselves goes nowhere: a program can make
     them print without end, past `Printed` (re.compile(p, re.DEBUG) prints to sys.stdout; a
     generator that swallows GeneratorExit makes CPython print to sys.stderr). Returns the real
@@ -205,10 +254,17 @@ ONLY = {"functools": {"reduce", "partial", "lru_cache", "cache", "cmp_to_key", "
 
 def public_copy(name: str) -> types.ModuleType:
     module = __import__(name)
-    withheld = [getattr(sys.modules[m], n) for m, n in (("operator", "attrgetter"),
-                ("operator", "methodcaller"), ("string", "Formatter"),
-                ("functools", "update_wrapper"), ("functools", "cached_property"),
-                ("functools", "singledispatch"))]
+    withheld = [
+        getattr(sys.modules[m], n)
+        for m, n in (
+            ("operator", "attrgetter"),
+            ("operator", "methodcaller"),
+            ("string", "Formatter"),
+            ("functools", "update_wrapper"),
+            ("functools", "cached_property"),
+            ("functools", "singledispatch"),
+        )
+    ]
     copy = types.ModuleType(name)
     for attribute, value in vars(module).items():
         public = not attribute.startswith("_") and attribute not in WITHHELD
@@ -280,7 +336,7 @@ def run(source: str, limits: dict[str, int]) -> dict[str, Any]:
         compiled = compile_restricted_exec(tree, "<program>")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
         return {"output": "", "error": f"the program does not parse: {error}"}
-    if compiled.errors:
+    if compiled.errors or compiled.code is None:
         return {"output": "", "error": "the program is not allowed: " + "; ".join(compiled.errors)}
     try:
         exec(compiled.code, restricted_globals(printed))  # noqa: S102 - confined, see module doc
