@@ -270,3 +270,49 @@ def test_a_wide_round_runs_at_most_16_calls_at_once_by_default():
     result = society_of([probe.sync_model() for _ in range(32)], rounds=1).run("q")
     assert not any(turn.failed for turn in result.turns)
     assert probe.peak == 16
+
+
+@pytest.mark.parametrize("topology", ["all", "ring"])
+def test_each_prompt_is_the_conversation_built_from_scratch_for_its_round(topology):
+    # The run keeps each agent's conversation and adds a round to it; the prompt must be the
+    # one built from the turns alone, with a failed turn and a moderator's note in between.
+    replies = {"a0": iter(["Answer: 1", "Answer: 2", "Answer: 3", "Answer: 4"])}
+
+    def respond(name):
+        def reply(messages):
+            if name == "a1" and len(messages) == 4:  # a1's round-2 call fails
+                raise RuntimeError("model down")
+            return next(replies[name]) if name in replies else f"Answer: {len(messages)}"
+
+        return reply
+
+    models = {name: ScriptedChatModel(respond=respond(name)) for name in ("a0", "a1", "a2", "a3")}
+    agents = [moot.Agent(name=name, model=model) for name, model in models.items()]
+    protocol = moot.Debate(rounds=4, topology=topology, anonymous=True)
+    society = moot.Society(agents=agents, protocol=protocol)
+    result = society.run("q", moderator=lambda round, turns: moot.Moderation(note=f"n{round}"))
+    assert any(turn.failed for turn in result.turns)
+
+    run = society._run("q", {})
+    for turn_round in (2, 3, 4):
+        for index, name in enumerate(models):
+            fresh = run.context("q")
+            object.__setattr__(fresh, "memo", _Forgetful())  # everything built from the turns
+            task = {
+                "question": "q",
+                "round": turn_round,
+                "agent": index,
+                "turns": [turn for turn in result.turns if turn.round < turn_round],
+                "notes": [{"round": r, "text": f"n{r}"} for r in range(1, turn_round)],
+            }
+            conversation, _ = protocol.conversation_for(task, fresh)
+            sent = models[name].calls[turn_round - 1][1:]  # after the system prompt
+            # (user messages in a row, after a failed turn, are sent joined by a blank line)
+            assert "\n\n".join(m.text for m in sent) == "\n\n".join(m.text for m in conversation)
+
+
+class _Forgetful(dict):
+    """A run's memo that keeps nothing."""
+
+    def __setitem__(self, key, value):
+        pass

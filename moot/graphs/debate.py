@@ -14,6 +14,7 @@ that debate in the same round.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -23,7 +24,7 @@ from moot import prompts
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
 from moot.graphs._rounds import AgentTask, RoundProtocol
-from moot.graphs.helpers import note_after, show_replies
+from moot.graphs.helpers import note_after
 from moot.graphs.types import RunContext
 from moot.result import Turn
 
@@ -55,6 +56,15 @@ def is_tiny(model: Any) -> bool:
 def answer_format_of(prompt_set: str) -> str:
     """The answer format to read a prompt set's replies in (moot's: chosen per question)."""
     return _PAPER_READS.get(prompt_set, ("auto",))[0]
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """An agent's conversation as built for `round`, and the peers its last message shows."""
+
+    round: int
+    conversation: list[BaseMessage]
+    peers: list[str]
 
 
 _SOM_TRAITS = ("easy-going", "overconfident")
@@ -232,68 +242,109 @@ class Debate(RoundProtocol):
         """The agent's whole conversation so far, and the peers shown in its newest message.
 
         It replays the agent's own replies, each followed by the message of the next round:
-        the neighbours' answers (debate) or a request to re-examine (reflect).
+        the neighbours' answers (debate) or a request to re-examine (reflect). A finished
+        round never changes, so the run keeps each agent's conversation and adds the newest
+        round to it, rather than rebuilding every round's messages in every round.
         """
+        key = ("debate conversation", id(self), task["agent"])
+        kept: _Kept | None = context.memo.get(key)
+        if kept is None or kept.round > task["round"]:
+            kept = context.memo[key] = _Kept(1, self._opening(task, context), [])
+        if kept.round < task["round"]:
+            turns_by_round: dict[int, dict[str, Turn]] = {}
+            for turn in task["turns"]:
+                if turn.round >= kept.round:
+                    turns_by_round.setdefault(turn.round, {})[turn.agent] = turn
+            conversation, peers = list(kept.conversation), kept.peers
+            for past_round in range(kept.round, task["round"]):
+                peers = self._after_round(
+                    task, context, past_round, turns_by_round.get(past_round, {}), conversation
+                )
+            kept = _Kept(task["round"], conversation, peers)
+            context.memo[key] = kept
+        return list(kept.conversation), list(kept.peers)
+
+    def _opening(self, task: AgentTask, context: RunContext) -> list[BaseMessage]:
+        """The agent's first messages: its role (MachineSoM) and the question."""
+        agent = context.agents[task["agent"]]
+        if self._program(agent):
+            first = prompts.render(
+                "debate/program_question",
+                question=task["question"],
+                format=prompts.load("formats/program"),
+            )
+        else:
+            first = self.first_prompt(task["question"], context)
+        return [*(self._som_role(agent) if self._som else []), HumanMessage(content=first)]
+
+    def _after_round(
+        self,
+        task: AgentTask,
+        context: RunContext,
+        past_round: int,
+        turns: dict[str, Turn],
+        conversation: list[BaseMessage],
+    ) -> list[str]:
+        """Add to `conversation` the agent's own reply in `past_round` and the message that
+        follows it; return the peers that message shows."""
         agent = context.agents[task["agent"]]
         me = agent.name
-        program = agent.kind == "program" and self.prompt_set == "moot"
-        answer_format = prompts.load("formats/program") if program else context.format_instruction()
-        first = (
-            prompts.render(
-                "debate/program_question", question=task["question"], format=answer_format
-            )
-            if program
-            else self.first_prompt(task["question"], context)
+        answer_format = (
+            prompts.load("formats/program")
+            if self._program(agent)
+            else context.format_instruction()
         )
-        conversation: list[BaseMessage] = [
-            *(self._som_role(agent) if self._som else []),
-            HumanMessage(content=first),
-        ]
-        by_round: dict[int, dict[str, Turn]] = {}
-        for turn in task["turns"]:
-            by_round.setdefault(turn.round, {})[turn.agent] = turn
-        neighbours = self.neighbours(context.agents, task["agent"])
-        tiny = self.prompt_set == "moot" and is_tiny(context.models[task["agent"]])
-        peers: list[str] = []
-        for past_round in range(1, task["round"]):
-            turns = by_round.get(past_round, {})
-            own = turns.get(me)
-            if own is not None and not own.failed:
-                conversation.append(AIMessage(content=own.text))
-            shown = [turns[name] for name in neighbours if name in turns and not turns[name].failed]
-            if self._som:  # MachineSoM shows a debater only the agents debating with it
-                shown = [
-                    turn for turn in shown if self.move(past_round + 1, turn.agent) == "debate"
-                ]
-            if self.move(past_round + 1, me) == "debate" and shown:
-                peers = [turn.agent for turn in shown]
-                message = (
-                    self._tiny_update(shown, task["question"], answer_format)
-                    if tiny
-                    else self._update(shown, task["question"], answer_format)
-                )
-            else:
-                peers = []
-                message = (
-                    prompts.render("debate/reflect", format=answer_format)
-                    if self.prompt_set == "moot"
-                    else self._paper("reflect").format()
-                )
-            message += note_after(task["notes"], past_round)
-            conversation.append(HumanMessage(content=message))
-        return conversation, peers
+        own = turns.get(me)
+        if own is not None and not own.failed:
+            conversation.append(AIMessage(content=own.text))
+        neighbours = self._neighbours_of(task["agent"], context)
+        shown = [turns[name] for name in neighbours if name in turns and not turns[name].failed]
+        if self._som:  # MachineSoM shows a debater only the agents debating with it
+            shown = [turn for turn in shown if self.move(past_round + 1, turn.agent) == "debate"]
+        if self.move(past_round + 1, me) == "debate" and shown:
+            peers = [turn.agent for turn in shown]
+            message = (
+                self._tiny_update(shown, task["question"], answer_format)
+                if self._tiny(task["agent"], context)
+                else self._update(shown, task["question"], answer_format, context)
+            )
+        else:
+            peers = []
+            message = (
+                prompts.render("debate/reflect", format=answer_format)
+                if self.prompt_set == "moot"
+                else self._paper("reflect").format()
+            )
+        message += note_after(task["notes"], past_round)
+        conversation.append(HumanMessage(content=message))
+        return peers
 
-    def _update(self, shown: list[Turn], question: str, answer_format: str) -> str:
+    def _neighbours_of(self, index: int, context: RunContext) -> list[str]:
+        """`neighbours`, worked out once a run."""
+        key = ("debate neighbours", id(self), index)
+        names: list[str] | None = context.memo.get(key)
+        if names is None:
+            names = context.memo[key] = self.neighbours(context.agents, index)
+        return names
+
+    def _tiny(self, index: int, context: RunContext) -> bool:
+        """Whether agent `index` gets the tiny model's update (moot's prompts only)."""
+        key = ("debate tiny", id(self), index)
+        tiny: bool | None = context.memo.get(key)
+        if tiny is None:
+            tiny = context.memo[key] = self.prompt_set == "moot" and is_tiny(context.models[index])
+        return tiny
+
+    def _program(self, agent: Agent) -> bool:
+        """Whether `agent` is asked for programs (moot's prompts only)."""
+        return agent.kind == "program" and self.prompt_set == "moot"
+
+    def _update(
+        self, shown: list[Turn], question: str, answer_format: str, context: RunContext
+    ) -> str:
         """The message showing the peers' latest replies."""
         if self.prompt_set == "moot":
-            replies = (
-                "\n\n".join(
-                    prompts.render("debate/peer_anonymous", text=self._peer_text(turn))
-                    for turn in shown
-                )
-                if self.anonymous
-                else show_replies(shown, self._peer_text)
-            )
+            replies = "\n\n".join(self._shown(turn, context) for turn in shown)
             if self.peer_view == "answer" and self.update_style == "open":
                 template = "debate/update_answers"
             elif self.update_style == "keep":
@@ -304,6 +355,19 @@ class Debate(RoundProtocol):
         # The papers' code concatenates the peers, unnamed, each starting with a blank line.
         replies = "".join(self._paper("peer").format(text=self._peer_text(turn)) for turn in shown)
         return self._paper("update").format(peers=replies, question=question)
+
+    def _shown(self, turn: Turn, context: RunContext) -> str:
+        """`turn` as its peers are shown it (written once a run: every peer is shown it)."""
+        key = ("debate peer", id(self), turn.round, turn.agent)
+        shown: str | None = context.memo.get(key)
+        if shown is None:
+            text = self._peer_text(turn)
+            shown = context.memo[key] = (
+                prompts.render("debate/peer_anonymous", text=text)
+                if self.anonymous
+                else prompts.render("debate/peer", peer=turn.agent, text=text)
+            )
+        return shown
 
     def _tiny_update(self, shown: list[Turn], question: str, answer_format: str) -> str:
         """The update for a tiny model: the question again and the peers' answers alone (the

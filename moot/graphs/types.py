@@ -124,6 +124,10 @@ class RunContext:
     answer_format: AnswerFormat | None = None
     """How agents state and are read for their answers, when not the aggregator's way (typed
     answers, or the format chosen for the question)."""
+    memo: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+    """What a protocol keeps between the nodes of this run so as not to compute it twice (a
+    debate keeps each agent's conversation and adds one round to it). Not checkpointed: a
+    resumed run starts with an empty one. Nodes running in parallel write distinct keys."""
 
     def speaker(self, index: int, answer_format: AnswerFormat | None = None) -> Speaker:
         """Agent `index` with its model, reading answers in `answer_format` (default: the
@@ -137,7 +141,15 @@ class RunContext:
 
     def format_instruction(self) -> str:
         """The text that tells agents how to state their answer."""
-        return (self.answer_format or self.aggregator).instruction()
+        instruction = self.memo.get(_INSTRUCTION)
+        if instruction is None:
+            instruction = self.memo[_INSTRUCTION] = (
+                self.answer_format or self.aggregator
+            ).instruction()
+        return instruction
+
+
+_INSTRUCTION = ("format_instruction",)
 
 
 NodeBody = Callable[[Any, RunContext], "Update | Calls"]
