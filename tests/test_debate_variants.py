@@ -41,6 +41,21 @@ def test_named_peers_are_the_default() -> None:
     assert "bob" in agents[0].__dict__["seen"][1]
 
 
+def test_sparse_views_show_each_agent_the_next_peers_only() -> None:
+    names = ("a", "b", "c", "d")
+    agents = [_agent(n, ["Answer: 1", "Answer: 1"]) for n in names]
+    debate = moot.Debate(rounds=2, peers_shown=2)
+    result = moot.Society(agents=agents, protocol=debate).run("Q?")
+    assert {t.agent: t.peers for t in result.turns if t.round == 2} == {
+        "a": ["b", "c"], "b": ["c", "d"], "c": ["a", "d"], "d": ["a", "b"]
+    }  # fmt: skip
+    assert "Answer of d" not in agents[0].__dict__["seen"][1]
+    ring = moot.Debate(rounds=2, topology="ring", peers_shown=1)  # of its two ring neighbours
+    assert [ring.neighbours(agents, i) for i in range(4)] == [["b"], ["c"], ["d"], ["a"]]
+    with pytest.raises(ValueError, match="peers_shown"):
+        moot.Debate(peers_shown=0)
+
+
 def test_the_keep_update_asks_to_name_an_error_before_changing() -> None:
     agents = [_agent(n, ["Answer: 1", "Answer: 1"]) for n in ("alice", "bob")]
     debate = moot.Debate(rounds=2, update_style="keep")
@@ -137,7 +152,10 @@ def test_bench_method_names_carry_the_settings() -> None:
     ]  # fmt: skip
     assert isinstance(mixed.aggregator, ConsistencySelect)
     assert [a.kind for a in method_spec("pal-2", "number", settings).agents] == ["program"] * 2
-    for wrong in ("vote-3-pal0", "vote-3-keep-keep", "pal-0", "debate-3x2-loud"):
+    sparse = method_spec("debate-4x2-sparse1", "number", settings).protocol
+    assert isinstance(sparse, moot.Debate) and sparse.peers_shown == 1
+    wrongs = ("vote-3-pal0", "vote-3-keep-keep", "pal-0", "debate-3x2-loud")
+    for wrong in (*wrongs, "debate-3x2-sparse0", "debate-3x2-sparse1-sparse2"):
         with pytest.raises(moot.ConfigError, match="unknown method"):
             check_method(wrong)
     with pytest.raises(moot.ConfigError, match="use --prompts moot"):

@@ -11,6 +11,7 @@
                               peers
     ...-trajectory, -select   decide by TrajectoryVote (every round scores) or ConsistencySelect
     ...-palK                  add K program agents after the text agents, e.g. vote-3-pal3
+    ...-sparseK               (debate) show each agent K peers, the next ones in order
     machinesom-STRATEGY       MachineSoM, 3 easy-going agents, e.g. machinesom-debate-reflect-debate
     machinesom-ocK-STRATEGY   the same with K of the 3 agents overconfident
     moa-NxL                   mixture-of-agents: N proposers, L layers, one aggregator
@@ -60,7 +61,7 @@ from moot.spec import (
 
 METHOD_FORMS = (
     "single, vote-N, self-consistency-N, pal-N, debate-NxR (each with options -consensus, "
-    "-answers, -keep, -anon, -trajectory, -select, -palK), machinesom-STRATEGY, "
+    "-answers, -keep, -anon, -trajectory, -select, -palK, -sparseK), machinesom-STRATEGY, "
     "machinesom-ocK-STRATEGY, moa-NxL, cascade-N, or a society file (.yaml)"
 )
 _SEED_STRIDE = 1000
@@ -214,8 +215,9 @@ OPTIONS = ("consensus", "answers", "keep", "anon", "trajectory", "select")
 """Settings a single, vote, pal or debate method takes as suffixes (any order, each once):
 consensus: stop after a round in which all agents agree; answers: show peers only answers;
 keep: the keep-unless-wrong update; anon: anonymous peers; trajectory: `TrajectoryVote`;
-select: `ConsistencySelect` (by model and kind); palK: add K program agents."""
-_OPTIONS = r"((?:-(?:consensus|answers|keep|anon|trajectory|select|pal\d+))*)"
+select: `ConsistencySelect` (by model and kind); palK: add K program agents; sparseK: show
+each agent K peers (`Debate.peers_shown`)."""
+_OPTIONS = r"((?:-(?:consensus|answers|keep|anon|trajectory|select|pal\d+|sparse\d+))*)"
 _FORMS = [
     (re.compile(r"single" + _OPTIONS), "single"),
     (re.compile(r"(?:vote|self-consistency)-(\d+)" + _OPTIONS), "vote"),
@@ -254,7 +256,11 @@ def _options(text: str) -> list[str]:
 def _options_fit(text: str) -> bool:
     options = _options(text)
     programs = [option for option in options if option.startswith("pal")]
-    return len(set(options)) == len(options) and all(_number(p[3:]) >= 1 for p in programs)
+    sparse = [option for option in options if option.startswith("sparse")]
+    numbers_fit = all(_number(p[3:]) >= 1 for p in programs) and all(
+        _number(v[6:]) >= 1 for v in sparse
+    )
+    return len(set(options)) == len(options) and len(sparse) <= 1 and numbers_fit
 
 
 def _programs(kind: str, groups: tuple[str | None, ...]) -> int:
@@ -297,6 +303,7 @@ def _builtin(
             peer_view="answer" if "answers" in options else "full",
             anonymous="anon" in options,
             update_style="keep" if "keep" in options else "open",
+            peers_shown=next((_number(o[6:]) for o in options if o.startswith("sparse")), None),
             prompt_set=prompt_set,
         )
         aggregator: Aggregator = vote

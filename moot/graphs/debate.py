@@ -91,6 +91,10 @@ class Debate(RoundProtocol):
     shown everyone and the others only the hub; or a mapping agent -> agents it is shown."""
     hub: str | None = None
     """The star's hub (default: the first agent)."""
+    peers_shown: int | None = Field(default=None, ge=1)
+    """Show each agent at most this many of the peers its topology gives it, the ones after it
+    in agent order (wrapping round): sparse views, in which answers spread more slowly and
+    one confident agent sways fewer others (Li et al. 2024). None: all of them."""
     peer_view: Literal["full", "answer", "tail"] = "full"
     """How others' replies are shown: in full (after a line per tool call the agent made, with
     its result), only their extracted answer, or their last `peer_chars` characters (bounded
@@ -223,6 +227,15 @@ class Debate(RoundProtocol):
 
     def neighbours(self, agents: list[Agent], index: int) -> list[str]:
         """Names of the agents whose answers agent `index` is shown when it debates."""
+        shown = self._by_topology(agents, index)
+        if self.peers_shown is None or len(shown) <= self.peers_shown:
+            return shown
+        names = [agent.name for agent in agents]
+        after_me = names[index + 1 :] + names[:index]
+        nearest = set(sorted(shown, key=after_me.index)[: self.peers_shown])
+        return [name for name in shown if name in nearest]
+
+    def _by_topology(self, agents: list[Agent], index: int) -> list[str]:
         names = [agent.name for agent in agents]
         me = names[index]
         if isinstance(self.topology, dict):
