@@ -331,7 +331,10 @@ def _agent_data(agent: Agent, where: Where) -> dict[str, Any]:
     if agent.model != "local":
         data["model"] = agent.model
     if agent.tools:
-        data["tools"] = [_tool_name(tool, agent, where) for tool in agent.tools]
+        data["tools"] = [
+            _tool_name(tool, agent, where) if isinstance(tool, BaseTool) else tool.written()
+            for tool in agent.tools
+        ]
     return data
 
 

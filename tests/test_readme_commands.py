@@ -77,6 +77,30 @@ SKIP = {
         "sends the runs to LangSmith (network, an API key); tests/test_tracing.py runs it "
         "against a LangSmith-shaped server on 127.0.0.1"
     ),
+    # Issue 40: servers that run until stopped, and services this machine does not have.
+    "moot mcp --model openai:gpt-4o-mini --agents 3 --rounds 2": (
+        "serves MCP over stdio until its client hangs up; tests/test_mcp_server.py drives the "
+        "real process with the SDK's client"
+    ),
+    "moot mcp examples/societies/critic.yaml --http 8765": (
+        "serves until stopped; tests/test_mcp_server.py starts it on a free port"
+    ),
+    'moot debate "What is 1234 * 5678?" --model openai:gpt-4o-mini --tools "mcp:python '
+    'my_server.py"': ("names the reader's own MCP server; tests/test_mcp_tools.py runs a real one"),
+    'moot debate "..." --model openai:gpt-4o-mini --tools calculator,mcp:http://127.0.0.1:8000/mcp '
+    "--timeout 60": "needs the reader's MCP server on port 8000; tests/test_mcp_tools.py runs one",
+    "LANGGRAPH_CLI_NO_ANALYTICS=1 langgraph dev --no-browser": (
+        "serves until stopped; tests/test_langgraph_server.py starts it on a free port"
+    ),
+    'moot debate "..." --checkpoint postgresql://moot:PASSWORD@db.example:5432/moot --thread t1': (
+        "needs a PostgreSQL server; tests/test_postgres.py starts one"
+    ),
+    "moot resume --checkpoint postgresql://moot:PASSWORD@db.example:5432/moot --thread t1": (
+        "needs a PostgreSQL server; tests/test_postgres.py starts one"
+    ),
+    "PGPASSWORD=... moot resume --checkpoint postgresql://moot@db.example/moot --thread t1": (
+        "needs a PostgreSQL server; tests/test_postgres.py starts one"
+    ),
 }
 """README commands (after `&&` is split and comments are cut) that do not run here, and why."""
 

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -76,16 +77,17 @@ def test_a_real_server_answers_the_official_client(client):
 # -- the same app in-process (Starlette's TestClient), on scripted societies --------------------
 
 
+def society(reply: str) -> moot.Society:
+    model = ScriptedChatModel(respond=lambda messages: reply)
+    agents = [moot.Agent(name=f"a{i}", model=model) for i in range(2)]
+    return moot.Society(agents=agents, protocol=moot.Debate(rounds=1))
+
+
 @pytest.fixture
 def app_client():
     from starlette.testclient import TestClient
 
     from moot.integrations.serve import create_app
-
-    def society(reply: str) -> moot.Society:
-        model = ScriptedChatModel(respond=lambda messages: reply)
-        agents = [moot.Agent(name=f"a{i}", model=model) for i in range(2)]
-        return moot.Society(agents=agents, protocol=moot.Debate(rounds=1))
 
     app = create_app(
         {"pair": society("Answer: 4"), "silent": society("Hmm, hard to say.\nI cannot tell.")}
@@ -124,11 +126,11 @@ def test_streaming_sends_the_answer_and_ends_with_usage(app_client):
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
 
 
-def test_each_answered_run_has_its_page(app_client, monkeypatch):
-    import moot.integrations.serve as serve_module
-
+def test_each_answered_run_has_its_page(app_client):
     question = {"role": "user", "content": "What is <2+2>?"}
-    body = ask(app_client, {"model": "pair", "messages": [question]}).json()
+    reply = ask(app_client, {"model": "pair", "messages": [question]})
+    body = reply.json()
+    assert reply.headers["X-Moot-Run-Id"] == body["id"] == body["moot"]["run_id"]
     page = app_client.get(body["moot"]["page"])
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.text.count("<td class='turn") == 2 and "What is &lt;2+2&gt;?" in page.text
@@ -136,15 +138,27 @@ def test_each_answered_run_has_its_page(app_client, monkeypatch):
     with app_client.stream("POST", "/v1/chat/completions", json=stream) as reply:
         lines = [line for line in reply.iter_lines() if line.startswith("data: {")]
     streamed = json.loads(lines[0].removeprefix("data: "))["id"]
+    assert reply.headers["X-Moot-Run-Id"] == streamed
     assert app_client.get(f"/runs/{streamed}").status_code == 200  # streamed runs too
     listed = app_client.get("/runs").text
     assert body["id"] in listed and streamed in listed
     missing = app_client.get("/runs/chatcmpl-nope")
     assert missing.status_code == 404 and "no run chatcmpl-nope" in missing.text
-    monkeypatch.setattr(serve_module, "KEPT_RUNS", 1)  # only the newest page is kept
-    newest = ask(app_client, {"model": "pair", "messages": [question]}).json()["moot"]["page"]
-    assert app_client.get(newest).status_code == 200
-    assert app_client.get(body["moot"]["page"]).status_code == 404
+    assert app_client.get("/runs/chatcmpl-nope/events").status_code == 404
+
+
+def test_only_the_last_kept_runs_pages_stay():
+    from starlette.testclient import TestClient
+
+    from moot.integrations.serve import create_app
+
+    question = {"role": "user", "content": "What is 2+2?"}
+    with TestClient(create_app({"pair": society("Answer: 4")}, kept_runs=1)) as client:
+        pages = [ask(client, {"model": "pair", "messages": [question]}).json()["moot"]["page"]]
+        pages.append(ask(client, {"model": "pair", "messages": [question]}).json()["moot"]["page"])
+        assert client.get(pages[1]).status_code == 200  # only the newest page is kept
+        assert client.get(pages[0]).status_code == 404
+        assert pages[0] not in client.get("/runs").text
 
 
 def test_no_answer_is_an_empty_reply(app_client):
@@ -199,8 +213,8 @@ class Recorder:
         recorder = self
 
         class Slow(ScriptedChatModel):
-            async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
-                metadata = run_manager.metadata if run_manager else {}
+            async def ainvoke(self, input, config=None, **kwargs):
+                metadata = (config or {}).get("metadata") or {}
                 recorder.started.append((metadata.get("moot_agent"), metadata.get("moot_round")))
                 try:
                     await asyncio.sleep(delay)
@@ -208,7 +222,7 @@ class Recorder:
                     recorder.cancelled.append(metadata.get("moot_agent"))
                     raise
                 recorder.finished.append(metadata.get("moot_agent"))
-                return await super()._agenerate(messages, stop, run_manager, **kwargs)
+                return await super().ainvoke(input, config, **kwargs)
 
         model = Slow(respond=lambda messages: "Answer: 4")
         agents = [moot.Agent(name=f"a{i}", model=model) for i in range(2)]
@@ -347,8 +361,9 @@ def test_a_failure_inside_the_server_is_a_500_with_an_openai_body():
     from moot.integrations.serve import create_app
 
     class Exploding(moot.Society):
-        async def arun(self, question, **options):
+        async def astream(self, question, **options):
             raise RuntimeError("disk full")
+            yield  # an async generator, as Society.astream gives
 
     model = ScriptedChatModel(respond=lambda m: "Answer: 1")
     society = Exploding(agents=[moot.Agent(name="a", model=model)])
@@ -358,6 +373,12 @@ def test_a_failure_inside_the_server_is_a_500_with_an_openai_body():
         error = reply.json()["error"]
         assert error["type"] == "server_error" and "RuntimeError: disk full" in error["message"]
         assert client.get("/v1/models").status_code == 200
+        # The run's page tells why it ended.
+        run_id = reply.headers["X-Moot-Run-Id"]
+        events = client.get(f"/runs/{run_id}/events").text.strip().split("\n\n")
+        assert events[-1].startswith(f"id: {len(events) - 1}\nevent: failed\ndata: ")
+        assert "failed: RuntimeError: disk full" in events[-1]
+        assert "failed" in client.get("/runs").text
 
 
 # -- hardening (issue 36): nothing starts before the whole request is read and checked ----------
@@ -517,8 +538,9 @@ def test_a_failure_inside_a_streamed_run_is_an_error_event():
     from moot.integrations.serve import create_app
 
     class Exploding(moot.Society):
-        async def arun(self, question, **options):
+        async def astream(self, question, **options):
             raise RuntimeError("disk full")
+            yield  # an async generator, as Society.astream gives
 
     model = ScriptedChatModel(respond=lambda m: "Answer: 1")
     society = Exploding(agents=[moot.Agent(name="a", model=model)])
@@ -551,7 +573,9 @@ def test_an_ipv6_address_is_printed_in_brackets(monkeypatch, capsys):
     monkeypatch.setattr(serve_module, "socket", fake)
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
     serve_module.serve({"slow": Recorder(delay=0).society}, "::1", 8123)
-    assert capsys.readouterr().out == "serving slow on http://[::1]:8123/v1\n"
+    assert capsys.readouterr().out == (
+        "serving slow on http://[::1]:8123/v1; runs live at http://[::1]:8123/runs\n"
+    )
     assert serve_module.address("127.0.0.1", 80) == "127.0.0.1:80"
 
 
@@ -575,7 +599,7 @@ def test_a_client_gone_while_sending_its_body_frees_its_place(live_app, caplog, 
     assert not [record.getMessage() for record in caplog.records if record.exc_info]
 
 
-def test_the_command_passes_its_limits_to_the_server(monkeypatch, tmp_path):
+def test_the_command_passes_its_limits_to_the_server(monkeypatch, tmp_path, capsys):
     import moot.integrations.serve as serve_module
     from moot.cli import main
 
@@ -585,14 +609,20 @@ def test_the_command_passes_its_limits_to_the_server(monkeypatch, tmp_path):
     monkeypatch.setattr(serve_module, "serve", lambda societies, *where, **limits: seen.update(
         limits, names=list(societies), where=where))  # fmt: skip
     options = ["--model", "test", "--host", "::1", "--max-body", "2048", "--queue", "0"]
-    assert main(["serve", str(society), *options]) == 0
+    assert main(["serve", str(society), *options, "--kept-runs", "3", "-o", "delay=0.5"]) == 0
     assert seen == {
         "names": ["pair"],
         "where": ("::1", 8000),
         "concurrent_runs": 4,
         "queue": 0,
         "max_body": 2048,
+        "kept_runs": 3,
     }
+    assert main(["serve", str(society), "-o", "delay=0.5"]) == 2  # options of which model?
+    assert "error: -o sets options of the --model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", str(society), "--kept-runs", "-1"])
+    assert "--kept-runs" in capsys.readouterr().err
 
 
 def test_a_body_that_trickles_in_is_a_408_and_frees_its_place(live_app, monkeypatch):
@@ -611,3 +641,21 @@ def test_a_body_that_trickles_in_is_a_408_and_frees_its_place(live_app, monkeypa
         answer = connection.recv(4096)  # the server gives up on the body first
         assert answer.startswith(b"HTTP/1.1 408")
     assert post(url, question("What is 2+2?"))[0] == 200  # its place was given back
+
+
+def test_an_idle_event_stream_is_kept_alive_and_ends_with_the_run(live_app, monkeypatch):
+    import moot.integrations.live as live
+
+    monkeypatch.setattr(live, "KEEP_ALIVE", 0.1)
+    recorder = Recorder(delay=0.6, rounds=1)
+    url = live_app({"slow": recorder.society})
+    with httpx.stream(
+        "POST", f"{url}/v1/chat/completions", json=question("q", stream=True), timeout=10
+    ) as reply:
+        run_id = reply.headers["X-Moot-Run-Id"]
+        with httpx.stream("GET", f"{url}/runs/{run_id}/events", timeout=10) as events:
+            lines = list(events.iter_lines())  # ends when the run does
+        assert "".join(reply.iter_lines()).endswith("data: [DONE]")
+    assert ": keep-alive" in lines  # while the agents thought, nothing but keep-alives
+    assert lines.index(": keep-alive") < lines.index("event: turn")
+    assert [line for line in lines if line.startswith("event: ")][-1] == "event: result"

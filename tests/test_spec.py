@@ -262,3 +262,20 @@ def test_spec_errors_name_the_field_without_a_file():
         society_from_spec({"agents": [{"name": "a", "copies": 2000}]})
     with pytest.raises(moot.ConfigError, match="SocietySpec: protocol.debate.rounds"):
         society_from_spec({"agents": [{"name": "a"}], "protocol": {"kind": "debate", "rounds": 0}})
+
+
+def test_mcp_servers_round_trip_in_each_form():
+    """MCP servers are written as "mcp:COMMAND ARG..." or "mcp:URL", or as {mcp: {...}} where
+    a field needs its key (env, tools, headers...), and read back as the same servers."""
+    forms = [
+        "mcp:python 'my server.py'",
+        "mcp:http://127.0.0.1:8000/mcp",
+        {"mcp": {"command": "uvx", "args": ["srv"], "env": {"KEY": "1"}, "tools": ["search"]}},
+        {"mcp": {"url": "https://x.example/mcp", "headers": {"Authorization": "Bearer t"}}},
+    ]
+    agents = [AgentSpec(name="a", model="test", tools=["calculator", *forms], copies=2)]
+    spec = SocietySpec(agents=agents)
+    society = assert_round_trips(spec)
+    assert spec_of(society).file_data()["agents"][0]["tools"] == ["calculator", *forms]
+    assert SocietySpec.model_validate(spec.file_data()) == spec
+    assert SocietySpec.model_validate(json.loads(json.dumps(spec.file_data()))) == spec

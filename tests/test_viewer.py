@@ -13,7 +13,7 @@ import pytest
 import moot
 from moot.cli import main
 from moot.testing import ScriptedChatModel
-from moot.viewer import load_record, render
+from moot.viewer import live_html, load_record, render, runs_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -158,3 +158,14 @@ def test_the_readme_screenshot_is_in_the_repository():
     shot = Path(__file__).parent.parent / "docs" / "viewer.png"
     assert shot.stat().st_size > 10_000
     assert "docs/viewer.png" in (shot.parent.parent / "README.md").read_text()
+
+
+def test_the_live_page_is_the_grid_to_fill_and_escapes_what_it_is_given():
+    hostile = "</script><script>alert(1)</script>"
+    page = live_html(f"What is {hostile}?", ["alice", hostile], "/runs/x/events")
+    assert page.count("<script>") == 1  # only its own
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)" in page
+    assert 'data-events="/runs/x/events"' in page and '<table id="grid">' in page
+    assert "http://" not in page and "https://" not in page
+    listed = runs_html([("/runs/a", hostile, "running")])
+    assert "<script>" not in listed and "&lt;script&gt;" in listed

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from moot import prompts
 from moot.config import Config
+from moot.tools.mcp import MCPServer
 
 ToolChoice = Literal["auto", "first", "reason-first"]
 """How an agent's turn may call its tools (`Agent.tool_choice`)."""
@@ -19,8 +20,9 @@ def check_tool_choice(tool_choice: ToolChoice, tools: list[Any]) -> None:
     """A tool choice other than "auto" without tools is a mistake, not a no-op: say so."""
     if tool_choice != "auto" and not tools:
         raise ValueError(
-            f"tool_choice {tool_choice!r} needs tools: give the agent tools (calculator, or "
-            "MODULE:NAME; --tools on the command line) or leave tool_choice at 'auto'"
+            f"tool_choice {tool_choice!r} needs tools: give the agent tools (calculator, "
+            "MODULE:NAME or mcp:SERVER; --tools on the command line) or leave tool_choice at "
+            "'auto'"
         )
 
 
@@ -62,10 +64,11 @@ class Agent(Config):
     connection, a server's timeout) is repeated, with exponential backoff and jitter."""
     retry_delay: float = Field(default=0.5, ge=0)
     """The first backoff in seconds; each further retry waits up to twice as long."""
-    tools: list[BaseTool] = Field(default_factory=list)
+    tools: list[BaseTool | MCPServer] = Field(default_factory=list)
     """Tools the agent may call in a turn: LangChain tools, plain functions (made tools by
-    `langchain_core.tools.tool`), names of built-in tools ("calculator") or "module:attribute"
-    paths. The model must support tool calls (`bind_tools`)."""
+    `langchain_core.tools.tool`), names of built-in tools ("calculator"), "module:attribute"
+    paths, or MCP servers whose tools it may call ("mcp:python server.py", "mcp:URL",
+    {"mcp": {...}}: `moot.tools.mcp`). The model must support tool calls (`bind_tools`)."""
     max_tool_calls: int = Field(default=4, ge=0, le=50)
     """Most tool calls in one turn; then the model is asked to answer with what it has."""
     tool_choice: ToolChoice = "auto"
@@ -85,13 +88,14 @@ class Agent(Config):
 
     @field_validator("tools", mode="before")
     @classmethod
-    def _as_tools(cls, tools: Any) -> list[BaseTool]:
+    def _as_tools(cls, tools: Any) -> list[BaseTool | MCPServer]:
         from moot.tools import as_tool
+        from moot.tools.mcp import server_of
 
         if not isinstance(tools, (list, tuple)):
             raise ValueError("tools must be a list of tools, functions or tool names")
-        made = [as_tool(item) for item in tools]
-        names = [made_tool.name for made_tool in made]
+        made = [server_of(item) or as_tool(item) for item in tools]
+        names = [entry.name if isinstance(entry, BaseTool) else entry.label for entry in made]
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
             raise ValueError(f"tool names must differ; given twice: {', '.join(twice)}")

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from moot.cli import bench, debate, fusion, merge, models, serve, show
+from moot.cli import bench, debate, fusion, langgraph, mcp, merge, models, serve, show
 from moot.cli._common import Parser, fail
 from moot.config import describe
 from moot.errors import MootError
@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     debate.add_commands(commands)
     serve.add_command(commands)
+    mcp.add_command(commands)
+    langgraph.add_command(commands)
     bench.add_command(commands)
     merge.add_command(commands)
     fusion.add_command(commands)

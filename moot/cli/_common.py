@@ -132,7 +132,8 @@ def add_tool_options(parser: Any, agents: str = "every agent") -> None:
         type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
         default=[],
         metavar="NAME[,NAME]",
-        help=f"tools {agents} may call: calculator, or MODULE:NAME",
+        help=f"tools {agents} may call: calculator, MODULE:NAME, or an MCP server's tools: "
+        "'mcp:COMMAND ARG...' (stdio) or mcp:URL (streamable HTTP)",
     )
     parser.add_argument(
         "--tool-choice",

@@ -17,9 +17,9 @@ from moot.cache import CallCache, repeats
 from moot.checkpoints import (
     Moderation,
     held_run,
+    open_saver,
     recall_run,
     remember_run,
-    sqlite_saver,
     thread_taken,
 )
 from moot.cli._common import (
@@ -100,9 +100,11 @@ def add_commands(commands: Any) -> None:
             "--retries", type=count, help="repeats of a call that failed for a passing reason (2)"
         )
         command.add_argument(
-            "--checkpoint", metavar="FILE.sqlite", help="save every finished turn (`moot resume`)"
+            "--checkpoint",
+            metavar="FILE.sqlite|postgresql://...",
+            help="save every finished turn (`moot resume`)",
         )
-        command.add_argument("--thread", metavar="ID", help="the run's name in the checkpoint file")
+        command.add_argument("--thread", metavar="ID", help="the run's name in the checkpoint")
         command.add_argument(
             "--moderate", action="store_true", help="pause between rounds for a note or a stop"
         )
@@ -112,7 +114,7 @@ def add_commands(commands: Any) -> None:
         command.set_defaults(handler=start)
 
     resume = commands.add_parser("resume", help="finish a checkpointed run that was stopped")
-    resume.add_argument("--checkpoint", required=True, metavar="FILE.sqlite")
+    resume.add_argument("--checkpoint", required=True, metavar="FILE.sqlite|postgresql://...")
     resume.add_argument("--thread", required=True, metavar="ID")
     resume.add_argument("--moderate", action="store_true", help="ask a moderator between rounds")
     resume.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -173,7 +175,7 @@ def _with_page(result: Result, html: str | None) -> Result:
 def _check_thread_is_free(args: argparse.Namespace) -> None:
     """Refuse a thread that holds a run before its stored society is replaced (unless --fresh:
     the run itself then clears the thread)."""
-    saver, connection = sqlite_saver(args.checkpoint)
+    saver, connection = open_saver(args.checkpoint)
     try:
         held = held_run(saver, args.thread)
     finally:

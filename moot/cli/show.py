@@ -14,7 +14,9 @@ def add_command(commands: Any) -> None:
         "show", help="a run (--json file or checkpoint) or a bench folder as md, html or json"
     )
     show.add_argument("record", nargs="?", help="a `moot debate --json` file or a bench folder")
-    show.add_argument("--checkpoint", metavar="FILE.sqlite", help="show a checkpointed run")
+    show.add_argument(
+        "--checkpoint", metavar="FILE.sqlite|postgresql://...", help="show a checkpointed run"
+    )
     show.add_argument("--thread", metavar="ID", help="the checkpointed run's thread")
     show.add_argument("--format", choices=["md", "html", "json"], default="md")
     show.add_argument("-o", "--out", metavar="FILE", help="write to FILE (default: print it)")

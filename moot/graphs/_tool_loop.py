@@ -9,6 +9,10 @@ the agent's timeout), a round's agents still run in parallel, and a tool that fa
 and shown to the model, never raised. It returns the final reply, with the usage of every
 model call in the loop; the tool calls are appended to the list it is given as they are made,
 so a turn that fails half-way still records them.
+
+An agent's MCP servers (`moot.tools.mcp`) become tools in a first step of the turn, `LoadTools`
+(the server is started, or its open session reused, and its tools listed): a server that
+cannot be reached fails the turn, under the agent's timeout and retries like a model call.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from moot.agents import Agent
 from moot.aggregate.format import AnswerFormat
 from moot.errors import ConfigError
 from moot.result import ToolCall
+from moot.tools.mcp import MCPServer
+from moot.tools.mcp_sessions import atools_of, tools_of
 
 _REPEATED = "not run again"
 
@@ -76,14 +82,36 @@ class UseTool:
             return _record(self.request, error, started)
 
 
-def bind(model: BaseChatModel, agent: Agent, forced: bool = False) -> Any:
-    """`model` with the agent's tools bound (`forced`: its reply must be a call), or a
-    ConfigError saying the model cannot call tools."""
+@dataclass(slots=True)
+class LoadTools:
+    """A step: the agent's tools, its MCP servers' tools listed (each server started if its
+    session is not open), each tool call bounded by the agent's timeout."""
+
+    agent: Agent
+
+    def run(self) -> list[BaseTool]:
+        return tools_of(self.agent.tools, self.agent.timeout)
+
+    async def arun(self) -> list[BaseTool]:
+        return await atools_of(self.agent.tools, self.agent.timeout)
+
+
+def bind(
+    model: BaseChatModel, agent: Agent, forced: bool = False, tools: list[BaseTool] | None = None
+) -> Any:
+    """`model` with `tools` bound (`forced`: its reply must be a call), or a ConfigError saying
+    the model cannot call tools. Without `tools`, before a run: the agent's own tools, its MCP
+    servers checked as far as they can be without starting them (a command not found)."""
+    if tools is None:
+        for server in agent.tools:
+            if isinstance(server, MCPServer):
+                server.check()
+        tools = [tool for tool in agent.tools if isinstance(tool, BaseTool)]
     try:
         if forced:  # naming the one tool is understood by more servers than "required"
-            choice = agent.tools[0].name if len(agent.tools) == 1 else "required"
-            return model.bind_tools(agent.tools, tool_choice=choice)
-        return model.bind_tools(agent.tools)
+            choice = tools[0].name if len(tools) == 1 else "required"
+            return model.bind_tools(tools, tool_choice=choice)
+        return model.bind_tools(tools)
     except NotImplementedError:
         raise cannot_call_tools(agent, model) from None
 
@@ -100,12 +128,19 @@ class _Loop:
     """What one turn's tool loop keeps: the calls made, the replies, whether the model was
     told about a malformed call."""
 
-    def __init__(self, agent: Agent, answer_format: AnswerFormat, records: list[ToolCall]) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        answer_format: AnswerFormat,
+        records: list[ToolCall],
+        tools: list[BaseTool],
+    ) -> None:
         self.agent = agent
         self.answer_format = answer_format
         """How the turn's answer is stated (repeated when the model is asked to answer) and
         read (to see whether the final reply has one)."""
-        self.tools: dict[str, BaseTool] = {tool.name: tool for tool in agent.tools}
+        self.tools: dict[str, BaseTool] = {tool.name: tool for tool in tools}
+        """The turn's tools by name (an MCP server's listed)."""
         self.records = records
         """The tool calls made so far (the caller's list, so a failed turn keeps them)."""
         self.replies: list[BaseMessage] = []
@@ -213,14 +248,18 @@ class _Loop:
 
 def tool_turn(
     ask: Ask, agent: Agent, answer_format: AnswerFormat, records: list[ToolCall]
-) -> Generator[Ask | UseTool, Any, tuple[BaseMessage, int]]:
-    """The loop: yields model calls (`ask` with the agent's tools bound, then with other
-    messages) and tool calls, receives their replies and records; returns the final reply and
-    how many model calls the turn made. Tool calls are appended to `records` as they are made."""
+) -> Generator[Ask | UseTool | LoadTools, Any, tuple[BaseMessage, int]]:
+    """The loop: yields the listing of the agent's MCP servers' tools (if it has any), model
+    calls (`ask` with the agent's tools bound, then with other messages) and tool calls,
+    receives their replies and records; returns the final reply and how many model calls the
+    turn made. Tool calls are appended to `records` as they are made."""
     model = ask.model
     assert isinstance(model, BaseChatModel)
-    bound, loop = bind(model, agent), _Loop(agent, answer_format, records)
-    forced = bind(model, agent, forced=True) if agent.tool_choice != "auto" else bound
+    tools: list[BaseTool] = [tool for tool in agent.tools if isinstance(tool, BaseTool)]
+    if len(tools) < len(agent.tools):
+        tools = yield LoadTools(agent)
+    bound, loop = bind(model, agent, tools=tools), _Loop(agent, answer_format, records, tools)
+    forced = bind(model, agent, True, tools) if agent.tool_choice != "auto" else bound
     asker = (forced if agent.tool_choice == "first" else bound) if loop.may_call() else model
     conversation = list(ask.messages)
     while True:

@@ -34,11 +34,13 @@ from moot.checkpoints import (
     Moderation,
     Moderator,
     aheld_run,
-    async_sqlite_saver,
+    async_saver,
+    check_storable,
+    database_errors,
     held_run,
     nothing_to_resume,
+    open_saver,
     serializer,
-    sqlite_saver,
     thread_taken,
 )
 from moot.errors import ConfigError, ContextLengthError
@@ -51,8 +53,9 @@ from moot.graphs.types import Aggregator, RunContext
 from moot.result import Result, result_of_state
 
 Checkpoint = str | Path | BaseCheckpointSaver[Any] | None
-"""Where a run saves its turns: a SQLite file path or a LangGraph checkpointer (an async run
-needs an async-capable one, such as AsyncSqliteSaver, or a path)."""
+"""Where a run saves its turns: a SQLite file path, a PostgreSQL database's `postgresql://` URL
+(shared by processes and machines), or a LangGraph checkpointer (an async run needs an
+async-capable one, such as AsyncSqliteSaver, or a path or URL)."""
 Cache = str | Path | CallCache | None
 """Where identical model calls are answered from: a SQLite file path or a `CallCache`."""
 
@@ -241,8 +244,9 @@ class Run:
         with ExitStack() as stack:
             self._open_cache(stack)
             checkpoint: Any = self.options.get("checkpoint")
+            stack.enter_context(database_errors(checkpoint))
             if isinstance(checkpoint, (str, Path)):
-                checkpoint, connection = sqlite_saver(checkpoint)
+                checkpoint, connection = open_saver(checkpoint)
                 stack.callback(connection.close)
             saver = self._saver(checkpoint)
             if saver is not None and self._claim(held_run(saver, self._thread)):
@@ -268,8 +272,9 @@ class Run:
         async with AsyncExitStack() as stack:
             self._open_cache(stack)
             checkpoint: Any = self.options.get("checkpoint")
+            stack.enter_context(database_errors(checkpoint))
             if isinstance(checkpoint, (str, Path)):
-                checkpoint = await stack.enter_async_context(async_sqlite_saver(checkpoint))
+                checkpoint = await stack.enter_async_context(async_saver(checkpoint))
             saver = self._saver(checkpoint)
             if saver is not None and self._claim(await aheld_run(saver, self._thread)):
                 await saver.adelete_thread(self._thread)
@@ -300,9 +305,11 @@ class Run:
                 raise ConfigError("resume needs the run's checkpoint= and thread_id=")
             if self.options.get("fresh"):
                 raise ConfigError("fresh=True starts a run over: give the question (run)")
+            check_storable(self.options.get("checkpoint"), self.options.get("thread_id"))
             return None
         # Text must be valid Unicode to reach a model or a checkpoint (no lone surrogates).
         self.question = valid_text(self.question)
+        check_storable(self.options.get("checkpoint"), self.options.get("thread_id"), self.question)
         return self.check()
 
     def _open_cache(self, stack: ExitStack | AsyncExitStack) -> None:

@@ -163,7 +163,10 @@ def as_tool(item: Any) -> BaseTool:
         module_name, colon, attribute = item.partition(":")
         if not colon:
             known = ", ".join(BUILT_IN)
-            raise ValueError(f"unknown tool '{item}': built-in tools are {known}; or MODULE:NAME")
+            raise ValueError(
+                f"unknown tool '{item}': built-in tools are {known}; or MODULE:NAME, or an MCP "
+                "server's tools: mcp:COMMAND or mcp:URL"
+            )
         try:
             found = getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError) as error:

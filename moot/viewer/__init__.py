@@ -1,5 +1,6 @@
 """Transcripts of runs and benchmarks: Markdown for papers and issues, one self-contained HTML
-page to look at (inline CSS, no script, no network), or JSON.
+page to look at (inline CSS, no script, no network), or JSON; and the live page of a run that
+`moot serve` is running (the same grid, filled by a small script from the run's events).
 
 A record is a run's `--json` output, a checkpointed run (file and thread), or a `moot bench`
 results folder. The HTML page of a run is a grid of rounds x agents: each cell shows the answer
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from moot.bench.records import BenchRecord
 from moot.errors import ConfigError
-from moot.result import Result, Turn, Usage, format_cost, result_of_state
+from moot.result import Result, RoundStats, Turn, Usage, format_cost, result_of_state
 
 Format = Literal["md", "html", "json"]
 Record = Result | list[BenchRecord]
@@ -68,17 +69,17 @@ def load_record(
 
 
 def _checkpointed(checkpoint: str | Path, thread: str) -> Result:
-    from moot.checkpoints import held_run, sqlite_saver
+    from moot.checkpoints import held_run, is_postgres, open_saver, shown
 
-    if not Path(checkpoint).is_file():
+    if not is_postgres(checkpoint) and not Path(checkpoint).is_file():
         raise ConfigError(f"no checkpoint file {checkpoint}")
-    saver, connection = sqlite_saver(checkpoint)
+    saver, connection = open_saver(checkpoint)
     try:
         values = held_run(saver, thread)
     finally:
         connection.close()
     if values is None:
-        raise ConfigError(f"thread '{thread}' in {checkpoint} holds no run")
+        raise ConfigError(f"thread '{thread}' in {shown(checkpoint)} holds no run")
     agents = list(dict.fromkeys(turn.agent for turn in values.get("turns", [])))
     participants = [turn.agent for turn in values.get("turns", []) if turn.round == 1]
     return result_of_state(values, agents, participants)
@@ -168,35 +169,79 @@ def _by_round(result: Result) -> dict[int, list[Turn]]:
 
 def run_html(result: Result) -> str:
     """The run as one self-contained HTML page."""
+    return _page(f"moot: {_one_line(result.question)[:80]}", run_body(result))
+
+
+def run_body(result: Result) -> str:
+    """The page of a run without its head: what the live page becomes when the run ends."""
     agents, changed = _agents(result), _changed(result)
     stats = {s.round: s for s in result.conformity}
     head = "".join(f"<th>{_e(agent)}</th>" for agent in agents)
     rows = []
     for round, turns in _by_round(result).items():
         by_agent = {turn.agent: turn for turn in turns}
-        cells = [_turn_cell(by_agent.get(agent), (agent, round) in changed) for agent in agents]
-        vote = ""
-        if round in stats:
-            counts = ", ".join(f"{_e(a)} ×{n}" for a, n in stats[round].answers.items()) or "-"
-            vote = f"{counts}<div class='small'>agreement {stats[round].agreement:.0%}</div>"
-        rows.append(f"<tr><th>round {round}</th>{''.join(cells)}<td class='vote'>{vote}</td></tr>")
+        cells = [turn_cell(by_agent.get(agent), (agent, round) in changed) for agent in agents]
+        rows.append(
+            f"<tr data-round='{round}'><th>round {round}</th>{''.join(cells)}"
+            f"{vote_cell(stats.get(round))}</tr>"
+        )
     answer = result.answer if result.answer is not None else "(no answer won)"
-    body = f"""<h1>moot run</h1>
+    return f"""<h1>moot run</h1>
 <div class="question">{_e(result.question)}</div>
 <div class="final" id="final-answer">final answer: <b>{_e(answer)}</b></div>
-<div class="meta">stopped: {_e(result.stop_reason)} · {result.rounds} rounds ·
+<div class="meta" id="status">stopped: {_e(result.stop_reason)} · {result.rounds} rounds ·
 {_e(_usage_line(result.usage))}</div>
 <h2>Rounds × agents</h2>
 <table id="grid"><tr><th></th>{head}<th>vote</th></tr>
 {"".join(rows)}</table>
-<div class="small">Click a cell for the reply. Yellow: the answer changed since the agent's
-previous round. Red: the call failed.</div>
+<div class="small">{_LEGEND}</div>
 <h2>Agreement per round</h2>
 {_agreement_chart([(s.round, s.agreement) for s in result.conformity])}"""
-    return _page(f"moot: {_one_line(result.question)[:80]}", body)
 
 
-def _turn_cell(turn: Turn | None, changed: bool) -> str:
+_LEGEND = """Click a cell for the reply. Yellow: the answer changed since the agent's
+previous round. Red: the call failed."""
+
+
+def live_html(question: str, agents: list[str], events: str) -> str:
+    """The page of a run still going: the question and an empty grid that its script fills
+    from the server-sent events at `events` (the URL), turn by turn and vote by vote; when
+    the run ends the script puts `run_body` of its result in its place."""
+    head = "".join(f"<th>{_e(agent)}</th>" for agent in agents)
+    body = f"""<div id="run" data-events="{_e(events)}" data-agents="{_e(json.dumps(agents))}">
+<h1>moot run</h1>
+<div class="question">{_e(question)}</div>
+<div class="final pending" id="final-answer">final answer: <b>…</b></div>
+<div class="meta" id="status">waiting for its turn to run</div>
+<h2>Rounds × agents</h2>
+<table id="grid"><tr><th></th>{head}<th>vote</th></tr></table>
+<div class="small">{_LEGEND} Turns appear as agents finish them.</div>
+</div>"""
+    script = resources.files("moot.viewer").joinpath("live.js").read_text(encoding="utf-8")
+    return _page(f"moot (live): {_one_line(question)[:80]}", body, script)
+
+
+def runs_html(runs: list[tuple[str, str, str]]) -> str:
+    """A server's list of runs, each (its page's URL, what was asked, where it stands)."""
+    items = "".join(
+        f"<li><a href='{_e(link)}'>{_e(asked)}</a> · {_e(state)}</li>"
+        for link, asked, state in runs
+    )
+    return _page(
+        "moot runs", f"<h1>moot runs</h1><ul id='runs'>{items or '<li>none yet</li>'}</ul>"
+    )
+
+
+def vote_cell(stats: RoundStats | None) -> str:
+    """A round's vote: each answer and its count, and the agreement (empty before it closes)."""
+    if stats is None:
+        return "<td class='vote'></td>"
+    counts = ", ".join(f"{_e(a)} ×{n}" for a, n in stats.answers.items()) or "-"
+    return f"<td class='vote'>{counts}<div class='small'>agreement {stats.agreement:.0%}</div></td>"
+
+
+def turn_cell(turn: Turn | None, changed: bool) -> str:
+    """One agent's turn: its answer, opening to the reply (an empty cell for no turn)."""
     if turn is None:
         return "<td></td>"
     classes = "turn" + (" failed" if turn.failed else "") + (" changed" if changed else "")
@@ -355,7 +400,7 @@ def _transcript_grid(turns: list[Turn]) -> str:
     by_cell = {(turn.agent, turn.round): turn for turn in turns}
     rows = "".join(
         f"<tr><th>round {r}</th>"
-        + "".join(_turn_cell(by_cell.get((a, r)), changed=False) for a in agents)
+        + "".join(turn_cell(by_cell.get((a, r)), changed=False) for a in agents)
         + "</tr>"
         for r in rounds
     )
@@ -380,11 +425,13 @@ def _mark(record: BenchRecord | None) -> str:
 # -- shared --------------------------------------------------------------------------------------
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, script: str = "") -> str:
     css = resources.files("moot.viewer").joinpath("page.css").read_text(encoding="utf-8")
+    tail = f"<script>{script}</script>\n" if script else ""
     return (
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{_e(title)}</title><style>{css}</style></head>\n<body>\n{body}\n</body></html>\n"
+        f"<title>{_e(title)}</title><style>{css}</style></head>\n<body>\n{body}\n{tail}"
+        "</body></html>\n"
     )
 
 
