@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -29,7 +30,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,43 +87,30 @@ def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-class McpClient:
-    """`moot mcp` over stdio, on an event loop of its own held open across questions."""
+@asynccontextmanager
+async def mcp_session() -> AsyncIterator[Any]:
+    """`moot mcp` over stdio with the MCP SDK's client, open for the whole benchmark."""
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.stack: Any = None
-        self.session: Any = None
-        self.loop.run_until_complete(self._open())
-
-    async def _open(self) -> None:
-        from contextlib import AsyncExitStack
-
-        from mcp import ClientSession, StdioServerParameters
-        from mcp.client.stdio import stdio_client
-
-        params = StdioServerParameters(
-            command=sys.executable,
-            args=["-m", "moot", "mcp", "--model", "local", *DEBATE_FLAGS],
-            env=dict(os.environ),
-        )
-        self.stack = AsyncExitStack()
-        read, write = await self.stack.enter_async_context(stdio_client(params))
-        self.session = await self.stack.enter_async_context(ClientSession(read, write))
-        await self.session.initialize()
-
-    def ask(self, question: str) -> int:
-        result = self.loop.run_until_complete(self.session.call_tool("ask", {"question": question}))
-        content = result.structuredContent or {}
-        if result.isError:
-            raise SystemExit(f"moot mcp failed: {result.content}")
-        return int(content["usage"]["total_tokens"])
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.stack.aclose())
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "moot", "mcp", "--model", "local", *DEBATE_FLAGS],
+        env=dict(os.environ),
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
 
 
-def main() -> None:
+async def mcp_ask(session: Any, question: str) -> int:
+    result = await session.call_tool("ask", {"question": question})
+    if result.isError:
+        raise SystemExit(f"moot mcp failed: {result.content}")
+    return int(result.structuredContent["usage"]["total_tokens"])
+
+
+async def measure() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--questions", type=int, default=5)
     args = parser.parse_args()
@@ -152,13 +141,14 @@ def main() -> None:
          "--no-browser", "--no-reload"],
         cwd=folder,
     )  # fmt: skip
+    stack = AsyncExitStack()
     try:
         wait_for(f"http://127.0.0.1:{serve_port}/v1/models", serve)
         wait_for(f"http://127.0.0.1:{graph_port}/ok", graph_server)
         from langgraph_sdk import get_sync_client
 
         graph_client = get_sync_client(url=f"http://127.0.0.1:{graph_port}", timeout=600)
-        mcp = McpClient()
+        mcp = await stack.enter_async_context(mcp_session())
         warm = command_society({"command": "run", "society": str(society_file)})[
             1
         ]  # the same society, in this process
@@ -185,26 +175,29 @@ def main() -> None:
             state = graph_client.runs.wait(thread, "debate", input={"question": question})
             return sum(turn["usage"]["total_tokens"] for turn in state["turns"])  # type: ignore[index]
 
-        paths: dict[str, Callable[[str], int]] = {
+        async def through_mcp(question: str) -> int:
+            return await mcp_ask(mcp, question)
+
+        paths: dict[str, Callable[[str], Any]] = {
             "`moot debate --json` (a process per question)": cli,
             "the same run in a warm process (`Society.run`)": in_process,
-            "`moot mcp` (stdio, MCP SDK client)": mcp.ask,
+            "`moot mcp` (stdio, MCP SDK client)": through_mcp,
             "`moot serve` (OpenAI-compatible HTTP)": served,
             "`langgraph dev` (LangGraph SDK, `runs.wait`)": graph,
         }
         for path in paths.values():  # warm-up: models loaded, graphs compiled
-            path("What is 1 + 1?")
+            await _call(path, "What is 1 + 1?")
         seconds: dict[str, list[float]] = {name: [] for name in paths}
         for question in questions:
             tokens: dict[str, int] = {}
             for name, path in paths.items():
                 started = time.perf_counter()
-                tokens[name] = path(question)
+                tokens[name] = await _call(path, question)
                 seconds[name].append(time.perf_counter() - started)
             if len(set(tokens.values())) != 1:
                 print(f"warning: the paths spent different tokens on {question!r}: {tokens}")
-        mcp.close()
     finally:
+        await stack.aclose()
         for process in servers:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=60)
@@ -216,6 +209,17 @@ def main() -> None:
         median = statistics.median(values)
         print(f"| {name} | {median:.2f} | {median / base:.2f} |")
     print("(target: each server within 1.2x of `moot debate --json`)")
+
+
+async def _call(path: Callable[[str], Any], question: str) -> int:
+    """A path's tokens for `question`: coroutines awaited, blocking calls in a thread."""
+    if inspect.iscoroutinefunction(path):
+        return int(await path(question))
+    return int(await asyncio.to_thread(path, question))
+
+
+def main() -> None:
+    asyncio.run(measure())
 
 
 if __name__ == "__main__":
