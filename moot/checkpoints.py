@@ -16,6 +16,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -88,9 +89,25 @@ def open_saver(where: str | Path) -> tuple[BaseCheckpointSaver[Any], Closeable]:
         from langgraph.checkpoint.postgres import PostgresSaver
 
         connection = _postgres(str(where))
-        return PostgresSaver(connection, serde=serializer()), connection
-    connection = _connect(where)
-    return SqliteSaver(connection, serde=serializer()), connection
+        saver: BaseCheckpointSaver[Any] = PostgresSaver(connection, serde=serializer())
+    else:
+        connection = _connect(where)
+        saver = SqliteSaver(connection, serde=serializer())
+    return saver, _ClosedWhenIdle(saver, connection)
+
+
+@dataclass(frozen=True)
+class _ClosedWhenIdle:
+    """A saver's connection, closed only between two of the saver's writes: after Ctrl-C the
+    run stops at once, but a worker thread may still be saving a finished turn, and closing
+    the connection under it crashed the process (a segmentation fault in SQLite)."""
+
+    saver: BaseCheckpointSaver[Any]
+    connection: Closeable
+
+    def close(self) -> None:
+        with self.saver.lock:  # type: ignore[attr-defined]  # both savers write under it
+            self.connection.close()
 
 
 def _connect(path: str | Path) -> sqlite3.Connection:

@@ -8,6 +8,7 @@ and the answer comes from the healthy agents.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -352,6 +353,16 @@ def _interrupting(at: int) -> Callable[..., str]:
 @pytest.mark.parametrize("at", [1, 2, 4])
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_ctrl_c_then_resume_gives_the_turns_of_an_uninterrupted_run(protocol, at, tmp_path):
+    # Ctrl-C as Python handles it, even where the suite was started in the background (a
+    # shell then starts it with SIGINT ignored, and `interrupt_main` does nothing).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_then_resume(protocol, at, tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_then_resume(protocol: str, at: int, tmp_path) -> None:
     good = ScriptedChatModel(respond=healthy)
     expected = _turns_of(societies(good, good)[protocol].run("What is 3+4?"))
     cut = ScriptedChatModel(respond=_interrupting(at))
