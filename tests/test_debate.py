@@ -212,7 +212,7 @@ async def test_astream_matches_stream(echo_numbers):
 def test_graph_is_an_uncompiled_state_graph(echo_numbers):
     graph = society_of(echo_numbers("1")).graph()
     assert isinstance(graph, StateGraph)
-    assert {"start", "agent_turn", "end_round", "aggregate"} <= set(graph.nodes)
+    assert {"agent_turn", "end_round", "aggregate"} <= set(graph.nodes)
 
 
 def test_agents_sharing_a_spec_get_one_model_object(echo_numbers):

@@ -22,13 +22,26 @@ from moot.result import StopReason, Turn
 
 
 class AgentTask(TypedDict):
-    """What one agent's branch of a round receives through `Send`."""
+    """What an agent's turn in a round is built from (`conversation_for`)."""
 
     question: str
     round: int
     agent: int
     turns: list[Turn]
     notes: list[dict[str, Any]]
+
+
+class AgentTurn(TypedDict):
+    """What one agent's branch of a round receives through `Send`: its conversation, built
+    when the round fans out. Built there, in the one thread that fans out, a debate's
+    conversations cost a third of what they cost in the round's worker threads, which contend
+    for the interpreter; and a checkpoint stores each branch's messages, not every turn so far.
+    """
+
+    round: int
+    agent: int
+    conversation: list[BaseMessage]
+    peers: list[str]
 
 
 class RoundProtocol(BaseProtocol):
@@ -52,21 +65,20 @@ class RoundProtocol(BaseProtocol):
         return True
 
     def recursion_limit(self, agents: list[Agent]) -> int:
-        # start, then (agent_turn, end_round) per round, then aggregate; with slack.
+        # (agent_turn, end_round) per round, then aggregate; with slack.
         return 2 * self.rounds + 10
 
     def build(self, *, asynchronous: bool = False) -> StateGraph[Any, RunContext, Any, Any]:
         """The uncompiled graph; run it with a `RunContext` as context."""
         graph = StateGraph(SocietyState, context_schema=RunContext)
-        graph.add_node("start", _start)
         graph.add_node(
             "agent_turn", agent_node(self._agent_turn, asynchronous=asynchronous),
-            input_schema=AgentTask,
+            input_schema=AgentTurn,
         )  # fmt: skip
         graph.add_node("end_round", self._end_round)
         graph.add_node("aggregate", agent_node(self._aggregate, asynchronous=asynchronous))
-        graph.add_edge(START, "start")
-        graph.add_conditional_edges("start", self._next_round, ["agent_turn", "aggregate"])
+        # Round 1 fans out from START: the state holds only the question until a round ends.
+        graph.add_conditional_edges(START, self._next_round, ["agent_turn", "aggregate"])
         graph.add_edge("agent_turn", "end_round")
         graph.add_conditional_edges("end_round", self._next_round, ["agent_turn", "aggregate"])
         graph.add_edge("aggregate", END)
@@ -75,34 +87,35 @@ class RoundProtocol(BaseProtocol):
     def _next_round(self, state: SocietyState, runtime: Runtime[RunContext]) -> list[Send] | str:
         if state.get("stop_reason"):
             return "aggregate"
-        return [
-            Send(
-                "agent_turn",
-                AgentTask(
-                    question=state["question"],
-                    round=state["round"],
-                    agent=index,
-                    turns=state.get("turns", []),
-                    notes=state.get("notes", []),
-                ),
+        round, sends = state.get("round") or 1, []
+        for index in self.participants(runtime.context.agents):
+            task = AgentTask(
+                question=state["question"],
+                round=round,
+                agent=index,
+                turns=state.get("turns") or [],
+                notes=state.get("notes") or [],
             )
-            for index in self.participants(runtime.context.agents)
-        ]
+            conversation, peers = self.conversation_for(task, runtime.context)
+            branch = AgentTurn(round=round, agent=index, conversation=conversation, peers=peers)
+            sends.append(Send("agent_turn", branch))
+        return sends
 
     def _end_round(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
         reason = self._stop_reason(state, runtime.context)
-        update: SocietyState = {"round": state["round"] + 1, "stop_reason": reason}
+        round = state.get("round") or 1
+        update: SocietyState = {"round": round + 1, "stop_reason": reason}
         if runtime.context.moderated and reason is None:
             # The node reruns from here on resume; everything above is pure.
-            decision = interrupt({"round": state["round"]})
+            decision = interrupt({"round": round})
             if decision.get("stop"):
                 update["stop_reason"] = "moderator"
             if decision.get("note"):
-                update["notes"] = [{"round": state["round"], "text": decision["note"]}]
+                update["notes"] = [{"round": round, "text": decision["note"]}]
         return update
 
     def _stop_reason(self, state: SocietyState, context: RunContext) -> StopReason | None:
-        round, turns = state["round"], state["turns"]
+        round, turns = state.get("round") or 1, state.get("turns") or []
         this_round = [turn for turn in turns if turn.round == round]
         if this_round and all(turn.failed for turn in this_round):
             return "failed"  # nobody answered: more rounds would fail the same way
@@ -126,16 +139,12 @@ class RoundProtocol(BaseProtocol):
         agents = context.agents
         return [agents[index].name for index in self.participants(agents)]
 
-    def _agent_turn(self, task: AgentTask, context: RunContext) -> Calls:
-        conversation, peers = self.conversation_for(task, context)
-        speaker = context.speaker(task["agent"])
+    def _agent_turn(self, branch: AgentTurn, context: RunContext) -> Calls:
+        speaker = context.speaker(branch["agent"])
         system = self.sends_system_prompt()
-        turns = yield [Call(speaker, conversation, task["round"], peers, system_prompt=system)]
+        call = Call(speaker, branch["conversation"], branch["round"], branch["peers"], system)
+        turns = yield [call]
         return {"turns": turns}
 
     def _aggregate(self, state: SocietyState, context: RunContext) -> Update | Calls:
         return context.aggregator.aggregate(state, context, self._names(context))
-
-
-def _start(state: SocietyState) -> SocietyState:
-    return {"round": 1, "turns": [], "notes": [], "answer": None, "stop_reason": None}
