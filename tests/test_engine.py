@@ -52,17 +52,88 @@ def prompts(n: int) -> list[list]:
     return [[SYSTEM, HumanMessage(QUESTIONS[i % len(QUESTIONS)])] for i in range(n)]
 
 
+@pytest.mark.parametrize("draft", [0, 6])
 @pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 0.9, "seed": 7}])
-def test_concurrent_requests_give_the_tokens_of_sequential_ones(sampling):
-    model = engine_model(sequences=4)
+def test_concurrent_requests_give_the_tokens_of_sequential_ones(sampling, draft):
+    model = engine_model(sequences=4, draft=draft)
     alone = [model.invoke(messages, max_tokens=40, **sampling).text for messages in prompts(4)]
-    model_b = engine_model(sequences=4, n_batch=64)  # another load: a cold cache
+    model_b = engine_model(sequences=4, n_batch=64, draft=draft)  # another load: a cold cache
     together = [r.text for r in ask_all(model_b, prompts(4), max_tokens=40, **sampling)]
     assert together == alone
 
 
-def test_a_seeded_debate_repeats_exactly_and_reuses_each_agents_history():
-    model = engine_model(sequences=4)
+WORKED = (
+    "Alice has 3 apples. Bob gives her 5 more apples. Then she eats 2 apples. "
+    "So Alice has 3 + 5 - 2 = 6 apples. Answer: 6"
+)
+REPEAT = [
+    HumanMessage("Alice has 3 apples, Bob gives her 5, she eats 2. How many? Explain."),
+    AIMessage(WORKED),
+    HumanMessage(f"Another agent answered:\n\n{WORKED}\n\nGive your reasoning again."),
+]
+"""A conversation whose reply copies much of its prompt: drafts are found and kept."""
+
+
+def repeating(worked: str) -> list:
+    return [
+        HumanMessage("Solve it and explain."),
+        AIMessage(worked),
+        HumanMessage(f"Another agent answered:\n\n{worked}\n\nGive your reasoning again."),
+    ]
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 0.8, "seed": 3}])
+def test_drafted_sequences_decoded_together_give_the_tokens_they_give_alone(sampling):
+    conversations = [
+        REPEAT,
+        repeating("Tom reads 12 pages a day for 5 days, so he reads 12 * 5 = 60 pages. Answer: 60"),
+        repeating("A box holds 6 eggs. 4 boxes hold 6 * 4 = 24 eggs. Answer: 24"),
+    ]
+    alone_model = engine_model(sequences=4, draft=8)
+    alone = [alone_model.invoke(c, max_tokens=60, **sampling).text for c in conversations]
+    together_model = engine_model(sequences=4, draft=8, n_batch=64)  # a cold cache
+    together = [r.text for r in ask_all(together_model, conversations, max_tokens=60, **sampling)]
+    assert together == alone
+    assert together_model.stats.draft_kept > 0
+
+
+def test_drafts_from_the_prompt_are_kept_and_counted():
+    model = engine_model(draft=8)
+    before = model.stats.model_copy()
+    reply = model.invoke(REPEAT, max_tokens=80, temperature=0)
+    stats = model.stats
+    out = stats.output_tokens - before.output_tokens
+    steps = stats.decode_steps - before.decode_steps
+    drafted, kept = stats.drafted - before.drafted, stats.draft_kept - before.draft_kept
+    assert reply.usage_metadata["output_tokens"] == out
+    assert 0 < kept <= drafted and steps < out  # more than one token a step
+    assert model.invoke(REPEAT, max_tokens=80, temperature=0).text == reply.text
+
+
+@pytest.mark.parametrize("max_tokens", [1, 2, 5, 13])
+def test_a_draft_never_runs_past_max_tokens(max_tokens):
+    model = engine_model(draft=8)
+    longer = model.invoke(REPEAT, max_tokens=40, temperature=0)
+    reply = model.invoke(REPEAT, max_tokens=max_tokens, temperature=0)
+    assert reply.usage_metadata["output_tokens"] == max_tokens
+    assert reply.response_metadata["finish_reason"] == "length"
+    assert longer.text.startswith(reply.text)
+
+
+def test_a_stop_string_inside_a_kept_draft_ends_the_reply_there():
+    model = engine_model(draft=8)
+    full = model.invoke(REPEAT, max_tokens=60, temperature=0)
+    word = next(w for w in ("apples", "Bob", "eats", "has") if w in full.text)
+    cut = model.invoke(REPEAT, max_tokens=60, temperature=0, stop=[word])
+    assert cut.text == full.text[: full.text.index(word)]
+    assert cut.response_metadata["finish_reason"] == "stop"
+    # The sequence is free and sound: the whole reply again.
+    assert model.invoke(REPEAT, max_tokens=60, temperature=0).text == full.text
+
+
+@pytest.mark.parametrize("draft", [0, 8])
+def test_a_seeded_debate_repeats_exactly_and_reuses_each_agents_history(draft):
+    model = engine_model(sequences=4, draft=draft)
 
     def debate():  # noqa: ANN202
         agents = [moot.Agent(name=f"a{i}", model=model, max_tokens=32, seed=i) for i in range(3)]
@@ -199,6 +270,10 @@ def test_absurd_engine_options_are_clear_errors():
         moot.load_model("local", engine="turbo")
     with pytest.raises(moot.ModelSpecError, match="contexts"):
         moot.load_model("local", contexts=1000)
+    with pytest.raises(moot.ModelSpecError, match="draft.*engine=batched"):
+        moot.load_model("local", draft=3)
+    with pytest.raises(moot.ModelSpecError, match="draft"):
+        moot.load_model("local", engine="batched", draft=99)
 
 
 def test_two_contexts_share_one_model_and_agree():

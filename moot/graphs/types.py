@@ -16,7 +16,7 @@ import operator
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol, TypedDict, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypedDict, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
@@ -187,39 +187,52 @@ def drive(steps: Generator[Step, Any, Value], run: Callable[[Step], Any]) -> Val
     (or raises) is sent (or thrown) back into it. A node body's calls and a call's own steps
     (its attempts, its tool loop) are written once as such generators, for this pump and
     `adrive`."""
-    sent, raised = None, None
-    while True:
-        finished, step = _advance(steps, sent, raised)
-        if finished:
-            return step  # type: ignore[no-any-return]
-        try:
-            sent, raised = run(step), None
-        except Exception as error:  # noqa: BLE001 - thrown into the generator, which decides
-            sent, raised = None, error
+    pump = _Pump(steps)
+    while pump.advance():
+        pump.outcome = _outcome(run, pump.step)
+    return pump.value
 
 
 async def adrive(
     steps: Generator[Step, Any, Value], run: Callable[[Step], Awaitable[Any]]
 ) -> Value:
     """`drive` for async code: each step's `run` is awaited."""
-    sent, raised = None, None
-    while True:
-        finished, step = _advance(steps, sent, raised)
-        if finished:
-            return step  # type: ignore[no-any-return]
+    pump = _Pump(steps)
+    while pump.advance():
         try:
-            sent, raised = await run(step), None
+            pump.outcome = (await run(pump.step), None)
         except Exception as error:  # noqa: BLE001 - thrown into the generator, which decides
-            sent, raised = None, error
+            pump.outcome = (None, error)
+    return pump.value
 
 
-def _advance(steps: Generator[Any, Any, Any], sent: Any, raised: Exception | None) -> Any:
-    """Hand the last step's outcome back: (False, the next step), or (True, the generator's
-    value) once it has returned."""
+def _outcome(run: Callable[[Step], Any], step: Step) -> tuple[Any, Exception | None]:
     try:
-        return False, steps.send(sent) if raised is None else steps.throw(raised)
-    except StopIteration as finished:
-        return True, finished.value
+        return run(step), None
+    except Exception as error:  # noqa: BLE001 - thrown into the generator, which decides
+        return None, error
+
+
+class _Pump(Generic[Step, Value]):
+    """A generator of steps in progress: what `drive` and `adrive` share."""
+
+    def __init__(self, steps: Generator[Step, Any, Value]) -> None:
+        self.steps = steps
+        self.outcome: tuple[Any, Exception | None] = (None, None)
+        """What the last step gave, or raised."""
+        self.step: Step
+        self.value: Value
+
+    def advance(self) -> bool:
+        """Hand the last outcome back and take the next step; False once the generator has
+        returned its `value`."""
+        sent, raised = self.outcome
+        try:
+            self.step = self.steps.send(sent) if raised is None else self.steps.throw(raised)
+        except StopIteration as finished:
+            self.value = finished.value
+            return False
+        return True
 
 
 class Aggregator(AnswerFormat, ABC):

@@ -24,6 +24,9 @@ only on its own tokens and on how they were cut into chunks, never on other sequ
   that ends where an earlier call's chunk ended (a *boundary*), in n_batch pieces, the last
   prompt token alone; generated tokens are decoded one at a time. A prompt chunk is never mixed
   with other sequences' tokens in one decode (llama.cpp would re-split it).
+- Prompt-lookup drafts (`moot.llamacpp.drafting`, load option `draft`) are decoded as chunks of
+  their own, the next token and its draft, for the same reason; a draft depends only on its
+  sequence's tokens, so the chunking stays a function of the conversation.
 On a GPU, kernels chosen by batch size may still differ in the last bits; seeded runs are then
 repeatable only up to that.
 """
@@ -55,7 +58,10 @@ class BatchedEngine(Engine):
         self.formatter = chat_formatter(self.model, options.chat_format)
         self.n_ctx = options.n_ctx or self.model.n_ctx_train
         """Tokens one conversation holds."""
-        self.n_batch = max(options.n_batch, options.sequences)  # a token of every sequence
+        # A token of every sequence, or a token and its draft, fit one decode.
+        self.n_batch = max(options.n_batch, options.sequences, options.draft + 1)
+        self.draft = options.draft
+        """Most tokens drafted per step by prompt lookup (0: off)."""
         self.lock = threading.Condition()
         self.queue: deque[Job] = deque()
         self.clock = itertools.count(1)

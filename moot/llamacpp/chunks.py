@@ -22,13 +22,16 @@ def usage_chunk(
     evaluated: int,
     completion_tokens: int,
     metadata: dict[str, Any] | None = None,
+    **decoding: int,
 ) -> Chunk:
     """A request's last chunk: what it used (`evaluated`: the prompt tokens llama.cpp evaluated,
-    the rest came from a KV cache), and metadata for the reply."""
+    the rest came from a KV cache; `decoding`: the batched engine's step and draft counts, as
+    in `EngineStats`), and metadata for the reply."""
     usage = {
         "prompt_tokens": prompt_tokens,
         "prompt_tokens_evaluated": evaluated,
         "completion_tokens": completion_tokens,
+        **decoding,
     }
     return {"usage": usage, "response_metadata": metadata or {}}
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from moot.llamacpp.devices import default_gpu_layers
 from moot.llamacpp.sampling import Sampling
@@ -64,6 +64,10 @@ class LoadOptions(BaseModel):
     its prefix. (The batched engine always keeps conversations in their sequences.)"""
     cache_bytes: int = Field(default=1 << 30, ge=0)
     """Simple engine: size of that RAM cache."""
+    draft: int = Field(default=0, ge=0, le=16)
+    """Batched engine: most tokens drafted per step by prompt lookup (`moot.llamacpp.drafting`;
+    0: off). A draft is verified in one decode with the next token, which changes logits in
+    the last bits as any other chunking does, so it is not a speed-only option."""
 
     SPEED_ONLY: ClassVar[frozenset[str]] = frozenset(
         {"n_threads", "contexts", "sequences", "cache_bytes"}
@@ -72,6 +76,12 @@ class LoadOptions(BaseModel):
     batched engine decodes a sequence alike in any company). Not `n_gpu_layers`: GPU kernels
     sum in another order than CPU ones, so offloading changes logits in the last bits and, now
     and then, a token."""
+
+    @model_validator(mode="after")
+    def _drafts_need_the_batched_engine(self) -> LoadOptions:
+        if self.draft and self.engine != "batched":
+            raise ValueError("draft: drafting runs on the batched engine; add engine=batched")
+        return self
 
     def reply_options(self) -> dict[str, Any]:
         """The options a reply's tokens depend on (all but `SPEED_ONLY`): a call cache keyed on
@@ -89,6 +99,13 @@ class EngineStats(BaseModel):
     prompt_tokens_evaluated: int = 0
     """Prompt tokens llama.cpp actually evaluated (the rest came from the KV cache)."""
     output_tokens: int = 0
+    decode_steps: int = 0
+    """Decodes that generated a sequence's tokens, counted per sequence (output_tokens /
+    decode_steps: tokens per step, above 1 where drafts were kept)."""
+    drafted: int = 0
+    """Tokens drafted by prompt lookup and verified."""
+    draft_kept: int = 0
+    """Drafted tokens the model's sampler picked, so kept."""
 
 
 def _ignore(item: Any) -> None:
@@ -157,3 +174,6 @@ class Engine(ABC):
             self.stats.prompt_tokens += usage["prompt_tokens"]
             self.stats.prompt_tokens_evaluated += usage["prompt_tokens_evaluated"]
             self.stats.output_tokens += usage["completion_tokens"]
+            self.stats.decode_steps += usage.get("decode_steps", 0)
+            self.stats.drafted += usage.get("drafted", 0)
+            self.stats.draft_kept += usage.get("draft_kept", 0)

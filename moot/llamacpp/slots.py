@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from moot.llamacpp.chunks import Text, chunk, usage_chunk
 from moot.llamacpp.context import Context, KVSequence, reusable_prefix
+from moot.llamacpp.drafting import PromptLookup
 from moot.llamacpp.prompt import prompt_chunks
 from moot.llamacpp.sampling import Sampler, token_logprobs
 
@@ -28,6 +29,7 @@ class SlotOwner(Protocol):
     model: LoadedModel
     n_ctx: int
     n_batch: int
+    draft: int
     lock: threading.Condition
     closed: bool
 
@@ -48,6 +50,10 @@ class Job:
     """The request's stop strings and the chat template's."""
     evaluated: int = 0
     generated: int = 0
+    steps: int = 0
+    """Decodes that generated its tokens."""
+    drafted: int = 0
+    draft_kept: int = 0
 
 
 @dataclass(eq=False)
@@ -73,6 +79,8 @@ class Slot:
     """A sampled token not yet evaluated."""
     sampler: Sampler | None = None
     text: Text | None = None
+    drafter: PromptLookup | None = None
+    """Drafts the next tokens from the sequence's own (with the `draft` load option)."""
 
     def serves(self, request: Request) -> bool:
         return self.job is not None and self.job.request is request
@@ -195,11 +203,14 @@ class ContextWorker:
         slot.next_token = None
         slot.sampler = Sampler(self.engine.model, job.request.sampling)
         slot.text = Text(job.stop)
+        draft = self.engine.draft
+        slot.drafter = PromptLookup(job.prompt, most=draft) if draft else None
         return True
 
     def _step(self, slots: list[Slot]) -> None:
         """The next prompt chunk of the longest-waiting sequence reading its prompt, then one
-        token of every generating sequence, as two decodes (see the engine's docstring)."""
+        token of every generating sequence that has no draft, then each drafted sequence's
+        token and draft, each as a decode of its own (see the engine's docstring)."""
         reading = [slot for slot in slots if slot.pending]
         generating = [slot for slot in slots if slot.next_token is not None]
         if not reading and not generating:
@@ -212,14 +223,72 @@ class ContextWorker:
             last = context.add(slot.kv, tokens, {len(tokens) - 1}) + len(tokens) - 1
             self._decode([(slot, last)] if not slot.pending else [])
             slot.kv.mark()
-        if generating:
-            rows = []
-            for slot in generating:
-                assert slot.next_token is not None
-                rows.append((slot, context.add(slot.kv, [slot.next_token], {0})))
-                slot.kv.mark()
-                slot.next_token = None
+        rows, drafted = [], []
+        for slot in generating:
+            token, slot.next_token = slot.next_token, None
+            assert token is not None and slot.job is not None
+            slot.job.steps += 1
+            draft = self._draft(slot)
+            if draft:
+                drafted.append((slot, token, draft))
+                continue
+            rows.append((slot, context.add(slot.kv, [token], {0})))
+            slot.kv.mark()
+        if rows:
             self._decode(rows)
+        by_length: dict[int, list[tuple[Slot, int, list[int]]]] = {}
+        for item in drafted:
+            by_length.setdefault(len(item[2]), []).append(item)
+        for group in by_length.values():
+            self._verify(group)
+
+    def _draft(self, slot: Slot) -> list[int]:
+        """The sequence's draft, no longer than its reply, its context or a decode allow."""
+        job, drafter = slot.job, slot.drafter
+        if drafter is None or job is None:
+            return []
+        engine = self.engine
+        room = min(
+            job.request.sampling.max_tokens - job.generated - 1,
+            engine.n_ctx - len(slot.kv.tokens) - 1,
+            engine.n_batch - 1,
+        )
+        return drafter.draft(room)
+
+    def _verify(self, group: list[tuple[Slot, int, list[int]]]) -> None:
+        """Decode each sequence's next token and its draft, drafts of one length together (so
+        that llama.cpp keeps each sequence's rows in one piece); sample position after
+        position as usual, and keep the drafted tokens sampled in turn: the first token
+        sampled otherwise is the next one. The cells of the rest of each draft are removed."""
+        context = self.context
+        placed = []
+        for slot, token, draft in group:
+            start = len(slot.kv.tokens)
+            first = context.add(slot.kv, [token, *draft], set(range(len(draft) + 1)))
+            placed.append((slot, draft, start, first))
+        context.decode()
+        outputs = []
+        for slot, draft, start, first in placed:
+            job, drafter = slot.job, slot.drafter
+            assert job is not None and drafter is not None
+            sampled = []
+            for index in range(len(draft) + 1):
+                sampled.append(self._sample(slot, first + index))
+                if index == len(draft) or sampled[-1][0] != draft[index]:
+                    break
+            kept = len(sampled) - 1
+            slot.kv.keep(start + 1 + kept)
+            slot.kv.mark()
+            drafter.judged(len(draft), kept)
+            job.drafted += len(draft)
+            job.draft_kept += kept
+            outputs.append((slot, job, sampled))
+        with self.engine.lock:
+            for slot, job, sampled in outputs:
+                for output in sampled:
+                    if slot.job is not job:
+                        break  # the reply ended (or was dropped) at an earlier token
+                    self._deliver(slot, output)
 
     def _decode(self, rows: list[tuple[Slot, int]]) -> None:
         """Decode the batch, then sample each (slot, row) and deliver its token."""
@@ -254,6 +323,8 @@ class ContextWorker:
             self._end(slot, "stop", text.flush())
             return
         job.generated += 1
+        if slot.drafter is not None:
+            slot.drafter.extend((token,))
         shown, stopped = text.add(model.piece(token))
         if stopped:
             self._end(slot, "stop", shown)
@@ -270,7 +341,14 @@ class ContextWorker:
         job = slot.job
         assert job is not None
         job.request.send(chunk(text, reason, None))
-        usage = usage_chunk(len(job.prompt), job.evaluated, job.generated)
+        usage = usage_chunk(
+            len(job.prompt),
+            job.evaluated,
+            job.generated,
+            decode_steps=job.steps,
+            drafted=job.drafted,
+            draft_kept=job.draft_kept,
+        )
         self.engine.count(usage["usage"])
         job.request.send(usage)
         self.finish(slot, None)
@@ -288,5 +366,6 @@ class ContextWorker:
         if slot.donor is not None:  # ended while waiting to copy
             slot.donor.lending -= 1
         slot.job, slot.text, slot.next_token, slot.donor = None, None, None, None
+        slot.drafter = None
         self.engine.admit()
         self.engine.lock.notify_all()
