@@ -19,6 +19,10 @@ from moot.society import Society
 from moot.spec import AgentSpec, SocietySpec, society_fields
 
 P = ParamSpec("P")
+DEFAULT_AGENTS, DEFAULT_ROUNDS = 3, 2
+"""The society `moot debate` runs when no flag says otherwise: this many agents and rounds."""
+DEFAULT_METHOD = f"debate-{DEFAULT_AGENTS}x{DEFAULT_ROUNDS}"
+"""That society as a bench method (`moot bench --methods default` runs it)."""
 MACHINESOM_STRATEGIES = ["-".join(moves) for moves in product(("debate", "reflect"), repeat=3)]
 """The 8 strategies of MachineSoM: a move (debate or reflect) for each of 3 rounds."""
 

@@ -210,7 +210,7 @@ def test_methods_build_the_societies_they_name(tmp_path):
     assert from_file.aggregator.extract == "choice"  # the task decides the answer format
     assert all(agent.model is settings.model for agent in from_file.agents)
     for bad in ("debate-0x2", "vote", "machinesom-debate-debate", "mystery"):
-        with pytest.raises(ConfigError, match=r"unknown method .* use single, vote-N"):
+        with pytest.raises(ConfigError, match=r"unknown method .* use default .*, single, vote-N"):
             build(bad)
 
 
@@ -445,7 +445,7 @@ def test_cli_bench_arithmetic_and_errors(tmp_path, scripted_backend, capsys):
     assert "| single | 3 | 1 |" in report and "| vote-3 | 3 | 1 |" in report
     capsys.readouterr()
     assert main([*argv, "--methods", "single,debate-three"]) == 2
-    assert "error: unknown method 'debate-three': use single, vote-N" in capsys.readouterr().err
+    assert "error: unknown method 'debate-three': use default (" in capsys.readouterr().err
     assert main([*argv[:-2], "--range", "9-0", "--out", out]) == 2
     assert "--range must be LOW-HIGH" in capsys.readouterr().err
     assert main(["bench", "--data", str(tmp_path / "none.jsonl")]) == 2

@@ -4,6 +4,7 @@ aggregators join the spec's schema by declaring their kind."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sqlite3
 from pathlib import Path
@@ -25,6 +26,7 @@ from moot.testing import ScriptedChatModel
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples" / "societies").glob("*.yaml"))
 METHODS = [
+    "default",
     "single",
     "vote-3",
     "self-consistency-2",
@@ -279,3 +281,17 @@ def test_mcp_servers_round_trip_in_each_form():
     assert spec_of(society).file_data()["agents"][0]["tools"] == ["calculator", *forms]
     assert SocietySpec.model_validate(spec.file_data()) == spec
     assert SocietySpec.model_validate(json.loads(json.dumps(spec.file_data()))) == spec
+
+
+def test_the_default_method_is_the_society_moot_debate_runs_without_flags():
+    from moot.cli import debate as debate_command
+    from moot.cli.run import debate_spec
+
+    settings = MethodSettings(model=ScriptedChatModel(respond=lambda messages: "Answer: 1"))
+    method = method_spec("default", "number", settings)
+    parser = argparse.ArgumentParser()
+    debate_command.add_commands(parser.add_subparsers(dest="command"))
+    flags = vars(parser.parse_args(["debate", "q"]))
+    command = debate_spec({**flags, "model": "local", "model_option": []})
+    assert len(method.agents) == len(command.agents)
+    assert method.protocol == command.protocol

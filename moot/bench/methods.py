@@ -47,7 +47,7 @@ from moot.graphs.debate import Debate, PromptSet
 from moot.graphs.moa import MixtureOfAgents
 from moot.graphs.types import MAX_ROUNDS
 from moot.models import load_model
-from moot.presets import MACHINESOM_STRATEGIES, machinesom_spec
+from moot.presets import DEFAULT_METHOD, MACHINESOM_STRATEGIES, machinesom_spec
 from moot.society import Society
 from moot.society_file import SocietyFile
 from moot.spec import (
@@ -60,9 +60,10 @@ from moot.spec import (
 )
 
 METHOD_FORMS = (
-    "single, vote-N, self-consistency-N, pal-N, debate-NxR (each with options -consensus, "
-    "-answers, -keep, -anon, -trajectory, -select, -palK, -sparseK), machinesom-STRATEGY, "
-    "machinesom-ocK-STRATEGY, moa-NxL, cascade-N, or a society file (.yaml)"
+    "default (what `moot debate` runs), single, vote-N, self-consistency-N, pal-N, debate-NxR "
+    "(each with options -consensus, -answers, -keep, -anon, -trajectory, -select, -palK, "
+    "-sparseK), machinesom-STRATEGY, machinesom-ocK-STRATEGY, moa-NxL, cascade-N, or a society "
+    "file (.yaml)"
 )
 _SEED_STRIDE = 1000
 """Trial t seeds agent i with seed + t * 1000 + i, so trials differ and agents differ."""
@@ -233,6 +234,8 @@ _FORMS = [
 
 
 def _parse(spec: str) -> tuple[str, tuple[str | None, ...]] | None:
+    if spec == "default":
+        spec = DEFAULT_METHOD
     for pattern, kind in _FORMS:
         match = pattern.fullmatch(spec)
         if match:

@@ -39,6 +39,7 @@ from moot.cli.display import exit_status, print_json, print_summary, show_live, 
 from moot.cli.run import SETTINGS, command_society, recalled, stored
 from moot.errors import ConfigError
 from moot.graphs.debate import PromptSet, answer_format_of
+from moot.presets import DEFAULT_AGENTS, DEFAULT_ROUNDS
 from moot.result import Result, Turn
 from moot.society import Society
 
@@ -48,8 +49,18 @@ def add_commands(commands: Any) -> None:
         "debate", help="run a multi-agent debate (Du et al.) on a question"
     )
     debate.add_argument("question", help="the question to debate")
-    debate.add_argument("--agents", type=positive, default=3, help="number of agents (3)")
-    debate.add_argument("--rounds", type=positive, default=2, help="rounds, the first included (2)")
+    debate.add_argument(
+        "--agents",
+        type=positive,
+        default=DEFAULT_AGENTS,
+        help=f"number of agents ({DEFAULT_AGENTS})",
+    )
+    debate.add_argument(
+        "--rounds",
+        type=positive,
+        default=DEFAULT_ROUNDS,
+        help=f"rounds, the first included ({DEFAULT_ROUNDS})",
+    )
     debate.add_argument(
         "--model",
         default="local",
