@@ -44,6 +44,9 @@ def test_auto_chooses_a_format_that_fits_the_question(question, kind):
         "Paris.",
         "Paris, France's capital city.",
         "The capital of France is Paris. It lies on the Seine, which is a river.",
+        # The question repeated first is not the answer ("what"): the embedded model does this.
+        'What is the capital of France?\nThe answer would be "Paris", the city of light.',
+        "Is it Lyon? No. The capital is Paris.",
     ],
 )
 def test_short_answers_that_say_the_same_read_the_same(reply):
@@ -51,7 +54,13 @@ def test_short_answers_that_say_the_same_read_the_same(reply):
 
 
 @pytest.mark.parametrize(
-    "reply", ["%%%% no idea", "I think it might be a city somewhere in Europe.", ""]
+    "reply",
+    [
+        "%%%% no idea",
+        "I think it might be a city somewhere in Europe.",
+        "",
+        "What is the capital of France?",
+    ],
 )
 def test_a_reply_without_an_answer_line_or_a_bare_answer_reads_as_none(reply):
     assert extract_short(reply) is None

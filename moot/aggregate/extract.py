@@ -182,21 +182,24 @@ def short_answer(raw: str) -> str | None:
 _BARE_ANSWER = re.compile(r"[\w][\w ,.'!?-]*")
 
 
-_SENTENCE = re.compile(r"[^.!?\n]+")
+_SENTENCE = re.compile(r"([^.!?\n]+)([.!?\n]?)")
 
 
 def extract_short(text: str) -> str | None:
     """The "Answer:" line as a `short_answer`; without one, a reply of one line of at most
-    four words ("Paris."), else the first sentence that says "X is Y" with a side of at most
-    three words ("The capital of Italy is Rome. It is..." -> "rome"); else None."""
+    four words ("Paris."), else the first sentence, not a question, that says "X is Y" or "the
+    answer would be Y" with a side of at most three words ("The capital of Italy is Rome. It
+    is..." -> "rome"; a reply that repeats the question first is not answering "what"); else
+    None."""
     line = _answer_line(text)
     if line is not None and (found := short_answer(line)) is not None:
         return found
     bare = text.strip()
     if "\n" not in bare and len(bare.split()) <= 4 and _BARE_ANSWER.fullmatch(bare):
         return short_answer(bare)
-    for sentence in _SENTENCE.findall(bare):
-        found = short_answer(sentence) if _COPULA.search(sentence) else None
+    for sentence, end in _SENTENCE.findall(bare):
+        says = _COPULA.search(sentence) or _LEAD.match(normalise_text(sentence))
+        found = short_answer(sentence) if says and end != "?" else None
         if found and len(found.split()) <= 3:
             return found
     return None
