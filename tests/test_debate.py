@@ -212,7 +212,7 @@ async def test_astream_matches_stream(echo_numbers):
 def test_graph_is_an_uncompiled_state_graph(echo_numbers):
     graph = society_of(echo_numbers("1")).graph()
     assert isinstance(graph, StateGraph)
-    assert {"agent_turn", "end_round", "aggregate"} <= set(graph.nodes)
+    assert {"start", "agent_turn", "end_round", "aggregate"} <= set(graph.nodes)
 
 
 def test_agents_sharing_a_spec_get_one_model_object(echo_numbers):
@@ -316,3 +316,19 @@ class _Forgetful(dict):
 
     def __setitem__(self, key, value):
         pass
+
+
+def test_a_branch_checkpointed_before_conversations_were_sent_still_runs(echo_numbers):
+    # Before commit 660a292 a round's branches got the question and turns (an `AgentTask`) and
+    # built their conversation themselves; such a branch, resumed, builds it again.
+    society = society_of(echo_numbers("1", "2"), rounds=2)
+    protocol = society.protocol
+    context = society._run("q", {}).context("q")
+    first = [
+        moot.Turn(round=1, agent=a.name, role="debater", text="Answer: 1") for a in society.agents
+    ]
+    old = {"question": "q", "round": 2, "agent": 0, "turns": first, "notes": []}
+    body = protocol._agent_turn(old, context)
+    (call,) = next(body)
+    expected, peers = protocol.conversation_for(old, context)
+    assert call.conversation == expected and call.peers == peers == ["a1"]

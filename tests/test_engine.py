@@ -37,7 +37,7 @@ LONG = "Write a very long story about a lighthouse keeper, at least 3000 words."
 
 
 def engine_model(**options: object) -> ChatLlama:
-    model = moot.load_model("local", n_ctx=1024, engine="batched", **options)
+    model = moot.load_model("local", **{"n_ctx": 1024, "engine": "batched", **options})
     assert isinstance(model, ChatLlama)
     return model
 
@@ -108,6 +108,47 @@ def test_drafts_from_the_prompt_are_kept_and_counted():
     assert reply.usage_metadata["output_tokens"] == out
     assert 0 < kept <= drafted and steps < out  # more than one token a step
     assert model.invoke(REPEAT, max_tokens=80, temperature=0).text == reply.text
+
+
+def test_more_drafts_than_a_batch_holds_are_decoded_in_turn():
+    # Two drafts of 3 (4 tokens each) and a batch of 4: they cannot share one decode.
+    model = engine_model(sequences=2, n_batch=4, draft=3)
+    alone = engine_model(sequences=2, n_batch=4, draft=3, n_threads=1)  # another engine
+    conversations = [REPEAT, repeating("A box holds 6 eggs, so 4 boxes hold 24 eggs. Answer: 24")]
+    expected = [alone.invoke(c, max_tokens=30, temperature=0).text for c in conversations]
+    together = [r.text for r in ask_all(model, conversations, max_tokens=30, temperature=0)]
+    assert together == expected
+    assert model.stats.draft_kept > 0
+    assert model.invoke("Say hi.", max_tokens=8).text  # the context is sound afterwards
+
+
+def test_a_reply_that_ends_inside_a_draft_counts_only_what_it_kept():
+    said = [
+        HumanMessage("Say exactly: The answer is 42."),
+        AIMessage("The answer is 42."),
+        HumanMessage("Say exactly: The answer is 42."),
+        AIMessage("The answer is 42."),
+        HumanMessage("Say exactly: The answer is 42."),
+    ]
+    model = engine_model(sequences=1, draft=8)
+    reply = model.invoke(said, max_tokens=200, temperature=0)
+    assert reply.response_metadata["finish_reason"] == "stop"
+    assert model.stats.draft_kept <= model.stats.output_tokens
+    (slot,) = model.engine.workers[0].slots  # nothing past the reply's end in the cache
+    usage = reply.usage_metadata
+    assert len(slot.kv.tokens) <= usage["input_tokens"] + usage["output_tokens"]
+
+
+def test_drafts_do_not_end_a_reply_early_at_a_full_context():
+    plain = engine_model(n_ctx=1024, draft=0).invoke(REPEAT, max_tokens=60, temperature=0)
+    needed = plain.usage_metadata["input_tokens"] + 12  # room for a dozen tokens
+    lengths = {
+        draft: engine_model(n_ctx=needed, draft=draft)
+        .invoke(REPEAT, max_tokens=60, temperature=0)
+        .usage_metadata["output_tokens"]
+        for draft in (0, 8)
+    }
+    assert lengths[8] == lengths[0]
 
 
 @pytest.mark.parametrize("max_tokens", [1, 2, 5, 13])

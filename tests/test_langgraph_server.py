@@ -124,6 +124,7 @@ def test_each_society_file_is_an_assistant_with_its_protocol_graph(client):
     assert assistants["fast"]["description"] == "Three scripted debaters, two rounds"
     graph = client.assistants.get_graph(assistants["fast"]["assistant_id"])
     assert {node["id"] for node in graph["nodes"]} >= {
+        "start",
         "agent_turn",
         "end_round",
         "aggregate",

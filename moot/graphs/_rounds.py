@@ -7,7 +7,7 @@ token budget spent. Subclasses say who takes part and what each one is shown.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from langchain_core.messages import BaseMessage
 from langgraph.graph import END, START, StateGraph
@@ -65,20 +65,21 @@ class RoundProtocol(BaseProtocol):
         return True
 
     def recursion_limit(self, agents: list[Agent]) -> int:
-        # (agent_turn, end_round) per round, then aggregate; with slack.
+        # start, then (agent_turn, end_round) per round, then aggregate; with slack.
         return 2 * self.rounds + 10
 
     def build(self, *, asynchronous: bool = False) -> StateGraph[Any, RunContext, Any, Any]:
         """The uncompiled graph; run it with a `RunContext` as context."""
         graph = StateGraph(SocietyState, context_schema=RunContext)
+        graph.add_node("start", _start)
         graph.add_node(
             "agent_turn", agent_node(self._agent_turn, asynchronous=asynchronous),
             input_schema=AgentTurn,
         )  # fmt: skip
         graph.add_node("end_round", self._end_round)
         graph.add_node("aggregate", agent_node(self._aggregate, asynchronous=asynchronous))
-        # Round 1 fans out from START: the state holds only the question until a round ends.
-        graph.add_conditional_edges(START, self._next_round, ["agent_turn", "aggregate"])
+        graph.add_edge(START, "start")
+        graph.add_conditional_edges("start", self._next_round, ["agent_turn", "aggregate"])
         graph.add_edge("agent_turn", "end_round")
         graph.add_conditional_edges("end_round", self._next_round, ["agent_turn", "aggregate"])
         graph.add_edge("aggregate", END)
@@ -140,6 +141,10 @@ class RoundProtocol(BaseProtocol):
         return [agents[index].name for index in self.participants(agents)]
 
     def _agent_turn(self, branch: AgentTurn, context: RunContext) -> Calls:
+        if "conversation" not in branch:  # checkpointed before branches got their conversation
+            old = cast(AgentTask, branch)
+            branch = AgentTurn(round=old["round"], agent=old["agent"], conversation=[], peers=[])
+            branch["conversation"], branch["peers"] = self.conversation_for(old, context)
         speaker = context.speaker(branch["agent"])
         system = self.sends_system_prompt()
         call = Call(speaker, branch["conversation"], branch["round"], branch["peers"], system)
@@ -148,3 +153,9 @@ class RoundProtocol(BaseProtocol):
 
     def _aggregate(self, state: SocietyState, context: RunContext) -> Update | Calls:
         return context.aggregator.aggregate(state, context, self._names(context))
+
+
+def _start(state: SocietyState) -> SocietyState:
+    """Round 1 comes next, with no answer or stop reason yet (a thread may hold those of an
+    earlier run)."""
+    return {"round": 1, "turns": [], "notes": [], "answer": None, "stop_reason": None}

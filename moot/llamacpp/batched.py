@@ -55,6 +55,12 @@ class BatchedEngine(Engine):
     def __init__(self, path: Path, options: LoadOptions) -> None:
         super().__init__()
         self.model = LoadedModel.load(path, options.n_gpu_layers)
+        if options.draft and self.model.recurrent:
+            self.model.close()
+            raise ModelSpecError(
+                f"draft: {path.name} keeps a recurrent state, from which rejected draft tokens "
+                "cannot be removed: load it with draft=0"
+            )
         self.formatter = chat_formatter(self.model, options.chat_format)
         self.n_ctx = options.n_ctx or self.model.n_ctx_train
         """Tokens one conversation holds."""

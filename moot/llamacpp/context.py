@@ -54,6 +54,8 @@ class Context:
         """Put `tokens` in the next decode, after what `sequence` holds (which takes them now),
         with outputs at the indexes in `outputs`; returns the batch row of the first."""
         batch, first = self._batch, self._rows
+        if first + len(tokens) > self.n_batch:  # writing past the batch would corrupt memory
+            raise RuntimeError(f"{first + len(tokens)} tokens do not fit a batch of {self.n_batch}")
         for index, token in enumerate(tokens):
             row = first + index
             batch.token[row] = token
@@ -64,6 +66,10 @@ class Context:
             sequence.tokens.append(token)
         self._rows += len(tokens)
         return first
+
+    def discard(self) -> None:
+        """Forget the rows added since the last decode (a step that failed before decoding)."""
+        self._rows = 0
 
     def decode(self) -> None:
         """Decode the rows added since the last decode (a RuntimeError if llama.cpp fails)."""

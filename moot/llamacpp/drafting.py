@@ -30,8 +30,8 @@ class PromptLookup:
     """The tokens of one sequence, indexed by the n-grams they contain, and its draft length."""
 
     def __init__(self, tokens: Iterable[int], most: int) -> None:
-        self.lengths = [length for length in LENGTHS if length <= most] or [most]
-        """The lengths a draft may have (`LENGTHS` up to `most`)."""
+        self.lengths = [length for length in LENGTHS if length <= most]
+        """The lengths a draft may have (`LENGTHS` up to `most`, at least 1)."""
         self.length = self.lengths[min(1, len(self.lengths) - 1)]
         """The next draft's length: a step up after a draft kept whole, down to what was kept
         after one that was not."""

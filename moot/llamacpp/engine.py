@@ -66,8 +66,9 @@ class LoadOptions(BaseModel):
     """Simple engine: size of that RAM cache."""
     draft: int = Field(default=0, ge=0, le=16)
     """Batched engine: most tokens drafted per step by prompt lookup (`moot.llamacpp.drafting`;
-    0: off). A draft is verified in one decode with the next token, which changes logits in
-    the last bits as any other chunking does, so it is not a speed-only option."""
+    drafts are 1, 3, 7 or 15 tokens long, up to this; 0: off). A draft is verified in one
+    decode with the next token, and a token decoded with others gets other logits than one
+    decoded alone (as with any other chunking), so it is not a speed-only option."""
 
     SPEED_ONLY: ClassVar[frozenset[str]] = frozenset(
         {"n_threads", "contexts", "sequences", "cache_bytes"}

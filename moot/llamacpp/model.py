@@ -72,6 +72,14 @@ class LoadedModel:
     def on_cpu(self) -> bool:
         return self.n_gpu_layers == 0
 
+    @property
+    def recurrent(self) -> bool:
+        """Whether the model keeps a recurrent state (Mamba, RWKV, hybrids), whose end cannot
+        be cut off as a KV cache's can."""
+        api, model = self.api, self.raw.model
+        hybrid = getattr(api, "llama_model_is_hybrid", None)
+        return bool(api.llama_model_is_recurrent(model) or (hybrid and hybrid(model)))
+
     def tokenize(self, text: str, add_bos: bool, special: bool) -> list[int]:
         return list(self.raw.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
 

@@ -164,6 +164,7 @@ class ContextWorker:
                     self.stepping = ready
                 self._step(ready)
             except Exception as error:  # noqa: BLE001 - delivered to each request, worker lives
+                self.context.discard()
                 with engine.lock:
                     for slot, job in active:
                         if slot.job is job:
@@ -239,8 +240,10 @@ class ContextWorker:
         by_length: dict[int, list[tuple[Slot, int, list[int]]]] = {}
         for item in drafted:
             by_length.setdefault(len(item[2]), []).append(item)
-        for group in by_length.values():
-            self._verify(group)
+        for length, group in by_length.items():
+            fit = max(1, self.engine.n_batch // (length + 1))  # sequences one decode holds
+            for first in range(0, len(group), fit):
+                self._verify(group[first : first + fit])
 
     def _draft(self, slot: Slot) -> list[int]:
         """The sequence's draft, no longer than its reply, its context or a decode allow."""
@@ -250,7 +253,7 @@ class ContextWorker:
         engine = self.engine
         room = min(
             job.request.sampling.max_tokens - job.generated - 1,
-            engine.n_ctx - len(slot.kv.tokens) - 1,
+            engine.n_ctx - len(slot.kv.tokens) - 2,  # a cell left for the token after it
             engine.n_batch - 1,
         )
         return drafter.draft(room)
@@ -274,8 +277,9 @@ class ContextWorker:
             sampled = []
             for index in range(len(draft) + 1):
                 sampled.append(self._sample(slot, first + index))
-                if index == len(draft) or sampled[-1][0] != draft[index]:
-                    break
+                token = sampled[-1][0]
+                if index == len(draft) or token != draft[index] or self.engine.model.is_end(token):
+                    break  # (after the end of the reply nothing more is sampled)
             kept = len(sampled) - 1
             slot.kv.keep(start + 1 + kept)
             slot.kv.mark()
