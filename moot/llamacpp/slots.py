@@ -104,7 +104,8 @@ class Slot:
             chunks = prompt_chunks(job.prompt, job.cuts, self.keep, self.worker.engine.n_batch)
             kept = {b for b in self.kv.boundaries if b <= self.keep}
         else:
-            chunks, kept = self.pending, self.kv.boundaries
+            # Copies: the worker pops chunks and marks boundaries without the engine lock.
+            chunks, kept = deque(self.pending), set(self.kv.boundaries)
         start = len(job.prompt) - sum(len(chunk) for chunk in chunks)
         ends = itertools.accumulate((len(chunk) for chunk in chunks), initial=start)
         return job.prompt, kept | set(ends)
