@@ -212,20 +212,26 @@ class ContextWorker:
     def _step(self, slots: list[Slot]) -> None:
         """The next prompt chunk of the longest-waiting sequence reading its prompt, then one
         token of every generating sequence that has no draft, then each drafted sequence's
-        token and draft, each as a decode of its own (see the engine's docstring)."""
+        token and draft, each as a decode of its own (see the engine's docstring). A prompt's
+        last token (a chunk of its own) decodes with the generating tokens: one token per
+        sequence decodes alike in any company, and a decode is saved."""
         reading = [slot for slot in slots if slot.pending]
         generating = [slot for slot in slots if slot.next_token is not None]
         if not reading and not generating:
             time.sleep(0.005)  # every request waits for a donor
             return
         context = self.context
+        singles: list[tuple[Slot, int]] = []  # (slot, token): one-token rows decoded together
+        drafted = []
         if reading:
             slot = min(reading, key=lambda s: s.last_used)
             tokens = slot.pending.popleft()
-            last = context.add(slot.kv, tokens, {len(tokens) - 1}) + len(tokens) - 1
-            self._decode([(slot, last)] if not slot.pending else [])
-            slot.kv.mark()
-        rows, drafted = [], []
+            if slot.pending or len(tokens) > 1:
+                last = context.add(slot.kv, tokens, {len(tokens) - 1}) + len(tokens) - 1
+                self._decode([(slot, last)] if not slot.pending else [])
+                slot.kv.mark()
+            else:
+                singles.append((slot, tokens[0]))
         for slot in generating:
             token, slot.next_token = slot.next_token, None
             assert token is not None and slot.job is not None
@@ -233,7 +239,10 @@ class ContextWorker:
             draft = self._draft(slot)
             if draft:
                 drafted.append((slot, token, draft))
-                continue
+            else:
+                singles.append((slot, token))
+        rows = []  # at most one per sequence, and a batch holds as many (the engine's n_batch)
+        for slot, token in singles:
             rows.append((slot, context.add(slot.kv, [token], {0})))
             slot.kv.mark()
         if rows:
