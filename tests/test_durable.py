@@ -172,11 +172,14 @@ async def test_cancelling_an_async_run_keeps_its_finished_turns(tmp_path):
 @pytest.mark.integration
 @pytest.mark.parametrize("model", ["test", "local"])
 def test_ctrl_c_stops_a_run_at_once(model):
-    """A model stuck in a call (scripted: sleeping 60 s; llama.cpp: a 3000-token story) does
-    not hold up Ctrl-C."""
-    options = ["-o", "delay=60"] if model == "test" else ["--max-tokens", "3000"]
+    """A model stuck in a call (scripted: sleeping 60 s; llama.cpp: a 3000-token story, asked
+    greedily: sampled, the embedded model may stop early) does not hold up Ctrl-C."""
+    options = (
+        ["-o", "delay=60"] if model == "test" else ["--max-tokens", "3000", "--temperature", "0"]
+    )
+    story = "Write a very long story about a lighthouse keeper, at least 3000 words."
     process = subprocess.Popen(
-        [sys.executable, "-m", "moot.cli", "debate", "Write a 3000-word story.", "--agents", "2",
+        [sys.executable, "-m", "moot.cli", "debate", story, "--agents", "2",
          "--model", model, *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -311,10 +311,25 @@ def test_absurd_engine_options_are_clear_errors():
         moot.load_model("local", engine="turbo")
     with pytest.raises(moot.ModelSpecError, match="contexts"):
         moot.load_model("local", contexts=1000)
-    with pytest.raises(moot.ModelSpecError, match="draft.*engine=batched"):
-        moot.load_model("local", draft=3)
+    with pytest.raises(moot.ModelSpecError, match="draft.*not the simple one"):
+        moot.load_model("local", engine="simple", draft=3)
+    with pytest.raises(moot.ModelSpecError, match="unknown chat_format 'nonsense'"):
+        moot.load_model("local", chat_format="nonsense").invoke("hi")
     with pytest.raises(moot.ModelSpecError, match="draft"):
         moot.load_model("local", engine="batched", draft=99)
+
+
+def test_the_batched_engine_is_the_default_and_a_handler_format_gets_the_simple_one():
+    assert moot.load_model("local").load.engine == "batched"
+    assert moot.load_model("local", chat_format="chatml").load.engine == "batched"
+    # A handler runs only in llama-cpp-python's own Llama: the simple engine, unasked.
+    handler = moot.load_model("local", chat_format="chatml-function-calling", max_tokens=8)
+    assert handler.load.engine == "simple"
+    assert handler.invoke("Say hi.").usage_metadata["output_tokens"] > 0
+    with pytest.raises(moot.ModelSpecError, match="handler, not a prompt format"):
+        moot.load_model("local", chat_format="chatml-function-calling", engine="batched").invoke(
+            "hi"
+        )
 
 
 def test_two_contexts_share_one_model_and_agree():

@@ -163,7 +163,10 @@ def test_a_society_file_mixes_a_local_gguf_and_a_served_model(server_url, tmp_pa
     result = society.run("What is 2+2?")
     first, second = result.details["tiers"]  # no reported confidence: always escalates
     assert first["agents"] == ["quick1", "quick2"] and second["agents"] == ["remote"]
-    assert first["usage"]["calls"] == 2 and second["usage"]["calls"] == 1
+    calls = {turn.agent: turn.usage.calls for turn in result.turns}  # (a re-ask for the format
+    assert calls["quick1"] >= 1 and calls["quick2"] >= 1 and calls["remote"] >= 1  # adds one)
+    assert first["usage"]["calls"] == calls["quick1"] + calls["quick2"]
+    assert second["usage"]["calls"] == calls["remote"]
     assert all(t.usage.output_tokens > 0 and not t.failed for t in result.turns)
 
 

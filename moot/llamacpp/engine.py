@@ -1,13 +1,13 @@
 """The one interface a chat model talks to: submit a request, receive its chunks, cancel it.
 
 Two engines run a GGUF behind it (`open_engine` picks one from the load options):
-- `batched` (`moot.llamacpp.batched`): a pool of contexts with several sequences each; calls
-  that arrive together decode together, and each conversation keeps its KV cache in its own
-  sequence, so a continued conversation evaluates only its new tokens, seeded or not.
-- `simple` (`moot.llamacpp.simple`, the default until `batched` wins every benchmark of
-  BENCHMARKS.md's issue-12 section; it loses `moot serve` throughput on the embedded 135M
-  model): one llama-cpp-python `Llama`, calls one after another, each agent's prefix kept in a
-  RAM cache of llama.cpp states (skipped by seeded calls).
+- `batched` (`moot.llamacpp.batched`, the default): a pool of contexts with several sequences
+  each; calls that arrive together decode together, and each conversation keeps its KV cache in
+  its own sequence, so a continued conversation evaluates only its new tokens, seeded or not.
+- `simple` (`moot.llamacpp.simple`): one llama-cpp-python `Llama`, calls one after another,
+  each agent's prefix kept in a RAM cache of llama.cpp states (skipped by seeded calls). Chosen
+  when asked for, or when no engine is named and `chat_format` names a handler (such as
+  `chatml-function-calling`), which only `Llama` runs.
 Token fusion runs its calls through a `SerialEngine` of its own (`moot.llamacpp.serial`).
 """
 
@@ -35,9 +35,10 @@ class LoadOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    engine: Literal["batched", "simple"] = "simple"
+    engine: Literal["batched", "simple"] = "batched"
     """`batched`: calls decode together on a pool of contexts and each conversation keeps its
-    own KV cache; `simple`: one call at a time on one llama-cpp-python `Llama`."""
+    own KV cache; `simple`: one call at a time on one llama-cpp-python `Llama` (the default only
+    for a `chat_format` that is a handler, which the batched engine cannot run)."""
     n_ctx: int = Field(default=4096, ge=0)
     """Context window in tokens of one conversation (0: the model's own)."""
     sequences: int = Field(default=4, ge=1, le=256)
@@ -78,10 +79,23 @@ class LoadOptions(BaseModel):
     sum in another order than CPU ones, so offloading changes logits in the last bits and, now
     and then, a token."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _simple_for_a_handler_format(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "engine" not in data and data.get("chat_format"):
+            from moot.llamacpp.prompt import is_handler_format
+
+            if is_handler_format(str(data["chat_format"])):
+                return {**data, "engine": "simple"}
+        return data
+
     @model_validator(mode="after")
     def _drafts_need_the_batched_engine(self) -> LoadOptions:
         if self.draft and self.engine != "batched":
-            raise ValueError("draft: drafting runs on the batched engine; add engine=batched")
+            raise ValueError(
+                "draft: drafting runs on the batched engine, not the simple one (asked for, or "
+                "picked for a handler chat_format)"
+            )
         return self
 
     def reply_options(self) -> dict[str, Any]:

@@ -88,17 +88,36 @@ def chat_formatter(model: LoadedModel, chat_format: str | None) -> Any:
                 stop_token_ids=[eos],
             )
         chat_format = chat_format or "llama-2"
+    formatter = _registered_formatter(chat_format)
+    if formatter is None:
+        raise ModelSpecError(
+            f"chat_format {chat_format!r} is a handler, not a prompt format: load the model "
+            "with engine=simple to use it"
+        )
+    return formatter
+
+
+def is_handler_format(chat_format: str) -> bool:
+    """Whether llama-cpp-python registers `chat_format` as a handler only `Llama` runs (an
+    unknown name is not: it fails where the model loads)."""
+    try:
+        return _registered_formatter(chat_format) is None
+    except (ModelSpecError, ImportError):  # (without llama-cpp-python, loading says so)
+        return False
+
+
+def _registered_formatter(chat_format: str) -> Any:
+    """The prompt formatter llama-cpp-python registers as `chat_format`; None for a handler."""
+    from llama_cpp import llama_chat_format as formats
+
     try:
         handler = formats.LlamaChatCompletionHandlerRegistry().get_chat_completion_handler_by_name(
             chat_format
         )
-    except ValueError as error:
+    except (ValueError, formats.LlamaChatCompletionHandlerNotFoundException) as error:
         raise ModelSpecError(f"unknown chat_format {chat_format!r}: {error}") from error
     # llama-cpp-python registers a formatter wrapped in a handler; the formatter is its closure.
     for cell in getattr(handler, "__closure__", None) or ():
         if callable(cell.cell_contents) and cell.cell_contents is not handler:
             return cell.cell_contents
-    raise ModelSpecError(
-        f"chat_format {chat_format!r} is a handler, not a prompt format: load the model with "
-        "engine=simple to use it"
-    )
+    return None
