@@ -47,8 +47,13 @@ def main() -> None:
     sampling = {"temperature": 0, "max_tokens": args.tokens}
     pair = [args.small, args.large]
     settings: dict[str, object] = {
-        "small alone": moot.load_model(f"llama:{args.small}", n_threads=2, **sampling),
-        "large alone": moot.load_model(f"llama:{args.large}", n_threads=2, **sampling),
+        # One call at a time, as the fused pair decodes: the engine of the committed table.
+        "small alone": moot.load_model(
+            f"llama:{args.small}", engine="simple", n_threads=2, **sampling
+        ),
+        "large alone": moot.load_model(
+            f"llama:{args.large}", engine="simple", n_threads=2, **sampling
+        ),
         "prob": FusedChatModel(models=pair, strategy="prob", **sampling),
         "logit": FusedChatModel(models=pair, strategy="logit", **sampling),
     }

@@ -80,7 +80,7 @@ def load(model: Path, partner: Path, layers: int) -> dict[str, Any]:
 
     common = {"n_gpu_layers": layers, "n_ctx": 1024}
     models: dict[str, Any] = {
-        "simple": moot.load_model(f"llama:{model}", **common),
+        "simple": moot.load_model(f"llama:{model}", engine="simple", **common),
         "batched": moot.load_model(f"llama:{model}", engine="batched", sequences=8, **common),
     }
     try:

@@ -3,6 +3,15 @@
 The public API is what this module exports; everything else is internal.
 """
 
+import os
+
+# llama.cpp's CPU threads meet at a barrier after every operation, an OpenMP barrier that spins
+# by default: when another process holds a core, a thread spins while the one it waits for is
+# off the CPU, and a 5 s debate on 2 busy cores took over 100 s (BENCHMARKS.md, issue 39).
+# Waiting threads that sleep cost 5-7% on an idle machine. Set before llama.cpp's OpenMP library
+# loads, which reads it once; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
 from moot.aggregate.judge import Judge, PairwiseRank

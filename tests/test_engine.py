@@ -313,8 +313,9 @@ def test_absurd_engine_options_are_clear_errors():
         moot.load_model("local", contexts=1000)
     with pytest.raises(moot.ModelSpecError, match="draft.*not the simple one"):
         moot.load_model("local", engine="simple", draft=3)
-    with pytest.raises(moot.ModelSpecError, match="unknown chat_format 'nonsense'"):
-        moot.load_model("local", chat_format="nonsense").invoke("hi")
+    for engine in ("batched", "simple"):
+        with pytest.raises(moot.ModelSpecError, match="unknown chat_format 'nonsense'"):
+            moot.load_model("local", engine=engine, chat_format="nonsense").invoke("hi")
     with pytest.raises(moot.ModelSpecError, match="draft"):
         moot.load_model("local", engine="batched", draft=99)
 

@@ -4,8 +4,9 @@ The model is loaded once; a small pool of contexts runs on it, each holding seve
 (llama.cpp's `n_seq_max`). Every conversation lives in a sequence and stays there between calls,
 so a continued conversation evaluates only its new tokens. Each context has one worker thread.
 At every step it decodes the next prompt chunk of one sequence that is reading its prompt, then
-one batch holding the next token of every generating sequence (continuous batching: a request
-that arrives mid-way joins at the next step, one that ends leaves). A new prompt that shares a
+one batch holding the next token of every generating sequence, and the last token of a prompt
+read (continuous batching: a request that arrives mid-way joins at the next step, one that ends
+leaves). A new prompt that shares a
 prefix with a sequence of the same context copies it (`llama_memory_seq_cp`) instead of
 evaluating it again.
 
@@ -22,8 +23,9 @@ only on its own tokens and on how they were cut into chunks, never on other sequ
   differs by up to 0.8 on both test models), so chunks are cut by one rule that depends only on
   the conversation: each call evaluates its new tokens from the end of the longest cached prefix
   that ends where an earlier call's chunk ended (a *boundary*), in n_batch pieces, the last
-  prompt token alone; generated tokens are decoded one at a time. A prompt chunk is never mixed
-  with other sequences' tokens in one decode (llama.cpp would re-split it).
+  prompt token alone; generated tokens are decoded one at a time. A prompt chunk of two or more
+  tokens is never mixed with other sequences' tokens in one decode (llama.cpp would re-split
+  it); a chunk of one token, like a generated token, decodes alike in any company.
 - Prompt-lookup drafts (`moot.llamacpp.drafting`, load option `draft`) are decoded as chunks of
   their own, the next token and its draft, for the same reason; a draft depends only on its
   sequence's tokens, so the chunking stays a function of the conversation.

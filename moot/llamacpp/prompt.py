@@ -88,7 +88,7 @@ def chat_formatter(model: LoadedModel, chat_format: str | None) -> Any:
                 stop_token_ids=[eos],
             )
         chat_format = chat_format or "llama-2"
-    formatter = _registered_formatter(chat_format)
+    formatter = registered_formatter(chat_format)
     if formatter is None:
         raise ModelSpecError(
             f"chat_format {chat_format!r} is a handler, not a prompt format: load the model "
@@ -101,12 +101,12 @@ def is_handler_format(chat_format: str) -> bool:
     """Whether llama-cpp-python registers `chat_format` as a handler only `Llama` runs (an
     unknown name is not: it fails where the model loads)."""
     try:
-        return _registered_formatter(chat_format) is None
+        return registered_formatter(chat_format) is None
     except (ModelSpecError, ImportError):  # (without llama-cpp-python, loading says so)
         return False
 
 
-def _registered_formatter(chat_format: str) -> Any:
+def registered_formatter(chat_format: str) -> Any:
     """The prompt formatter llama-cpp-python registers as `chat_format`; None for a handler."""
     from llama_cpp import llama_chat_format as formats
 

@@ -16,6 +16,7 @@ from moot.errors import ContextLengthError, ModelSpecError
 from moot.llamacpp.chunks import Chunk, usage_chunk
 from moot.llamacpp.engine import LoadOptions, Request
 from moot.llamacpp.model import LoadedModel, require_llama_cpp
+from moot.llamacpp.prompt import registered_formatter
 from moot.llamacpp.sampling import SAMPLING_FIELDS
 from moot.llamacpp.serial import SerialEngine
 
@@ -28,6 +29,8 @@ class SimpleEngine(SerialEngine):
     def __init__(self, path: Path, options: LoadOptions) -> None:
         super().__init__()
         llama_class = _counting_llama_class()
+        if options.chat_format is not None:
+            registered_formatter(options.chat_format)  # an unknown name: a ModelSpecError now
         as_named = {"n_ctx", "n_gpu_layers", "n_threads", "n_batch", "chat_format"}  # by `Llama`
         try:
             self.llama = llama_class(

@@ -241,14 +241,17 @@ class ContextWorker:
                 drafted.append((slot, token, draft))
             else:
                 singles.append((slot, token))
-        rows = []  # at most one per sequence, and a batch holds as many (the engine's n_batch)
-        for slot, token in singles:
+        # At most one row per sequence, and a batch holds as many (the engine's n_batch). In
+        # sequence order: llama.cpp computes a run of consecutive sequence ids in one pass and
+        # starts another pass at every gap or step back (`split_equal` over per-sequence KV).
+        rows = []
+        for slot, token in sorted(singles, key=lambda single: single[0].kv.seq_id):
             rows.append((slot, context.add(slot.kv, [token], {0})))
             slot.kv.mark()
         if rows:
             self._decode(rows)
         by_length: dict[int, list[tuple[Slot, int, list[int]]]] = {}
-        for item in drafted:
+        for item in sorted(drafted, key=lambda item: item[0].kv.seq_id):
             by_length.setdefault(len(item[2]), []).append(item)
         for length, group in by_length.items():
             fit = max(1, self.engine.n_batch // (length + 1))  # sequences one decode holds
