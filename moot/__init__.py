@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
+from moot.aggregate.crosscheck import CrossCheckVote
 from moot.aggregate.judge import Judge, PairwiseRank
 from moot.aggregate.select import ConsistencySelect
 from moot.aggregate.trajectory import TrajectoryVote
@@ -52,6 +53,7 @@ __all__ = [
     "ConfigError",
     "ContextLengthError",
     "CriticLoop",
+    "CrossCheckVote",
     "Debate",
     "Event",
     "FusedChatModel",

@@ -285,3 +285,50 @@ def test_python_dash_m_moot_is_the_moot_command():
         [sys.executable, "-m", "moot", "models"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and "llama:/path/to/model.gguf" in done.stdout.replace("\n", "")
+
+
+def test_debate_flags_set_each_setting_of_the_society(capsys, tmp_path):
+    from moot.aggregate.crosscheck import CrossCheckVote
+    from moot.checkpoints import recall_run
+
+    database = str(tmp_path / "runs.sqlite")
+    flags = ("--programs", "2", "--update", "keep", "--anonymous", "--peers-shown", "1",
+             "--decide", "crosscheck", "--seed", "5")  # fmt: skip
+    status, out, _ = moot(capsys, "debate", "What is 2+3?", "--model", "test", "--agents", "2",
+                          *flags, "--checkpoint", database, "--thread", "t", "--json")  # fmt: skip
+    assert status == 0
+    result = json.loads(out)
+    assert {turn["agent"] for turn in result["turns"]} == {
+        "agent1",
+        "agent2",
+        "program1",
+        "program2",
+    }
+    from moot.spec import SocietySpec
+
+    spec = SocietySpec.model_validate(recall_run(database, "t")["spec"])
+    debate = spec.protocol
+    assert (debate.update_style, debate.anonymous, debate.peers_shown) == ("keep", True, 1)
+    assert isinstance(spec.aggregator, CrossCheckVote)
+    assert [(agent.kind, agent.seed) for agent in spec.agents] == [
+        ("text", 5), ("text", 6), ("program", 5), ("program", 6)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--programs", "-1"], "argument --programs: must be 0 or more"),
+        (["--programs", "1", "--prompts", "du-gsm8k"], "use --prompts moot"),
+        (["--programs", "100000"], "a society takes at most"),
+        (["--decide", "loudest"], "argument --decide: invalid choice: 'loudest'"),
+        (["--peers-shown", "0"], "argument --peers-shown: must be at least 1, got 0"),
+    ],
+)
+def test_bad_debate_settings_are_one_line_and_exit_code_2(capsys, args, message):
+    try:
+        status, _, err = moot(capsys, "debate", "What is 1+1?", "--model", "test", *args)
+    except SystemExit as exit:  # argparse's own errors
+        status, err = exit.code, capsys.readouterr().err
+    assert status == 2
+    assert message in err and "Traceback" not in err

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import moot
+from moot.aggregate.crosscheck import CrossCheckVote
 from moot.aggregate.select import ConsistencySelect
 from moot.aggregate.trajectory import TrajectoryVote
 from moot.result import Turn
@@ -132,6 +133,50 @@ def test_selection_over_one_group_is_the_majority_vote() -> None:
     assert society.run("Q?").answer == "5"
 
 
+def test_the_cross_check_prefers_an_answer_both_kinds_reached() -> None:
+    # Three text agents say 40 / 40 / 42 and the programs 42 / 45: the majority is 40, but
+    # only 42 was reached by a text agent and by a program.
+    agents = [
+        _agent("t1", ["Answer: 40"]),
+        _agent("t2", ["Answer: 40"]),
+        _agent("t3", ["Answer: 42"]),
+        _agent("p1", ["```python\nprint(6 * 7)\n```"], kind="program"),
+        _agent("p2", ["```python\nprint(45)\n```"], kind="program"),
+    ]
+    society = moot.Society(
+        agents=agents, protocol=moot.Debate(rounds=1), aggregator=CrossCheckVote(group_by="kind")
+    )
+    result = society.run("What is 6*7?")
+    assert result.answer == "42"
+
+
+@pytest.mark.parametrize(
+    ("replies", "answer"),
+    [
+        (["Answer: 5", "Answer: 5", "Answer: 6"], "5"),  # one source: the majority
+        (["Answer: 6", "Answer: 5", "Answer: 5"], "5"),
+        (["Answer: 6", "Answer: 5", "Answer: 7"], "6"),  # no majority: the first given
+        (["no answer here", "Answer: 7", "no answer"], "7"),  # unanswered turns skipped
+    ],
+)
+def test_the_cross_check_over_one_source_is_the_majority_vote(
+    replies: list[str], answer: str
+) -> None:
+    agents = [_agent(f"a{i}", [reply]) for i, reply in enumerate(replies)]
+    society = moot.Society(
+        agents=agents, protocol=moot.Debate(rounds=1), aggregator=CrossCheckVote()
+    )
+    assert society.run("Q?").answer == answer
+
+
+def test_the_cross_check_has_no_answer_when_no_agent_gave_one() -> None:
+    agents = [_agent(f"a{i}", ["I cannot say."]) for i in range(2)]
+    society = moot.Society(
+        agents=agents, protocol=moot.Debate(rounds=1), aggregator=CrossCheckVote()
+    )
+    assert society.run("Q?").answer is None
+
+
 def test_bench_method_names_carry_the_settings() -> None:
     from moot.bench.methods import MethodSettings, check_method, method_spec
 
@@ -151,10 +196,13 @@ def test_bench_method_names_carry_the_settings() -> None:
         ("text", 0), ("text", 1), ("text", 2), ("program", 0), ("program", 1), ("program", 2)
     ]  # fmt: skip
     assert isinstance(mixed.aggregator, ConsistencySelect)
+    cross = method_spec("vote-6-pal3-cross", "number", settings)
+    assert [a.kind for a in cross.agents] == ["text"] * 6 + ["program"] * 3
+    assert isinstance(cross.aggregator, CrossCheckVote)
     assert [a.kind for a in method_spec("pal-2", "number", settings).agents] == ["program"] * 2
     sparse = method_spec("debate-4x2-sparse1", "number", settings).protocol
     assert isinstance(sparse, moot.Debate) and sparse.peers_shown == 1
-    wrongs = ("vote-3-pal0", "vote-3-keep-keep", "pal-0", "debate-3x2-loud")
+    wrongs = ("vote-3-pal0", "vote-3-keep-keep", "pal-0", "debate-3x2-loud", "vote-3-cross-select")
     for wrong in (*wrongs, "debate-3x2-sparse0", "debate-3x2-sparse1-sparse2"):
         with pytest.raises(moot.ConfigError, match="unknown method"):
             check_method(wrong)

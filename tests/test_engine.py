@@ -446,3 +446,27 @@ def test_a_halt_says_why_a_call_must_stop():
         halt.raise_if_due()
     with pytest.raises(moot.MootError, match="did not finish within 0 s"):
         Halt(0, None, Cancellation()).raise_if_due()
+
+
+@pytest.mark.parametrize("engine", ["simple", "batched"])
+def test_unseeded_calls_draw_new_samples_in_each_load(engine):
+    """llama-cpp-python seeds an unseeded call from its load-time seed, the same in every
+    process: the simple engine once gave every run of a CLI debate the same answers."""
+    ask = [{"role": "user", "content": "Invent a name for a new colour and describe it."}]
+    replies = set()
+    for n_batch in (64, 128, 256):  # three loads, as three runs of a command would have
+        path = embedded_model_path()
+        loaded = open_engine(path, LoadOptions(engine=engine, n_ctx=512, n_batch=n_batch))
+        try:
+            request = Request(ask, Sampling(temperature=1.0, max_tokens=24))
+            chunks = Completion(loaded, request, Halt(None, None))
+            replies.add(
+                "".join(
+                    str(c["choices"][0].get("delta", {}).get("content") or "")
+                    for c in chunks
+                    if c.get("choices")
+                )
+            )
+        finally:
+            loaded.close()
+    assert len(replies) > 1

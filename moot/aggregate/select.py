@@ -14,6 +14,23 @@ from moot.result import latest_turns
 if TYPE_CHECKING:
     from moot.graphs.types import RunContext, SocietyState, Update
 
+SourceKey = Literal["model", "kind", "model+kind"]
+"""What makes agents one source of answers: their model, their kind (text or program), or both."""
+
+
+def sourced_answers(
+    state: SocietyState, context: RunContext, names: list[str], group_by: SourceKey
+) -> list[tuple[object, str | None]]:
+    """(source, latest answer) of each agent in `names`, in agent order (None: no answer)."""
+    index = {agent.name: i for i, agent in enumerate(context.agents)}
+    sourced: list[tuple[object, str | None]] = []
+    for turn, name in zip(latest_turns(state["turns"], names), names, strict=True):
+        agent = context.agents[index[name]]
+        model = id(context.models[index[name]])
+        key: object = {"model": model, "kind": agent.kind}.get(group_by, (model, agent.kind))
+        sourced.append((key, turn.answer if turn else None))
+    return sourced
+
 
 class ConsistencySelect(Aggregator):
     """Group the agents (by model, by kind, or both), take each group's most common answer
@@ -25,21 +42,15 @@ class ConsistencySelect(Aggregator):
 
     kind: Literal["select"] = "select"
 
-    group_by: Literal["model", "kind", "model+kind"] = "model+kind"
+    group_by: SourceKey = "model+kind"
     """What makes a source: the agent's model, its kind (text or program), or both."""
     min_share: float = Field(default=0.0, ge=0, le=1)
     """A group's answer counts only if at least this share of its agents gave it."""
 
     def aggregate(self, state: SocietyState, context: RunContext, names: list[str]) -> Update:
-        index = {agent.name: i for i, agent in enumerate(context.agents)}
         groups: dict[object, list[str | None]] = {}
-        for turn, name in zip(latest_turns(state["turns"], names), names, strict=True):
-            agent = context.agents[index[name]]
-            model = id(context.models[index[name]])
-            key: object = {"model": model, "kind": agent.kind}.get(
-                self.group_by, (model, agent.kind)
-            )
-            groups.setdefault(key, []).append(turn.answer if turn else None)
+        for source, answer in sourced_answers(state, context, names, self.group_by):
+            groups.setdefault(source, []).append(answer)
         best: tuple[float, str] | None = None
         for answers in groups.values():
             counts = Counter(answer for answer in answers if answer is not None)

@@ -36,7 +36,7 @@ from moot.cli._common import (
     seconds,
 )
 from moot.cli.display import exit_status, print_json, print_summary, show_live, show_turns
-from moot.cli.run import SETTINGS, command_society, recalled, stored
+from moot.cli.run import SETTINGS, add_society_flags, command_society, recalled, stored
 from moot.errors import ConfigError
 from moot.graphs.debate import PromptSet, answer_format_of
 from moot.presets import DEFAULT_AGENTS, DEFAULT_ROUNDS
@@ -88,6 +88,7 @@ def add_commands(commands: Any) -> None:
         type=finite,
         help="stop early once this share of agents agree, e.g. 1.0 (all)",
     )
+    add_society_flags(debate)
     debate.add_argument(
         "--prompts",
         choices=get_args(PromptSet),

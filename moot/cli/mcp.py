@@ -25,14 +25,15 @@ from moot.cli._common import (
     seconds,
 )
 from moot.cli._common import count as whole
-from moot.cli.run import command_society
+from moot.cli.run import add_society_flags, command_society
 from moot.graphs.debate import PromptSet, answer_format_of
 
 DEBATE_DEFAULTS = {"agents": 3, "rounds": 2, "prompts": "moot"}
 """`moot debate`'s defaults for the flags that shape its society (None here: given or not)."""
 DEBATE_ONLY = (
     "agents", "rounds", "model_option", "extract", "temperature", "max_tokens", "seed",
-    "max_concurrency", "consensus", "prompts", "tools", "tool_choice",
+    "max_concurrency", "consensus", "prompts", "tools", "tool_choice", "programs", "update",
+    "anonymous", "peers_shown", "decide",
 )  # fmt: skip
 """Flags that shape the default debate; a society file sets these itself."""
 
@@ -78,6 +79,7 @@ def add_command(commands: Any) -> None:
     debate.add_argument("--consensus", type=finite, help="stop once this share of agents agree")
     debate.add_argument("--prompts", choices=get_args(PromptSet), help="whose prompts (moot)")
     add_tool_options(debate)
+    add_society_flags(debate)
     # (None: not given, so that a society file can refuse them)
     mcp.set_defaults(handler=mcp_command, model_option=None, tools=None, tool_choice=None)
 

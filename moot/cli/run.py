@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from moot.aggregate.base import Aggregator
+from moot.aggregate.crosscheck import CrossCheckVote
+from moot.aggregate.select import ConsistencySelect
+from moot.aggregate.trajectory import TrajectoryVote
 from moot.aggregate.vote import MajorityVote
+from moot.cli._common import count, positive
 from moot.errors import ConfigError, ModelSpecError
 from moot.graphs.debate import Debate, answer_format_of
 from moot.society import Society
@@ -28,7 +33,7 @@ from moot.spec import (
 SETTINGS = (
     "command", "agents", "rounds", "model", "model_option", "extract", "temperature",
     "max_tokens", "max_concurrency", "consensus", "society", "timeout", "retries", "tools",
-    "tool_choice", "prompts", "seed",
+    "tool_choice", "prompts", "seed", "programs", "update", "anonymous", "peers_shown", "decide",
 )  # fmt: skip
 """The flags that shape a command's society (the keys of a run stored before specs)."""
 
@@ -53,34 +58,90 @@ def recalled(data: Mapping[str, Any]) -> Society:
     return command_society(data)[1]
 
 
+DECIDERS: dict[str, type[Aggregator]] = {
+    "vote": MajorityVote,
+    "trajectory": TrajectoryVote,
+    "select": ConsistencySelect,
+    "crosscheck": CrossCheckVote,
+}
+"""`moot debate --decide`: how the final answer is chosen from the agents' answers."""
+
+
+def add_society_flags(parser: Any) -> None:
+    """The flags of `moot debate` (and `moot mcp`) that add program agents and set the
+    debate's settings against conformity (issue 38). None when not given."""
+    parser.add_argument(
+        "--programs",
+        type=count,
+        help="add this many program agents: each answers with a Python program that moot runs "
+        "in a sandbox (README: program agents)",
+    )
+    parser.add_argument(
+        "--update",
+        choices=["open", "keep"],
+        help="how agents are asked to update: open, or keep their answer unless they find an "
+        "error in it (keep)",
+    )
+    parser.add_argument(
+        "--anonymous", action="store_true", default=None, help="show peers without names"
+    )
+    parser.add_argument(
+        "--peers-shown", type=positive, metavar="K", help="show each agent K peers, not all"
+    )
+    parser.add_argument(
+        "--decide",
+        choices=list(DECIDERS),
+        help="how the answer is chosen: vote (over the last round; the default), trajectory "
+        "(every round scores), select (the most self-consistent source), crosscheck (the "
+        "answer most sources reached: text and program agents)",
+    )
+
+
 def debate_spec(settings: Mapping[str, Any]) -> SocietySpec:
-    """`moot debate`'s society: N agents on one model (agent N seeded SEED+N-1), Du et al.'s
-    debate, and a vote in the format the prompts ask for."""
-    count = settings["agents"]
-    if count > MAX_AGENTS:  # before making them
-        raise ConfigError(f"--agents: a society takes at most {MAX_AGENTS:,} agents")
+    """`moot debate`'s society: N text agents and K program agents on one model (agent N and
+    program N seeded SEED+N-1), Du et al.'s debate, and a decision in the format the prompts
+    ask for (a vote unless --decide names another)."""
+    texts, programs = settings["agents"], settings.get("programs") or 0
+    if texts + programs > MAX_AGENTS:  # before making them
+        flag = "--agents" if texts > MAX_AGENTS else "--agents with --programs"
+        raise ConfigError(f"{flag}: a society takes at most {MAX_AGENTS:,} agents")
     keys = ("temperature", "max_tokens", "timeout", "retries", "tools", "tool_choice")
     fields = {key: settings[key] for key in keys if settings.get(key) is not None}
     seed = settings.get("seed")
     prompt_set = settings.get("prompts") or "moot"
-    agents = [
-        AgentSpec(
-            name=f"agent{number}",
-            model="model",
-            seed=None if seed is None else seed + number - 1,
-            **fields,
+    if programs and prompt_set != "moot":
+        raise ConfigError(
+            f"--programs: program agents are asked in moot's prompts, not {prompt_set}'s: "
+            "use --prompts moot"
         )
-        for number in range(1, count + 1)
-    ]
+
+    def agents(prefix: str, number: int, **kind: Any) -> list[AgentSpec]:
+        return [
+            AgentSpec(
+                name=f"{prefix}{n}",
+                model="model",
+                seed=None if seed is None else seed + n - 1,
+                **fields,
+                **kind,
+            )
+            for n in range(1, number + 1)
+        ]
+
+    decide = DECIDERS[settings.get("decide") or "vote"]
     return SocietySpec(
         models={
             "model": NamedModel(spec=settings["model"], **dict(settings.get("model_option", [])))
         },
-        agents=agents,
+        agents=[*agents("agent", texts), *agents("program", programs, kind="program")],
         protocol=Debate(
-            rounds=settings["rounds"], consensus=settings.get("consensus"), prompt_set=prompt_set
+            rounds=settings["rounds"],
+            consensus=settings.get("consensus"),
+            prompt_set=prompt_set,
+            update_style=settings.get("update") or "open",
+            anonymous=bool(settings.get("anonymous")),
+            peers_shown=settings.get("peers_shown"),
         ),
-        aggregator=MajorityVote(extract=settings.get("extract") or _stored_before_auto(prompt_set)),
+        aggregator=decide(extract=settings.get("extract") or _stored_before_auto(prompt_set)),
         max_concurrency=settings.get("max_concurrency"),
     )
 

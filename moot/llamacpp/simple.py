@@ -4,10 +4,14 @@ Calls run one after another on a worker thread, through llama-cpp-python's own
 `create_chat_completion`. Each conversation's state is kept in a RAM cache of llama.cpp states
 so a continued conversation skips its prefix; a seeded call skips the cache and evaluates its
 whole prompt, because there a cached prefix changes logits in the last bits.
+
+An unseeded call gets a fresh random seed: llama-cpp-python derives one from the seed it was
+loaded with, so every process would otherwise draw the same samples.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -59,6 +63,8 @@ class SimpleEngine(SerialEngine):
         llama: Any = self.llama
         sampling = request.sampling
         params: dict[str, Any] = {name: getattr(sampling, name) for name in SAMPLING_FIELDS}
+        if sampling.seed is None:
+            params["seed"] = secrets.randbits(32)
         if request.stop:
             params["stop"] = request.stop
         if sampling.grammar is not None:
