@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from moot import errors as moot_errors
 from moot.cli import main
 
 
@@ -332,3 +333,16 @@ def test_bad_debate_settings_are_one_line_and_exit_code_2(capsys, args, message)
         status, err = exit.code, capsys.readouterr().err
     assert status == 2
     assert message in err and "Traceback" not in err
+
+
+def test_tools_go_to_text_agents_and_keep_needs_moots_prompts():
+    from moot.cli.run import debate_spec
+
+    settings = {"command": "debate", "agents": 2, "rounds": 1, "model": "test", "programs": 1,
+                "tools": ["calculator"], "tool_choice": "first"}  # fmt: skip
+    spec = debate_spec(settings)
+    tools = [[tool.name for tool in agent.tools] for agent in spec.agents]
+    assert tools == [["calculator"], ["calculator"], []]
+    assert [agent.tool_choice for agent in spec.agents] == ["first", "first", "auto"]
+    with pytest.raises(moot_errors.ConfigError, match="--update keep: .*use --prompts moot"):
+        debate_spec({**settings, "programs": 0, "update": "keep", "prompts": "du-gsm8k"})

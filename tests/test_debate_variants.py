@@ -196,13 +196,19 @@ def test_bench_method_names_carry_the_settings() -> None:
         ("text", 0), ("text", 1), ("text", 2), ("program", 0), ("program", 1), ("program", 2)
     ]  # fmt: skip
     assert isinstance(mixed.aggregator, ConsistencySelect)
-    cross = method_spec("vote-6-pal3-cross", "number", settings)
+    cross = method_spec("vote-6-pal3-crosscheck", "number", settings)
     assert [a.kind for a in cross.agents] == ["text"] * 6 + ["program"] * 3
     assert isinstance(cross.aggregator, CrossCheckVote)
     assert [a.kind for a in method_spec("pal-2", "number", settings).agents] == ["program"] * 2
     sparse = method_spec("debate-4x2-sparse1", "number", settings).protocol
     assert isinstance(sparse, moot.Debate) and sparse.peers_shown == 1
-    wrongs = ("vote-3-pal0", "vote-3-keep-keep", "pal-0", "debate-3x2-loud", "vote-3-cross-select")
+    wrongs = (
+        "vote-3-pal0",
+        "vote-3-keep-keep",
+        "pal-0",
+        "debate-3x2-loud",
+        "vote-3-crosscheck-select",
+    )
     for wrong in (*wrongs, "debate-3x2-sparse0", "debate-3x2-sparse1-sparse2"):
         with pytest.raises(moot.ConfigError, match="unknown method"):
             check_method(wrong)

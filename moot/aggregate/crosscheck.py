@@ -18,7 +18,9 @@ class CrossCheckVote(Aggregator):
     model, or of both); among answers given by as many sources, the one with the most votes;
     then the one given first in agent order.
 
-    One source (every agent on one model, all text) makes it the plain majority vote.
+    One source (every agent on one model, all text) makes it the plain majority vote. An
+    agent's latest answer is its last turn that did not fail, as for every vote: a program
+    that printed 42 in round 1 and crashed in round 2 still stands for 42.
     """
 
     kind: Literal["crosscheck"] = "crosscheck"

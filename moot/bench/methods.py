@@ -10,7 +10,7 @@
     ...-keep, -anon           (single, vote, pal, debate) the keep-unless-wrong update; anonymous
                               peers
     ...-trajectory, -select   decide by TrajectoryVote (every round scores) or ConsistencySelect
-    ...-cross                 decide by CrossCheckVote (an answer text and program agents share)
+    ...-crosscheck            decide by CrossCheckVote (an answer text and program agents share)
     ...-palK                  add K program agents after the text agents, e.g. vote-3-pal3
     ...-sparseK               (debate) show each agent K peers, the next ones in order
     machinesom-STRATEGY       MachineSoM, 3 easy-going agents, e.g. machinesom-debate-reflect-debate
@@ -63,9 +63,9 @@ from moot.spec import (
 
 METHOD_FORMS = (
     "default (what `moot debate` runs), single, vote-N, self-consistency-N, pal-N, debate-NxR "
-    "(each with options -consensus, -answers, -keep, -anon, -trajectory, -select, -cross, -palK, "
-    "-sparseK), machinesom-STRATEGY, machinesom-ocK-STRATEGY, moa-NxL, cascade-N, or a society "
-    "file (.yaml)"
+    "(each with options -consensus, -answers, -keep, -anon, -trajectory, -select, -crosscheck, "
+    "-palK, -sparseK), machinesom-STRATEGY, machinesom-ocK-STRATEGY, moa-NxL, cascade-N, or a "
+    "society file (.yaml)"
 )
 _SEED_STRIDE = 1000
 """Trial t seeds agent i with seed + t * 1000 + i, so trials differ and agents differ."""
@@ -214,13 +214,13 @@ def _is_file(spec: str) -> bool:
     return spec.endswith((".yaml", ".yml"))
 
 
-OPTIONS = ("consensus", "answers", "keep", "anon", "trajectory", "select", "cross")
+OPTIONS = ("consensus", "answers", "keep", "anon", "trajectory", "select", "crosscheck")
 """Settings a single, vote, pal or debate method takes as suffixes (any order, each once):
 consensus: stop after a round in which all agents agree; answers: show peers only answers;
 keep: the keep-unless-wrong update; anon: anonymous peers; trajectory: `TrajectoryVote`;
-select: `ConsistencySelect` (by model and kind); cross: `CrossCheckVote` (one decider at most);
-palK: add K program agents; sparseK: show each agent K peers (`Debate.peers_shown`)."""
-_OPTIONS = r"((?:-(?:consensus|answers|keep|anon|trajectory|select|cross|pal\d+|sparse\d+))*)"
+select: `ConsistencySelect` (by model and kind); crosscheck: `CrossCheckVote` (one decider at
+most); palK: add K program agents; sparseK: show each agent K peers (`Debate.peers_shown`)."""
+_OPTIONS = r"((?:-(?:consensus|answers|keep|anon|trajectory|select|crosscheck|pal\d+|sparse\d+))*)"
 _FORMS = [
     (re.compile(r"single" + _OPTIONS), "single"),
     (re.compile(r"(?:vote|self-consistency)-(\d+)" + _OPTIONS), "vote"),
@@ -265,7 +265,7 @@ def _options_fit(text: str) -> bool:
     numbers_fit = all(_number(p[3:]) >= 1 for p in programs) and all(
         _number(v[6:]) >= 1 for v in sparse
     )
-    decisions = [option for option in options if option in ("trajectory", "select", "cross")]
+    decisions = [option for option in options if option in ("trajectory", "select", "crosscheck")]
     return (
         len(set(options)) == len(options)
         and len(sparse) <= 1
@@ -322,7 +322,7 @@ def _builtin(
             aggregator = TrajectoryVote(extract=extract)
         elif "select" in options:
             aggregator = ConsistencySelect(extract=extract)
-        elif "cross" in options:
+        elif "crosscheck" in options:
             aggregator = CrossCheckVote(extract=extract)
         tools: dict[str, Any] = {"tools": settings.tools, "tool_choice": settings.tool_choice}
         members = [*agents(count, **tools), *agents(programs, "program", kind="program")]

@@ -82,7 +82,7 @@ def add_commands(commands: Any) -> None:
         help="seed agent N with SEED+N-1: the run repeats, and --cache can answer it again",
     )
     debate.add_argument("--max-concurrency", type=positive, help="most calls in flight at once")
-    add_tool_options(debate)
+    add_tool_options(debate, "the text agents")
     debate.add_argument(
         "--consensus",
         type=finite,

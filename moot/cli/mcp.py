@@ -78,7 +78,7 @@ def add_command(commands: Any) -> None:
     debate.add_argument("--max-concurrency", type=positive, help="most calls in flight at once")
     debate.add_argument("--consensus", type=finite, help="stop once this share of agents agree")
     debate.add_argument("--prompts", choices=get_args(PromptSet), help="whose prompts (moot)")
-    add_tool_options(debate)
+    add_tool_options(debate, "the text agents")
     add_society_flags(debate)
     # (None: not given, so that a society file can refuse them)
     mcp.set_defaults(handler=mcp_command, model_option=None, tools=None, tool_choice=None)

@@ -35,7 +35,8 @@ SETTINGS = (
     "max_tokens", "max_concurrency", "consensus", "society", "timeout", "retries", "tools",
     "tool_choice", "prompts", "seed", "programs", "update", "anonymous", "peers_shown", "decide",
 )  # fmt: skip
-"""The flags that shape a command's society (the keys of a run stored before specs)."""
+"""The flags that shape a command's society (the keys of a run stored before specs, which had
+none of the last five)."""
 
 
 def command_society(settings: Mapping[str, Any]) -> tuple[SocietySpec, Society]:
@@ -79,8 +80,8 @@ def add_society_flags(parser: Any) -> None:
     parser.add_argument(
         "--update",
         choices=["open", "keep"],
-        help="how agents are asked to update: open, or keep their answer unless they find an "
-        "error in it (keep)",
+        help="how agents are asked to update: open, taking the peers' replies as advice (the "
+        "default), or keep, keeping their answer unless they find an error in it",
     )
     parser.add_argument(
         "--anonymous", action="store_true", default=None, help="show peers without names"
@@ -93,7 +94,8 @@ def add_society_flags(parser: Any) -> None:
         choices=list(DECIDERS),
         help="how the answer is chosen: vote (over the last round; the default), trajectory "
         "(every round scores), select (the most self-consistent source), crosscheck (the "
-        "answer most sources reached: text and program agents)",
+        "answer most sources reached); with one model, select and crosscheck need --programs "
+        "to differ from the vote",
     )
 
 
@@ -103,17 +105,21 @@ def debate_spec(settings: Mapping[str, Any]) -> SocietySpec:
     ask for (a vote unless --decide names another)."""
     texts, programs = settings["agents"], settings.get("programs") or 0
     if texts + programs > MAX_AGENTS:  # before making them
-        flag = "--agents" if texts > MAX_AGENTS else "--agents with --programs"
+        flag = "--agents" if texts > MAX_AGENTS else "--programs"
         raise ConfigError(f"{flag}: a society takes at most {MAX_AGENTS:,} agents")
-    keys = ("temperature", "max_tokens", "timeout", "retries", "tools", "tool_choice")
+    keys = ("temperature", "max_tokens", "timeout", "retries")
     fields = {key: settings[key] for key in keys if settings.get(key) is not None}
+    tools = {key: settings[key] for key in ("tools", "tool_choice") if settings.get(key)}
     seed = settings.get("seed")
     prompt_set = settings.get("prompts") or "moot"
-    if programs and prompt_set != "moot":
-        raise ConfigError(
-            f"--programs: program agents are asked in moot's prompts, not {prompt_set}'s: "
-            "use --prompts moot"
-        )
+    for flag, given in (
+        ("--programs", programs),
+        ("--update keep", settings.get("update") == "keep"),
+    ):
+        if given and prompt_set != "moot":
+            raise ConfigError(
+                f"{flag}: that is asked in moot's prompts, not {prompt_set}'s: use --prompts moot"
+            )
 
     def agents(prefix: str, number: int, **kind: Any) -> list[AgentSpec]:
         return [
@@ -132,7 +138,8 @@ def debate_spec(settings: Mapping[str, Any]) -> SocietySpec:
         models={
             "model": NamedModel(spec=settings["model"], **dict(settings.get("model_option", [])))
         },
-        agents=[*agents("agent", texts), *agents("program", programs, kind="program")],
+        # Tools are for text agents: a program agent computes in its program.
+        agents=[*agents("agent", texts, **tools), *agents("program", programs, kind="program")],
         protocol=Debate(
             rounds=settings["rounds"],
             consensus=settings.get("consensus"),
