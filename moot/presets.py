@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import product
 from typing import Any, Literal, ParamSpec, cast
 
@@ -12,7 +12,7 @@ from langchain_core.language_models import BaseChatModel
 
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
-from moot.aggregate.extract import ExtractKind
+from moot.aggregate.extract import ExtractKind, kind_for
 from moot.aggregate.vote import MajorityVote
 from moot.graphs.debate import Debate, PromptSet, RoundStrategy
 from moot.society import Society
@@ -20,9 +20,41 @@ from moot.spec import AgentSpec, SocietySpec, society_fields
 
 P = ParamSpec("P")
 DEFAULT_AGENTS, DEFAULT_ROUNDS = 3, 2
-"""The society `moot debate` runs when no flag says otherwise: this many agents and rounds."""
-DEFAULT_METHOD = f"debate-{DEFAULT_AGENTS}x{DEFAULT_ROUNDS}"
-"""That society as a bench method (`moot bench --methods default` runs it)."""
+"""The society `moot debate` runs when no flag says otherwise: this many text agents and
+rounds, decided by a vote."""
+DEFAULT_PROGRAMS = 3
+"""Where the answer is a number (and moot's prompts ask), the default society is instead
+`DEFAULT_AGENTS` text agents and this many program agents answering once, decided by
+`CrossCheckVote`: on the 1.5B every debate round measured lost to the vote of the first answers,
+and a program's printed number checks a text answer better than more text samples do
+(BENCHMARKS.md, issue 38)."""
+
+
+def default_society_flags(settings: Mapping[str, Any], question: str) -> dict[str, Any]:
+    """`moot debate`'s --rounds, --programs and --decide where not given: the mixed society
+    for a question whose answer is a number (asked in moot's prompts) when none of the three
+    is given, else the text debate's defaults for those not given."""
+    shaping = {key: settings.get(key) for key in ("rounds", "programs", "decide")}
+    extract = settings.get("extract")
+    number = extract == "number" or (extract == "auto" and kind_for(question) == "number")
+    if (
+        number
+        and (settings.get("prompts") or "moot") == "moot"
+        and shaping == dict.fromkeys(shaping)
+    ):
+        return {"rounds": 1, "programs": DEFAULT_PROGRAMS, "decide": "crosscheck"}
+    text = {"rounds": DEFAULT_ROUNDS, "programs": 0, "decide": "vote"}
+    return {key: text[key] if value is None else value for key, value in shaping.items()}
+
+
+def default_method(extract: object, prompt_set: str = "moot") -> str:
+    """The default society for answers in `extract` as a bench method (`moot bench --methods
+    default`)."""
+    if extract == "number" and prompt_set == "moot":
+        return f"vote-{DEFAULT_AGENTS}-pal{DEFAULT_PROGRAMS}-crosscheck"
+    return f"debate-{DEFAULT_AGENTS}x{DEFAULT_ROUNDS}"
+
+
 MACHINESOM_STRATEGIES = ["-".join(moves) for moves in product(("debate", "reflect"), repeat=3)]
 """The 8 strategies of MachineSoM: a move (debate or reflect) for each of 3 rounds."""
 

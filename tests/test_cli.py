@@ -57,7 +57,9 @@ def test_debate_json_reports_every_turn_and_the_usage(capsys):
 
 
 def test_debate_live_view_prints_rounds_usage_and_answer(capsys):
-    status, out, _ = moot(capsys, "debate", "What is 2+3?", "--model", "test", "--agents", "2")
+    status, out, _ = moot(
+        capsys, "debate", "What is 2+3?", "--model", "test", "--agents", "2", "--rounds", "2"
+    )
     assert status == 0
     for expected in ("agent1 · round 1", "agent2 · round 2", "usage", "total", "final answer"):
         assert expected in out
@@ -190,7 +192,7 @@ def test_a_reused_thread_is_refused_unless_fresh(capsys, tmp_path):
     first = ("What is 12+30?", "--model", "test", "--agents", "2", "--rounds", "3")
     assert main(["debate", *first, "--checkpoint", database, "--thread", "t", "--json"]) == 0
     capsys.readouterr()
-    second = ("What is 7+8?", "--model", "test:Answer: 15", "--agents", "2")
+    second = ("What is 7+8?", "--model", "test:Answer: 15", "--agents", "2", "--rounds", "2")
     err = one_error_line(capsys, "debate", *second, "--checkpoint", database, "--thread", "t")
     assert "thread 't' in" in err and "already holds a run of 'What is 12+30?' (6 turns)" in err
     # The refused run changed nothing: the first run still resumes as it was.
@@ -346,3 +348,21 @@ def test_tools_go_to_text_agents_and_keep_needs_moots_prompts():
     assert [agent.tool_choice for agent in spec.agents] == ["first", "first", "auto"]
     with pytest.raises(moot_errors.ConfigError, match="--update keep: .*use --prompts moot"):
         debate_spec({**settings, "programs": 0, "update": "keep", "prompts": "du-gsm8k"})
+
+
+def test_a_number_question_gets_text_and_program_agents_unless_a_flag_shapes_it(capsys):
+    number = ("What is 6*7?", "--model", "test", "--json")
+    status, out, _ = moot(capsys, "debate", *number)
+    result = json.loads(out)
+    assert status == 0 and result["rounds"] == 1
+    assert [turn["agent"] for turn in result["turns"]] == [
+        "agent1", "agent2", "agent3", "program1", "program2", "program3"
+    ]  # fmt: skip
+    status, out, _ = moot(capsys, "debate", *number, "--rounds", "2")  # the text debate
+    result = json.loads(out)
+    assert result["rounds"] == 2 and {turn["agent"] for turn in result["turns"]} == {
+        "agent1", "agent2", "agent3"
+    }  # fmt: skip
+    status, out, _ = moot(capsys, "debate", "What is the capital of France?", "--model", "test",
+                          "--json")  # fmt: skip
+    assert json.loads(out)["rounds"] == 2

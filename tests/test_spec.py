@@ -107,7 +107,8 @@ def test_presets_round_trip():
 
 def test_the_debate_command_stores_a_spec_that_resumes(capsys, tmp_path):
     database = str(tmp_path / "runs.sqlite")
-    args = ["debate", "2+3?", "--model", "test", "--agents", "2", "--seed", "7", "-o", "delay=0"]
+    args = ["debate", "2+3?", "--model", "test", "--agents", "2", "--rounds", "2", "--seed", "7",
+            "-o", "delay=0"]  # fmt: skip
     assert main([*args, "--checkpoint", database, "--thread", "t", "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
     stored = _stored(database, "t")
@@ -283,15 +284,28 @@ def test_mcp_servers_round_trip_in_each_form():
     assert SocietySpec.model_validate(json.loads(json.dumps(spec.file_data()))) == spec
 
 
-def test_the_default_method_is_the_society_moot_debate_runs_without_flags():
+@pytest.mark.parametrize(
+    ("question", "extract", "kinds", "rounds"),
+    [
+        ("What is the capital of France?", "short", ["text"] * 3, 2),
+        ("What is 17*23?", "number", ["text"] * 3 + ["program"] * 3, 1),
+    ],
+)
+def test_the_default_method_is_the_society_moot_debate_runs_without_flags(
+    question, extract, kinds, rounds
+):
     from moot.cli import debate as debate_command
     from moot.cli.run import debate_spec
+    from moot.presets import default_society_flags
 
     settings = MethodSettings(model=ScriptedChatModel(respond=lambda messages: "Answer: 1"))
-    method = method_spec("default", "number", settings)
+    method = method_spec("default", extract, settings)
     parser = argparse.ArgumentParser()
     debate_command.add_commands(parser.add_subparsers(dest="command"))
-    flags = vars(parser.parse_args(["debate", "q"]))
+    flags = {**vars(parser.parse_args(["debate", question])), "extract": "auto"}
+    flags.update(default_society_flags(flags, question))
     command = debate_spec({**flags, "model": "local", "model_option": []})
-    assert len(method.agents) == len(command.agents)
-    assert method.protocol == command.protocol
+    assert [agent.kind for agent in method.agents] == [agent.kind for agent in command.agents]
+    assert [agent.kind for agent in command.agents] == kinds
+    assert method.protocol == command.protocol and command.protocol.rounds == rounds
+    assert type(method.aggregator) is type(command.aggregator)

@@ -49,7 +49,7 @@ from moot.graphs.debate import Debate, PromptSet
 from moot.graphs.moa import MixtureOfAgents
 from moot.graphs.types import MAX_ROUNDS
 from moot.models import load_model
-from moot.presets import DEFAULT_METHOD, MACHINESOM_STRATEGIES, machinesom_spec
+from moot.presets import MACHINESOM_STRATEGIES, default_method, machinesom_spec
 from moot.society import Society
 from moot.society_file import SocietyFile
 from moot.spec import (
@@ -202,7 +202,7 @@ def _method_spec(
     if file is not None:
         built = with_model(file.spec, settings.loaded()) if settings.override else file.spec
     else:
-        parsed = _parse(name)
+        parsed = _parse(name, extract, settings.prompt_set)
         if parsed is None:
             raise ConfigError(f"unknown method '{_shown(name)}': use {METHOD_FORMS}")
         _check_counts(name, *parsed)
@@ -235,9 +235,13 @@ _FORMS = [
 ]
 
 
-def _parse(spec: str) -> tuple[str, tuple[str | None, ...]] | None:
+def _parse(
+    spec: str, extract: object = None, prompt_set: str = "moot"
+) -> tuple[str, tuple[str | None, ...]] | None:
+    """The kind and numbers of a built-in method; "default" is the default society for answers
+    in `extract` asked in `prompt_set`."""
     if spec == "default":
-        spec = DEFAULT_METHOD
+        spec = default_method(extract, prompt_set)
     for pattern, kind in _FORMS:
         match = pattern.fullmatch(spec)
         if match:
@@ -379,7 +383,7 @@ def default_prompt_set(
     better; on their arithmetic they ask for no working, so the model answers in one line and
     misses; on MMLU moot's answer better first and debate as well. So only numeric word problems
     run theirs."""
-    without = [method for method in methods if not _takes_du_prompts(method)]
+    without = [method for method in methods if not _takes_du_prompts(method, extract)]
     if without:
         return "moot", f"moot's ({', '.join(without)}: Du et al.'s are for single, vote, debate)"
     if _du_prompt_set(task_name, extract) != "du-gsm8k":
@@ -387,8 +391,8 @@ def default_prompt_set(
     return "du-gsm8k", "du-gsm8k, Du et al.'s (they debate word problems better; --prompts moot)"
 
 
-def _takes_du_prompts(spec: str) -> bool:
-    parsed = None if _is_file(spec) else _parse(spec)
+def _takes_du_prompts(spec: str, extract: Extract) -> bool:
+    parsed = None if _is_file(spec) else _parse(spec, extract)
     if parsed is None or parsed[0] not in _TAKE_TOOLS:
         return False
     return not {"keep", "anon"} & set(_options(parsed[1][-1] or "")) and not _programs(*parsed)

@@ -39,7 +39,7 @@ from moot.cli.display import exit_status, print_json, print_summary, show_live, 
 from moot.cli.run import SETTINGS, add_society_flags, command_society, recalled, stored
 from moot.errors import ConfigError
 from moot.graphs.debate import PromptSet, answer_format_of
-from moot.presets import DEFAULT_AGENTS, DEFAULT_ROUNDS
+from moot.presets import DEFAULT_AGENTS, DEFAULT_ROUNDS, default_society_flags
 from moot.result import Result, Turn
 from moot.society import Society
 
@@ -58,8 +58,8 @@ def add_commands(commands: Any) -> None:
     debate.add_argument(
         "--rounds",
         type=positive,
-        default=DEFAULT_ROUNDS,
-        help=f"rounds, the first included ({DEFAULT_ROUNDS})",
+        help=f"rounds, the first included ({DEFAULT_ROUNDS}; 1 for the default society of a "
+        "question whose answer is a number)",
     )
     debate.add_argument(
         "--model",
@@ -152,8 +152,10 @@ def society_of(settings: Mapping[str, Any]) -> Society:
 def start(args: argparse.Namespace) -> int:
     """`moot debate` and `moot run`: build the society, remember its spec for `resume`, run it."""
     settings = {key: getattr(args, key) for key in SETTINGS if hasattr(args, key)}
-    if args.command == "debate" and settings.get("extract") is None:
-        settings["extract"] = answer_format_of(settings.get("prompts") or "moot")
+    if args.command == "debate":
+        if settings.get("extract") is None:
+            settings["extract"] = answer_format_of(settings.get("prompts") or "moot")
+        settings.update(default_society_flags(settings, args.question))
     spec, society = command_society(settings)
     live = Live(console=console, refresh_per_second=8, transient=True)
     options = {
