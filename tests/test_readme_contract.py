@@ -43,7 +43,17 @@ def test_consensus_below_one_is_a_share_of_every_agent_of_the_round():
 
 def test_the_cli_cache_answers_a_seeded_debate_the_second_time(capsys, tmp_path):
     cache = str(tmp_path / "c.sqlite")
-    args = ("debate", "What is 2+2?", "--model", "test", "--cache", cache, "--json")
+    args = (
+        "debate",
+        "What is 2+2?",
+        "--model",
+        "test",
+        "--rounds",
+        "2",
+        "--cache",
+        cache,
+        "--json",
+    )
     first = moot_cli(capsys, *args, "--seed", "1")
     second = moot_cli(capsys, *args, "--seed", "1")
     assert first[0] == second[0] == 0
