@@ -22,28 +22,32 @@ P = ParamSpec("P")
 DEFAULT_AGENTS, DEFAULT_ROUNDS = 3, 2
 """The society `moot debate` runs when no flag says otherwise: this many text agents and
 rounds, decided by a vote."""
-DEFAULT_PROGRAMS = 3
+DEFAULT_PROGRAMS = DEFAULT_AGENTS
 """Where the answer is a number (and moot's prompts ask), the default society is instead
-`DEFAULT_AGENTS` text agents and this many program agents answering once, by majority vote:
+the text agents and as many program agents answering once, by majority vote:
 on the 1.5B no debate round measured beat the vote of the first answers, and program agents
 are right on arithmetic where text agents slip (BENCHMARKS.md, issue 38)."""
 
 
+DEBATE_FLAGS = ("rounds", "programs", "decide", "consensus", "update", "anonymous", "peers_shown")
+"""`moot debate`'s settings that shape a debate: given any of them (or --moderate), a numeric
+question gets the text debate's defaults for the rest, not the mixed vote."""
+
+
 def default_society_flags(settings: Mapping[str, Any], question: str) -> dict[str, Any]:
-    """`moot debate`'s --rounds, --programs and --decide where not given: the mixed society
-    for a question whose answer is a number (asked in moot's prompts) when none of the three
-    is given, else the text debate's defaults for those not given."""
-    shaping = {key: settings.get(key) for key in ("rounds", "programs", "decide")}
+    """`moot debate`'s --rounds, --programs and --decide where not given: for a question whose
+    answer is a number, asked in moot's prompts, with no flag that shapes a debate, the mixed
+    vote (one round, as many program agents as text agents, a vote); else the text debate's
+    defaults (2 rounds, no program agents, a vote) for those not given."""
     extract = settings.get("extract")
     number = extract == "number" or (extract == "auto" and kind_for(question) == "number")
-    if (
-        number
-        and (settings.get("prompts") or "moot") == "moot"
-        and shaping == dict.fromkeys(shaping)
-    ):
-        return {"rounds": 1, "programs": DEFAULT_PROGRAMS, "decide": "vote"}
+    given = [settings.get(key) for key in (*DEBATE_FLAGS, "moderate")]
+    shaped = any(value is not None and value is not False for value in given)  # 0 is given
+    if number and (settings.get("prompts") or "moot") == "moot" and not shaped:
+        programs = settings.get("agents") or DEFAULT_AGENTS
+        return {"rounds": 1, "programs": programs, "decide": "vote"}
     text = {"rounds": DEFAULT_ROUNDS, "programs": 0, "decide": "vote"}
-    return {key: text[key] if value is None else value for key, value in shaping.items()}
+    return {key: text[key] if settings.get(key) is None else settings[key] for key in text}
 
 
 def default_method(extract: object, prompt_set: str = "moot") -> str:

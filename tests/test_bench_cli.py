@@ -3,6 +3,7 @@ a log, a folder that another run is writing, and the same folder from Python and
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +186,11 @@ def test_show_md_of_a_bench_folder_has_the_reference_column(capsys, tmp_path):
     for question, reference in references.items():
         assert f"| {question} | {reference} | ✗ 42 |" in table
     assert "| **accuracy** | | 0% |" in table
+
+
+def test_the_default_method_runs_and_is_recorded_as_what_it_is_on_the_task(capsys, tmp_path):
+    out = tmp_path / "out"
+    assert main(bench(out, "--methods", "default")) == 0
+    assert "default: vote-3-pal3 " in capsys.readouterr().err
+    methods = {json.loads(line)["method"] for line in (out / "results.jsonl").open()}
+    assert methods == {"vote-3-pal3"}  # a later default resumes nothing recorded under "default"

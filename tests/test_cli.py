@@ -366,3 +366,28 @@ def test_a_number_question_gets_text_and_program_agents_unless_a_flag_shapes_it(
     status, out, _ = moot(capsys, "debate", "What is the capital of France?", "--model", "test",
                           "--json")  # fmt: skip
     assert json.loads(out)["rounds"] == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "texts", "programs", "rounds"),
+    [
+        ((), 3, 3, 1),
+        (("--agents", "5"), 5, 5, 1),  # as many program agents as text agents
+        (("--programs", "0"), 3, 0, 2),  # any flag that shapes a debate: the text debate's rest
+        (("--programs", "2"), 3, 2, 2),
+        (("--decide", "vote"), 3, 0, 2),
+        (("--update", "keep"), 3, 0, 2),
+        (("--anonymous",), 3, 0, 2),
+        (("--consensus", "1.0"), 3, 0, 1),  # the test model's agents agree: stopped at 1
+        (("--prompts", "du-gsm8k"), 3, 0, 2),  # program agents need moot's prompts
+    ],
+)
+def test_which_flags_turn_a_numeric_question_into_the_text_debate(
+    capsys, flags, texts, programs, rounds
+):
+    status, out, _ = moot(capsys, "debate", "What is 6*7?", "--model", "test", *flags, "--json")
+    result = json.loads(out)
+    agents = {turn["agent"] for turn in result["turns"]}
+    assert status == 0 and result["rounds"] == rounds
+    assert len({a for a in agents if a.startswith("agent")}) == texts
+    assert len({a for a in agents if a.startswith("program")}) == programs

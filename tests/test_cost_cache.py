@@ -236,8 +236,9 @@ def test_an_hf_model_loads_from_the_cache_offline(tmp_path):
     cache = hf_cache_holding(tmp_path / "hub", "moot-tests/smollm2", "smollm2.gguf")
     spec = "hf:moot-tests/smollm2/smollm2.gguf"
     run = moot_offline(
-        cache, "debate", "2+3?", "--model", spec, "--agents", "1", "--max-tokens", "8", "--json"
-    )
+        cache, "debate", "2+3?", "--model", spec, "--agents", "1", "--rounds", "1",
+        "--max-tokens", "8", "--json",
+    )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["usage"]["output_tokens"] > 0
     missing = "hf:moot-tests/smollm2/other.gguf"

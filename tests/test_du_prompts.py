@@ -192,6 +192,9 @@ def test_bench_runs_du_et_al_s_prompts_by_default_where_they_were_measured_bette
     )
     assert mixed[0] == "moot" and "moa-3x2, machinesom-oc1-debate-debate-debate:" in mixed[1]
     assert default_prompt_set("qa/open", "text", ["single"])[0] == "moot"
+    # The default society of a numeric task has program agents, which only moot's prompts ask.
+    assert default_prompt_set("gsm8k/dev", "number", ["default", "vote-3"])[0] == "moot"
+    assert default_prompt_set("machinesom/mmlu", "choice", ["default"])[0] == "moot"
 
     from moot.cli import main
     from moot.models import BACKENDS, register_backend

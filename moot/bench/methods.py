@@ -385,7 +385,10 @@ def default_prompt_set(
     run theirs."""
     without = [method for method in methods if not _takes_du_prompts(method, extract)]
     if without:
-        return "moot", f"moot's ({', '.join(without)}: Du et al.'s are for single, vote, debate)"
+        return "moot", (
+            f"moot's ({', '.join(without)}: Du et al.'s are for single, vote, debate, without "
+            "program agents)"
+        )
     if _du_prompt_set(task_name, extract) != "du-gsm8k":
         return "moot", "moot's (Du et al.'s measured better on word problems only; --prompts du)"
     return "du-gsm8k", "du-gsm8k, Du et al.'s (they debate word problems better; --prompts moot)"

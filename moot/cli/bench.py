@@ -89,6 +89,7 @@ def bench_command(args: argparse.Namespace) -> int:
     from moot.bench.methods import default_prompt_set, du_prompt_set
     from moot.bench.runner import writing_to
     from moot.cache import CallCache
+    from moot.presets import default_method
 
     out = Path(args.out)
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
@@ -103,6 +104,10 @@ def bench_command(args: argparse.Namespace) -> int:
             errors.print(f"prompts: {why}", soft_wrap=True)
         else:
             prompt_set = du_prompt_set(task.name, task.extract) if args.prompts == "du" else "moot"
+        if "default" in methods:  # run and recorded as what it is on this task, never mixed
+            resolved = default_method(task.extract, prompt_set)
+            methods = [resolved if method == "default" else method for method in methods]
+            errors.print(f"default: {resolved} (moot debate's society on this task)")
         sampling = ("temperature", "max_tokens", "seed", "tools", "tool_choice")
         settings = MethodSettings(
             model=args.model or "local",

@@ -46,14 +46,20 @@ from moot.society import Society
 
 def add_commands(commands: Any) -> None:
     debate = commands.add_parser(
-        "debate", help="run a multi-agent debate (Du et al.) on a question"
+        "debate",
+        help="run a multi-agent debate (Du et al.) on a question",
+        description="Run a society on a question: by default 3 text agents debating 2 rounds and "
+        "their vote. A question whose answer is a number (asked in moot's prompts) gets 3 text "
+        "and 3 program agents answering once and their vote instead, unless a flag that shapes "
+        "a debate is given (--rounds, --programs, --decide, --consensus, --update, "
+        "--anonymous, --peers-shown, --moderate): BENCHMARKS.md, issue 38.",
     )
     debate.add_argument("question", help="the question to debate")
     debate.add_argument(
         "--agents",
         type=positive,
         default=DEFAULT_AGENTS,
-        help=f"number of agents ({DEFAULT_AGENTS})",
+        help=f"number of text agents ({DEFAULT_AGENTS})",
     )
     debate.add_argument(
         "--rounds",
@@ -155,7 +161,8 @@ def start(args: argparse.Namespace) -> int:
     if args.command == "debate":
         if settings.get("extract") is None:
             settings["extract"] = answer_format_of(settings.get("prompts") or "moot")
-        settings.update(default_society_flags(settings, args.question))
+        shaping = {**settings, "moderate": args.moderate}
+        settings.update(default_society_flags(shaping, args.question))
     spec, society = command_society(settings)
     live = Live(console=console, refresh_per_second=8, transient=True)
     options = {

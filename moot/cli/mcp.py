@@ -65,7 +65,10 @@ def add_command(commands: Any) -> None:
     mcp.add_argument(
         "--retries", type=whole, help="repeats of a call that failed for a passing reason (2)"
     )
-    debate = mcp.add_argument_group("the default debate (without SOCIETY_FILE), as `moot debate`")
+    debate = mcp.add_argument_group(
+        "the text debate (without SOCIETY_FILE), as `moot debate` builds it for a question "
+        "whose answer is not a number"
+    )
     debate.add_argument("--agents", type=positive, help="number of agents (3)")
     debate.add_argument("--rounds", type=positive, help="rounds, the first included (2)")
     add_model_options(debate)  # type: ignore[arg-type]  # a group takes arguments alike

@@ -75,7 +75,8 @@ def add_society_flags(parser: Any) -> None:
         "--programs",
         type=count,
         help="add this many program agents: each answers with a Python program that moot runs "
-        "in a sandbox (README: program agents)",
+        "in a sandbox (README: program agents); 0, or as many as text agents for a numeric "
+        "question when no flag shapes a debate",
     )
     parser.add_argument(
         "--update",

@@ -186,7 +186,7 @@ def langgraph_files(
 ) -> dict[Path, str]:
     """The files that serve `societies` (graph name -> society file) when `langgraph dev` runs
     in the folder of `config`, by path: `config` (a `langgraph.json`) and the graph module it
-    names, beside it. No society: the default debate of `moot debate` (3 agents, 2 rounds).
+    names, beside it. No society: the text debate of `moot debate` (3 agents, 2 rounds).
     Each society is built here first, so that a mistake is reported now, not by the server."""
     folder = config.parent
     graphs: dict[str, Any] = {}
