@@ -172,3 +172,11 @@ def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu_and_exits_0():
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("gpu_check: no GPU offload here (llama.cpp backends: ")
     assert len(run.stdout.splitlines()) == 1
+
+
+def test_an_option_added_later_keeps_old_cache_keys_at_its_old_behaviour():
+    """`draft` came after caches were written: draft=0 (replies as before it existed) keeps the
+    key those caches hold; drafting changes tokens, so draft=3 is in the key."""
+    assert "draft" not in LoadOptions().reply_options()
+    assert LoadOptions(draft=3).reply_options()["draft"] == 3
+    assert "n_gpu_layers" in LoadOptions().reply_options()  # not left out when at its default

@@ -98,11 +98,16 @@ class LoadOptions(BaseModel):
             )
         return self
 
+    AS_BEFORE: ClassVar[dict[str, Any]] = {"draft": 0}
+    """Options added after call caches were first written, at the value that replies as moot
+    did before the option existed: left out of `reply_options`, so those caches still answer."""
+
     def reply_options(self) -> dict[str, Any]:
         """The options a reply's tokens depend on (all but `SPEED_ONLY`): a call cache keyed on
         them finds a run's calls again under another thread layout, and never replays a call
         made on the CPU for one on the GPU."""
-        return self.model_dump(exclude=set(self.SPEED_ONLY))
+        options = self.model_dump(exclude=set(self.SPEED_ONLY))
+        return {k: v for k, v in options.items() if self.AS_BEFORE.get(k, object()) != v}
 
 
 class EngineStats(BaseModel):
