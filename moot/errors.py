@@ -43,8 +43,13 @@ class CallCancelledError(MootError):
 
 class ProgramError(MootError):
     """A program agent's program could not be run or failed (`Agent(kind="program")`): its
-    turn fails, keeping the reply and what it cost (`reply`), and the run goes on."""
+    turn fails, keeping the reply and what it cost (`reply`), and the run goes on.
 
-    def __init__(self, message: str, reply: object = None) -> None:
+    `lasting`: the same reply would fail the same way on any machine (no program, an exception,
+    nothing printed), so the failed turn may be stored in the call cache; a time or CPU limit
+    depends on the machine's load and is not lasting."""
+
+    def __init__(self, message: str, reply: object = None, *, lasting: bool = False) -> None:
         super().__init__(message)
         self.reply = reply
+        self.lasting = lasting

@@ -9,11 +9,15 @@ import json
 import sqlite3
 
 import pytest
+from langchain_core.messages import AIMessage
 
 import moot
 from moot.cache import CallCache
 from moot.cli import main
+from moot.errors import ProgramError
 from moot.testing import ScriptedChatModel
+from moot.tools.program import run_program
+from moot.tools.sandbox import SandboxLimits
 
 
 def counting_model(**options) -> ScriptedChatModel:
@@ -140,6 +144,42 @@ def test_failed_turns_are_not_cached(tmp_path):
     failing.clear()
     second = debate(model, rounds=1).run("2 + 3?", cache=cache)
     assert second.usage.cached_calls == 2 and not any(turn.failed for turn in second.turns)
+
+
+def test_a_program_that_fails_wherever_it_runs_fails_again_from_the_cache(tmp_path):
+    """A reply with no program, or whose program raises or prints nothing, is kept with why it
+    failed: a replay fails it the same way, its text and tokens kept, and calls no model."""
+    replies = {
+        "p0": "No program, I just know.\nAnswer: 3",
+        "p1": "```python\nprint(1 / 0)\n```",
+        "p2": "```python\nx = 2 + 1\n```",
+    }
+    model = ScriptedChatModel(respond=lambda messages, info: replies[info.agent])
+    agents = [moot.Agent(name=name, kind="program", model=model, seed=1) for name in replies]
+    society = moot.Society(agents=agents, protocol=moot.Debate(rounds=1))
+    cache = tmp_path / "calls.sqlite"
+    first = society.run("What is 1 + 2?", cache=cache)
+    second = society.run("What is 1 + 2?", cache=cache)
+    assert len(model.calls) == 3 and second.usage.cached_calls == 3 and second.usage.calls == 0
+    assert all(turn.failed for turn in first.turns + second.turns)
+    assert [t.error for t in second.turns] == [t.error for t in first.turns]
+    assert "no program" in (first.turns[0].error or "")
+    assert "ZeroDivisionError" in (first.turns[1].error or "")
+    assert "printed nothing" in (first.turns[2].error or "")
+    assert [t.text for t in second.turns] == [t.text for t in first.turns]
+    assert second.turns[1].usage.output_tokens == first.turns[1].usage.output_tokens > 0
+
+
+def test_a_program_stopped_by_a_limit_is_tried_again_not_cached():
+    """Past its time limit a program may finish on a quieter machine: not a lasting failure."""
+    agent = moot.Agent(name="p", kind="program", model=ScriptedChatModel(respond=lambda m: ""))
+    endless = AIMessage(content="```python\nwhile True:\n    pass\n```")
+    with pytest.raises(ProgramError) as stopped:
+        run_program(agent, endless, SandboxLimits(cpu_seconds=1, wall_seconds=0.5))
+    assert "was stopped" in str(stopped.value) and not stopped.value.lasting
+    with pytest.raises(ProgramError) as raised:
+        run_program(agent, AIMessage(content="```python\nraise ValueError\n```"))
+    assert raised.value.lasting
 
 
 def test_async_runs_use_the_cache_too(tmp_path):

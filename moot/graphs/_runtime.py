@@ -88,6 +88,9 @@ class CallRunner:
         key = self._key(call, request)
         stored = self.cache.get(key) if self.cache is not None and key else None
         if stored is not None:
+            failure = stored.response_metadata.get(_PROGRAM_FAILED)
+            if isinstance(failure, str):
+                return _failed_turn(call, profile, ProgramError(failure, stored), 0, cached=True)
             return _turn(call, profile, stored, cached=True)
         for attempt in range(agent.retries + 1):
             tools: list[ToolCall] = []
@@ -104,12 +107,22 @@ class CallRunner:
                 if attempt < agent.retries and is_transient(error):
                     yield _Wait(_backoff(agent.retry_delay, attempt))
                     continue
+                if isinstance(error, ProgramError) and error.lasting and key:
+                    self._keep_failed_program(key, error)
                 return _failed_turn(call, profile, error, attempt, tools)
             turn = _turn(call, profile, reply, attempt, calls, tools)
             if self.cache is not None and key and not turn.failed:  # a failed turn is not kept
                 self.cache.put(key, reply)
             return turn
         raise AssertionError("unreachable: the last attempt returns")
+
+    def _keep_failed_program(self, key: str, error: ProgramError) -> None:
+        """Store a reply whose program fails the same way wherever it runs, marked with why,
+        so that a replay fails it again without calling the model."""
+        if self.cache is None or not isinstance(error.reply, BaseMessage):
+            return
+        metadata = {**error.reply.response_metadata, _PROGRAM_FAILED: str(error)}
+        self.cache.put(key, error.reply.model_copy(update={"response_metadata": metadata}))
 
     def _attempt_steps(
         self, call: Call, request: Ask, profile: ModelProfile, tools: list[ToolCall]
@@ -343,6 +356,10 @@ def _join_user(messages: list[BaseMessage]) -> list[BaseMessage]:
 # -- turns ------------------------------------------------------------------------------------
 
 
+_PROGRAM_FAILED = "moot_program_failed"
+"""In a cached reply's metadata: why its program failed (a turn that fails again on replay)."""
+
+
 def _recorded(call: Call) -> dict[str, Any]:
     agent = call.speaker.agent
     return {"round": call.round, "agent": agent.name, "role": agent.role, "peers": call.peers}
@@ -382,12 +399,13 @@ def _failed_turn(
     error: BaseException,
     retries: int,
     tools: list[ToolCall] | None = None,
+    cached: bool = False,
 ) -> Turn:
     message = valid_text(f"{type(error).__name__}: {error}")
     usage = Usage(calls=1 + retries, retries=retries)
     reply = error.reply if isinstance(error, ProgramError) else None
     if isinstance(reply, BaseMessage):  # the model answered; its program failed: keep both
-        usage = _usage(reply, profile, retries, 1, cached=False)
+        usage = _usage(reply, profile, retries, 1, cached=cached)
         text = valid_text(reply.text)
         return Turn(**_recorded(call), text=text, usage=usage, error=message)
     return Turn(**_recorded(call), usage=usage, error=message, tool_calls=list(tools or []))

@@ -41,13 +41,13 @@ def run_program(
         return reply
     program = program_of(reply.text)
     if program is None:
-        raise ProgramError("the reply has no program (a ```python block)", reply)
+        raise ProgramError("the reply has no program (a ```python block)", reply, lasting=True)
     run = run_python(program, limits)
     if run.failed:
-        raise ProgramError(f"the program failed: {run.error}", reply)
+        raise ProgramError(f"the program failed: {run.error}", reply, lasting=not run.stopped)
     lines = [line.strip() for line in run.output.splitlines() if line.strip()]
     if not lines:
-        raise ProgramError("the program printed nothing", reply)
+        raise ProgramError("the program printed nothing", reply, lasting=True)
     output = run.output.strip()
     if len(output) > OUTPUT_SHOWN:
         output = "..." + output[-OUTPUT_SHOWN:]

@@ -70,6 +70,9 @@ class ProgramRun(BaseModel):
     """What it printed (up to the limit)."""
     error: str | None = None
     """Why it failed or was stopped, or None."""
+    stopped: bool = False
+    """Whether a limit of time or CPU, or the process, stopped it, rather than what it
+    computed: another try on a quieter machine may succeed."""
     network: str = "language only"
     """How the network was closed: "namespace", "user namespace" or "language only"."""
     confinement: str = "none"
@@ -97,6 +100,7 @@ def run_python(program: str, limits: SandboxLimits | None = None) -> ProgramRun:
 
 
 _STDERR_KEPT = 64 * 1024
+_PAST_WALL = "the program ran past {:g} s and was stopped"
 
 
 def _stdout_cap(limits: SandboxLimits) -> int:
@@ -125,7 +129,7 @@ def _run_child(program: str, limits: SandboxLimits, folder: Path) -> ProgramRun:
     finally:
         _kill_group(process)  # anything it left behind in its session
     if isinstance(read, str):
-        return ProgramRun(error=read)
+        return ProgramRun(error=read, stopped=True)
     return _outcome(process.returncode, read[0], read[1], limits)
 
 
@@ -147,7 +151,7 @@ def _communicate(
         while selector.get_map():
             left = deadline - time.monotonic()
             if left <= 0:
-                return f"the program ran past {limits.wall_seconds:g} s and was stopped"
+                return _PAST_WALL.format(limits.wall_seconds)
             for key, _ in selector.select(left):
                 if key.fileobj is process.stdin:
                     try:
@@ -174,7 +178,7 @@ def _communicate(
     try:
         process.wait(max(deadline - time.monotonic(), 0.001))
     except subprocess.TimeoutExpired:
-        return f"the program ran past {limits.wall_seconds:g} s and was stopped"
+        return _PAST_WALL.format(limits.wall_seconds)
     return bytes(kept[process.stdout.fileno()]), bytes(kept[process.stderr.fileno()])
 
 
@@ -195,7 +199,9 @@ def _text(value: object) -> str:
 
 def _outcome(code: int, stdout: bytes, stderr: bytes, limits: SandboxLimits) -> ProgramRun:
     if code == -signal.SIGXCPU or code == -signal.SIGKILL:
-        return ProgramRun(error=f"the program used more than {limits.cpu_seconds} s of CPU")
+        return ProgramRun(
+            error=f"the program used more than {limits.cpu_seconds} s of CPU", stopped=True
+        )
     try:
         result = json.loads(stdout.decode("utf-8", "replace"))
         error = result.get("error")
@@ -207,4 +213,4 @@ def _outcome(code: int, stdout: bytes, stderr: bytes, limits: SandboxLimits) -> 
         )
     except Exception:  # noqa: BLE001 - whatever the child wrote (RecursionError on "[[[[...")
         last = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"status {code}"]
-        return ProgramRun(error=f"the program's process failed: {last[0][:500]}")
+        return ProgramRun(error=f"the program's process failed: {last[0][:500]}", stopped=True)
