@@ -34,17 +34,22 @@ DEBATE_FLAGS = ("rounds", "programs", "decide", "consensus", "update", "anonymou
 question gets the text debate's defaults for the rest, not the mixed vote."""
 
 
+VOTED_KINDS = ("number", "choice")
+"""Answer formats whose default society (in moot's prompts) answers once and votes: a number
+(with program agents) and a choice. On MMLU the vote of 3 first answers scored as well as the
+3x2 debate at a quarter of its tokens (46% against 44%, BENCHMARKS.md, issue 17)."""
+
+
 def default_society_flags(settings: Mapping[str, Any], question: str) -> dict[str, Any]:
     """`moot debate`'s --rounds, --programs and --decide where not given: for a question whose
-    answer is a number, asked in moot's prompts, with no flag that shapes a debate, the mixed
-    vote (one round, as many program agents as text agents, a vote); else the text debate's
-    defaults (2 rounds, no program agents, a vote) for those not given."""
-    extract = settings.get("extract")
-    number = extract == "number" or (extract == "auto" and kind_for(question) == "number")
+    answer is a number or a choice, asked in moot's prompts, with no flag that shapes a debate,
+    one round and a vote (a number also gets as many program agents as text agents); else the
+    text debate's defaults (2 rounds, no program agents, a vote) for those not given."""
+    kind = _kind_of(settings.get("extract"), question)
     given = [settings.get(key) for key in (*DEBATE_FLAGS, "moderate")]
     shaped = any(value is not None and value is not False for value in given)  # 0 is given
-    if number and (settings.get("prompts") or "moot") == "moot" and not shaped:
-        programs = settings.get("agents") or DEFAULT_AGENTS
+    if kind in VOTED_KINDS and (settings.get("prompts") or "moot") == "moot" and not shaped:
+        programs = (settings.get("agents") or DEFAULT_AGENTS) if kind == "number" else 0
         return {"rounds": 1, "programs": programs, "decide": "vote"}
     text = {"rounds": DEFAULT_ROUNDS, "programs": 0, "decide": "vote"}
     return {key: text[key] if settings.get(key) is None else settings[key] for key in text}
@@ -53,9 +58,16 @@ def default_society_flags(settings: Mapping[str, Any], question: str) -> dict[st
 def default_method(extract: object, prompt_set: str = "moot") -> str:
     """The default society for answers in `extract` as a bench method (`moot bench --methods
     default`)."""
-    if extract == "number" and prompt_set == "moot":
+    if prompt_set == "moot" and extract == "number":
         return f"vote-{DEFAULT_AGENTS}-pal{DEFAULT_PROGRAMS}"
+    if prompt_set == "moot" and extract == "choice":
+        return f"vote-{DEFAULT_AGENTS}"
     return f"debate-{DEFAULT_AGENTS}x{DEFAULT_ROUNDS}"
+
+
+def _kind_of(extract: object, question: str) -> object:
+    """The answer format: `extract`, or what "auto" reads in the question."""
+    return kind_for(question) if extract == "auto" else extract
 
 
 MACHINESOM_STRATEGIES = ["-".join(moves) for moves in product(("debate", "reflect"), repeat=3)]

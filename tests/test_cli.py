@@ -368,6 +368,18 @@ def test_a_number_question_gets_text_and_program_agents_unless_a_flag_shapes_it(
     assert json.loads(out)["rounds"] == 2
 
 
+def test_a_choice_question_gets_the_vote_of_first_answers_unless_a_flag_shapes_it(capsys):
+    choice = ("Which is a gas?\nA) iron\nB) helium\nC) salt", "--model", "test", "--json")
+    status, out, _ = moot(capsys, "debate", *choice)
+    result = json.loads(out)
+    assert status == 0 and result["rounds"] == 1
+    assert [turn["agent"] for turn in result["turns"]] == ["agent1", "agent2", "agent3"]
+    status, out, _ = moot(capsys, "debate", *choice, "--anonymous")
+    assert json.loads(out)["rounds"] == 2
+    status, out, _ = moot(capsys, "debate", *choice, "--prompts", "du-mmlu")
+    assert json.loads(out)["rounds"] == 2  # Du's prompts: their debate
+
+
 @pytest.mark.parametrize(
     ("flags", "texts", "programs", "rounds"),
     [

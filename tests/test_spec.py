@@ -289,6 +289,7 @@ def test_mcp_servers_round_trip_in_each_form():
     [
         ("What is the capital of France?", "short", ["text"] * 3, 2),
         ("What is 17*23?", "number", ["text"] * 3 + ["program"] * 3, 1),
+        ("Which is a gas?\nA) iron\nB) helium\nC) salt", "choice", ["text"] * 3, 1),
     ],
 )
 def test_the_default_method_is_the_society_moot_debate_runs_without_flags(

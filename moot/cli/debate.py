@@ -50,7 +50,8 @@ def add_commands(commands: Any) -> None:
         help="run a multi-agent debate (Du et al.) on a question",
         description="Run a society on a question: by default 3 text agents debating 2 rounds and "
         "their vote. A question whose answer is a number (asked in moot's prompts) gets 3 text "
-        "and 3 program agents answering once and their vote instead, unless a flag that shapes "
+        "and 3 program agents answering once and their vote instead, and a multiple-choice "
+        "question the vote of 3 text agents' first answers, unless a flag that shapes "
         "a debate is given (--rounds, --programs, --decide, --consensus, --update, "
         "--anonymous, --peers-shown, --moderate): BENCHMARKS.md, issue 38.",
     )
@@ -65,7 +66,7 @@ def add_commands(commands: Any) -> None:
         "--rounds",
         type=positive,
         help=f"rounds, the first included ({DEFAULT_ROUNDS}; 1 for the default society of a "
-        "question whose answer is a number)",
+        "question whose answer is a number or a choice)",
     )
     debate.add_argument(
         "--model",
