@@ -177,6 +177,10 @@ def test_a_program_stopped_by_a_limit_is_tried_again_not_cached():
     with pytest.raises(ProgramError) as stopped:
         run_program(agent, endless, SandboxLimits(cpu_seconds=1, wall_seconds=0.5))
     assert "was stopped" in str(stopped.value) and not stopped.value.lasting
+    hog = AIMessage(content="```python\nprint(len('a' * 10**10))\n```")
+    with pytest.raises(ProgramError) as out_of_memory:  # where memory runs out is the machine's
+        run_program(agent, hog)
+    assert "MemoryError" in str(out_of_memory.value) and not out_of_memory.value.lasting
     with pytest.raises(ProgramError) as raised:
         run_program(agent, AIMessage(content="```python\nraise ValueError\n```"))
     assert raised.value.lasting

@@ -140,6 +140,12 @@ def test_du_prompts_refuse_answer_formats_and_traits_they_cannot_serve():
             agents=[moot.Agent(name="a", model=model, trait="easy-going")],
             protocol=moot.Debate(prompt_set="du-gsm8k"),
         )
+    for prompt_set in ("du-arithmetic", "som-math"):  # and never ask for a program
+        with pytest.raises(ValueError, match="program agents p would fail every turn"):
+            moot.Society(
+                agents=[moot.Agent(name="p", kind="program", model=model)],
+                protocol=moot.Debate(prompt_set=prompt_set),
+            )
     society = moot.Society(
         agents=[moot.Agent(name="a", model=model)],
         protocol=moot.Debate(prompt_set="du-mmlu"),

@@ -205,7 +205,9 @@ def extract_short(text: str) -> str | None:
     return None
 
 
-_OPTIONS = re.compile(r"(?:^|\s)\(?([A-J])[).:]\s+\S", re.MULTILINE)
+_OPTIONS = re.compile(r"(?:^[ \t]*\(?([A-J])[).:]|(?:^|\s)\(?([A-J])\))\s+\S", re.MULTILINE)
+"""Lettered options: "A)" or "(A)" anywhere, "A." or "A:" only where a line starts ("by A.
+Smith and B. Jones", "plan A: ... plan B: ..." offer no options)."""
 # A sum: digits around an operator ("-" only between short numbers: 2014-2015 is a span).
 _ARITHMETIC = re.compile(r"\d\s*[+*/x×÷^]\s*\d|(?<!\d)\d{1,3}\s*-\s*\d{1,3}(?!\d)|\d\s*%")
 _ASKS_NUMBER = re.compile(
@@ -227,7 +229,7 @@ def kind_for(question: str) -> ExtractKind:
     """The answer format "auto" means for `question`: "choice" where it offers lettered
     options, "number" where it asks for a quantity or holds a sum, "yesno" where it is a
     yes/no question, else "short" (a few words)."""
-    letters = {match.group(1) for match in _OPTIONS.finditer(question)}
+    letters = {match.group(1) or match.group(2) for match in _OPTIONS.finditer(question)}
     if len(letters) >= 2 and "A" in letters:
         return "choice"
     if _ASKS_YES_NO.search(question):  # "Is 2+2 equal to 4?" asks yes or no

@@ -67,7 +67,7 @@ def add_command(commands: Any) -> None:
     )
     debate = mcp.add_argument_group(
         "the text debate (without SOCIETY_FILE), as `moot debate` builds it for a question "
-        "whose answer is not a number"
+        "whose answer is neither a number nor a choice"
     )
     debate.add_argument("--agents", type=positive, help="number of agents (3)")
     debate.add_argument("--rounds", type=positive, help="rounds, the first included (2)")

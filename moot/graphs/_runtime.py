@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import hashlib
 import random
 import threading
 import time
@@ -36,6 +37,7 @@ from moot.graphs.types import Call, adrive, drive
 from moot.models import PROFILES, ModelProfile, ModelProfiles
 from moot.result import FusionStats, ToolCall, Turn, Usage
 from moot.tools.program import run_program
+from moot.tools.sandbox import sandbox_identity
 
 Reply = tuple[BaseMessage, int]
 """What an attempt gives: the reply, and how many model calls it took."""
@@ -86,12 +88,9 @@ class CallRunner:
         agent, profile = call.speaker.agent, self.profile(call.speaker.model)
         request = self._request(call, profile)
         key = self._key(call, request)
-        stored = self.cache.get(key) if self.cache is not None and key else None
+        stored = self._stored_turn(call, profile, key)
         if stored is not None:
-            failure = stored.response_metadata.get(_PROGRAM_FAILED)
-            if isinstance(failure, str):
-                return _failed_turn(call, profile, ProgramError(failure, stored), 0, cached=True)
-            return _turn(call, profile, stored, cached=True)
+            return stored
         for attempt in range(agent.retries + 1):
             tools: list[ToolCall] = []
             steps = self._attempt_steps(call, request, profile, tools)
@@ -116,13 +115,31 @@ class CallRunner:
             return turn
         raise AssertionError("unreachable: the last attempt returns")
 
+    def _stored_turn(self, call: Call, profile: ModelProfile, key: str | None) -> Turn | None:
+        """The call's turn from the cache: its stored reply, or for a program agent the reply
+        whose program failed the same way wherever it runs (stored under a key of its own,
+        with the sandbox's identity, so that nothing else and no other sandbox reads it)."""
+        if self.cache is None or not key:
+            return None
+        stored = self.cache.get(key)
+        if stored is not None:
+            return _turn(call, profile, stored, cached=True)
+        if call.speaker.agent.kind != "program":
+            return None
+        failed = self.cache.get(_failed_program_key(key))
+        why = None if failed is None else failed.response_metadata.get(_PROGRAM_FAILED)
+        if failed is None or not isinstance(why, str):
+            return None
+        return _failed_turn(call, profile, ProgramError(why, failed), 0, cached=True)
+
     def _keep_failed_program(self, key: str, error: ProgramError) -> None:
-        """Store a reply whose program fails the same way wherever it runs, marked with why,
-        so that a replay fails it again without calling the model."""
+        """Store a reply whose program fails the same way wherever it runs, with why, so that
+        a replay fails it again without calling the model."""
         if self.cache is None or not isinstance(error.reply, BaseMessage):
             return
         metadata = {**error.reply.response_metadata, _PROGRAM_FAILED: str(error)}
-        self.cache.put(key, error.reply.model_copy(update={"response_metadata": metadata}))
+        reply = error.reply.model_copy(update={"response_metadata": metadata})
+        self.cache.put(_failed_program_key(key), reply)
 
     def _attempt_steps(
         self, call: Call, request: Ask, profile: ModelProfile, tools: list[ToolCall]
@@ -358,6 +375,12 @@ def _join_user(messages: list[BaseMessage]) -> list[BaseMessage]:
 
 _PROGRAM_FAILED = "moot_program_failed"
 """In a cached reply's metadata: why its program failed (a turn that fails again on replay)."""
+
+
+def _failed_program_key(key: str) -> str:
+    """Where a call's failed program is stored: apart from replies (a text agent or an older
+    moot reading the call's own key finds nothing) and per sandbox identity."""
+    return hashlib.sha256(f"{key} failed its program in {sandbox_identity()}".encode()).hexdigest()
 
 
 def _recorded(call: Call) -> dict[str, Any]:

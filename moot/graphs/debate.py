@@ -168,6 +168,12 @@ class Debate(RoundProtocol):
         return MajorityVote(extract=answer_format_of(self.prompt_set))
 
     def _check_paper(self, agents: list[Agent], aggregator: Aggregator) -> None:
+        programs = [agent.name for agent in agents if agent.kind == "program"]
+        if programs:
+            raise ValueError(
+                f"prompt_set {self.prompt_set} never asks for a program, so program agents "
+                f"{', '.join(programs)} would fail every turn: use prompt_set moot for them"
+            )
         reads = _PAPER_READS[self.prompt_set]
         if isinstance(aggregator.extract, str) and aggregator.extract not in reads:
             raise ValueError(

@@ -29,6 +29,9 @@ Where neither namespace is allowed, the network is closed by the language layer 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import importlib.metadata
 import json
 import os
 import selectors
@@ -82,6 +85,17 @@ class ProgramRun(BaseModel):
     @property
     def failed(self) -> bool:
         return self.error is not None
+
+
+@functools.cache
+def sandbox_identity() -> str:
+    """What decides how a program runs: the Python and RestrictedPython versions and the child
+    script (its allowed modules and guards). A failure stored under one identity (the call
+    cache) is not replayed under another."""
+    child = hashlib.sha256(_CHILD.read_bytes()).hexdigest()[:16]
+    restricted = importlib.metadata.version("RestrictedPython")
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"python {python}, RestrictedPython {restricted}, sandbox {child}"
 
 
 def run_python(program: str, limits: SandboxLimits | None = None) -> ProgramRun:
@@ -208,6 +222,7 @@ def _outcome(code: int, stdout: bytes, stderr: bytes, limits: SandboxLimits) -> 
         return ProgramRun(
             output=_text(result.get("output", ""))[: limits.output_chars],
             error=None if error is None else _text(error)[:2000],
+            stopped=str(error).startswith("MemoryError"),  # where depends on the machine
             network=_text(result.get("network", "language only"))[:100],
             confinement=_text(result.get("confinement", "none"))[:100],
         )
