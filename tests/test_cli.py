@@ -374,6 +374,9 @@ def test_a_choice_question_gets_the_vote_of_first_answers_unless_a_flag_shapes_i
     result = json.loads(out)
     assert status == 0 and result["rounds"] == 1
     assert [turn["agent"] for turn in result["turns"]] == ["agent1", "agent2", "agent3"]
+    status, out, _ = moot(capsys, "debate", *choice[:3])  # says what it runs, and why
+    assert status == 0 and "3 text agents answer once and vote" in out
+    assert "--rounds 2 debates" in out and "round 2" not in out
     status, out, _ = moot(capsys, "debate", *choice, "--anonymous")
     assert json.loads(out)["rounds"] == 2
     status, out, _ = moot(capsys, "debate", *choice, "--prompts", "du-mmlu")

@@ -163,7 +163,10 @@ def start(args: argparse.Namespace) -> int:
         if settings.get("extract") is None:
             settings["extract"] = answer_format_of(settings.get("prompts") or "moot")
         shaping = {**settings, "moderate": args.moderate}
-        settings.update(default_society_flags(shaping, args.question))
+        chosen = default_society_flags(shaping, args.question)
+        if chosen["rounds"] == 1 and settings.get("rounds") is None and not args.json:
+            console.print(f"[dim]{_voted_note(settings, chosen)}[/dim]")
+        settings.update(chosen)
     spec, society = command_society(settings)
     live = Live(console=console, refresh_per_second=8, transient=True)
     options = {
@@ -180,6 +183,17 @@ def start(args: argparse.Namespace) -> int:
         return exit_status(print_json(_with_page(result, args.html)))
     return exit_status(
         _with_page(show_live(society.stream(args.question, **options), live), args.html)
+    )
+
+
+def _voted_note(settings: Mapping[str, Any], chosen: Mapping[str, Any]) -> str:
+    """Why a question got one round and a vote: the default society for its answer format."""
+    agents = f"{settings.get('agents') or DEFAULT_AGENTS} text agents"
+    if chosen["programs"]:
+        agents += f" and {chosen['programs']} program agents"
+    return (
+        f"{agents} answer once and vote: moot's default for a number or a choice, where no "
+        f"debate measured beat it (BENCHMARKS.md, issue 38); --rounds {DEFAULT_ROUNDS} debates"
     )
 
 
