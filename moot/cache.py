@@ -54,22 +54,32 @@ class CallCache:
         except sqlite3.DatabaseError as error:
             raise ConfigError(f"{self.path} is not a moot call cache: {error}") from None
 
-    def key(
+    def keys(
         self, model: BaseChatModel, messages: list[BaseMessage], options: dict[str, Any]
-    ) -> str | None:
-        """The call's key, or None when the call is not to be cached."""
+    ) -> list[str]:
+        """The call's keys: the one its reply is stored under, then those earlier versions of
+        moot stored the same call under (a model's `earlier_llm_strings`), read after it;
+        none when the call is not to be cached."""
         if not self.unseeded and not repeats(model, options):
-            return None
+            return []
         try:
-            llm = model._get_llm_string(**options)
+            llms = [model._get_llm_string(**options)]
+            earlier = getattr(model, "earlier_llm_strings", None)
+            if earlier is not None:
+                llms += earlier(**options)
         except Exception:  # noqa: BLE001 - a model LangChain cannot describe is not cached
-            return None
-        text = json.dumps(
-            [llm, [message_to_dict(message) for message in messages]],
-            sort_keys=True,
-            default=str,
-        )
-        return hashlib.sha256(text.encode()).hexdigest()
+            return []
+        listed = [message_to_dict(message) for message in messages]
+        texts = [json.dumps([llm, listed], sort_keys=True, default=str) for llm in llms]
+        return [hashlib.sha256(text.encode()).hexdigest() for text in texts]
+
+    def find(self, keys: list[str]) -> BaseMessage | None:
+        """The reply stored under the first of `keys` that holds one."""
+        for key in keys:
+            reply = self.get(key)
+            if reply is not None:
+                return reply
+        return None
 
     def get(self, key: str) -> BaseMessage | None:
         with self._lock:

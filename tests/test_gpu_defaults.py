@@ -11,9 +11,12 @@ from typing import Any
 
 import llama_cpp
 import pytest
+from langchain_core.messages import HumanMessage
 
+import moot
 import moot.fusion.model as fusion_model
 import moot.llamacpp.devices as devices
+from moot.cache import CallCache
 from moot.cli import main
 from moot.fusion import FusedChatModel
 from moot.llamacpp import (
@@ -180,3 +183,23 @@ def test_an_option_added_later_keeps_old_cache_keys_at_its_old_behaviour():
     assert "draft" not in LoadOptions().reply_options()
     assert LoadOptions(draft=3).reply_options()["draft"] == 3
     assert "n_gpu_layers" in LoadOptions().reply_options()  # not left out when at its default
+
+
+def test_calls_cached_while_draft_was_in_the_key_are_found_too(
+    embedded_model, monkeypatch, tmp_path
+):
+    """Between the option's arrival and `AS_BEFORE`, keys held draft=0: a call stored then
+    answers now (read after the current key), and the current key is where replies go."""
+    cache = CallCache(tmp_path / "calls.sqlite")
+    messages, options = [HumanMessage(content="Say hi.")], {"seed": 1}
+    keys = cache.keys(embedded_model, messages, options)
+    agent = moot.Agent(name="a", model=embedded_model, seed=1, max_tokens=8)
+    society = moot.Society(agents=[agent], protocol=moot.Debate(rounds=1))
+    with monkeypatch.context() as then:  # moot as it was in that time
+        then.setattr(LoadOptions, "AS_BEFORE", {})
+        assert cache.keys(embedded_model, messages, options) == [keys[1]] != keys[:1]
+        first = society.run("Say hi.", cache=cache)
+    assert first.usage.calls >= 1 and first.usage.cached_calls == 0 and len(cache) == 1
+    again = society.run("Say hi.", cache=cache)
+    assert again.usage.cached_calls == 1 and again.usage.calls == 0
+    assert again.turns[0].text == first.turns[0].text

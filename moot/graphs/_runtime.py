@@ -87,8 +87,8 @@ class CallRunner:
         """A call with its retries: its attempts and the waits between them; gives the turn."""
         agent, profile = call.speaker.agent, self.profile(call.speaker.model)
         request = self._request(call, profile)
-        key = self._key(call, request)
-        stored = self._stored_turn(call, profile, key)
+        keys = self._keys(call, request)
+        stored = self._stored_turn(call, profile, keys)
         if stored is not None:
             return stored
         for attempt in range(agent.retries + 1):
@@ -106,27 +106,27 @@ class CallRunner:
                 if attempt < agent.retries and is_transient(error):
                     yield _Wait(_backoff(agent.retry_delay, attempt))
                     continue
-                if isinstance(error, ProgramError) and error.lasting and key:
-                    self._keep_failed_program(key, error)
+                if isinstance(error, ProgramError) and error.lasting and keys:
+                    self._keep_failed_program(keys[0], error)
                 return _failed_turn(call, profile, error, attempt, tools)
             turn = _turn(call, profile, reply, attempt, calls, tools)
-            if self.cache is not None and key and not turn.failed:  # a failed turn is not kept
-                self.cache.put(key, reply)
+            if self.cache is not None and keys and not turn.failed:  # (a failed one: above)
+                self.cache.put(keys[0], reply)
             return turn
         raise AssertionError("unreachable: the last attempt returns")
 
-    def _stored_turn(self, call: Call, profile: ModelProfile, key: str | None) -> Turn | None:
+    def _stored_turn(self, call: Call, profile: ModelProfile, keys: list[str]) -> Turn | None:
         """The call's turn from the cache: its stored reply, or for a program agent the reply
         whose program failed the same way wherever it runs (stored under a key of its own,
         with the sandbox's identity, so that nothing else and no other sandbox reads it)."""
-        if self.cache is None or not key:
+        if self.cache is None or not keys:
             return None
-        stored = self.cache.get(key)
+        stored = self.cache.find(keys)
         if stored is not None:
             return _turn(call, profile, stored, cached=True)
         if call.speaker.agent.kind != "program":
             return None
-        failed = self.cache.get(_failed_program_key(key))
+        failed = self.cache.get(_failed_program_key(keys[0]))
         why = None if failed is None else failed.response_metadata.get(_PROGRAM_FAILED)
         if failed is None or not isinstance(why, str):
             return None
@@ -189,14 +189,14 @@ class CallRunner:
                 options["answer_schema"] = schema
         return Ask(call.speaker.model, [*system, *_join_user(call.conversation)], config, options)
 
-    def _key(self, call: Call, request: Ask) -> str | None:
-        """The call's cache key; None without a cache, or for an agent with tools (a stored
-        reply would lose its tool calls)."""
+    def _keys(self, call: Call, request: Ask) -> list[str]:
+        """The call's cache keys (`CallCache.keys`); none without a cache, or for an agent
+        with tools (a stored reply would lose its tool calls)."""
         if self.cache is None or call.speaker.agent.tools:
-            return None
+            return []
         # How long to wait does not change the reply.
         options = {name: value for name, value in request.options.items() if name != "timeout"}
-        return self.cache.key(call.speaker.model, request.messages, options)
+        return self.cache.keys(call.speaker.model, request.messages, options)
 
 
 def _run(step: Any) -> Any:

@@ -200,6 +200,17 @@ class ChatLlama(LocalChatModel):
         sampling = {name: getattr(self, name) for name in SAMPLING_FIELDS}
         return {"model_path": self.model_path, **self.load.reply_options(), **sampling}
 
+    def earlier_llm_strings(self, stop: list[str] | None = None, **options: Any) -> list[str]:
+        """The call's LangChain key as moot wrote it before `LoadOptions.AS_BEFORE` was kept
+        out of keys (2026-12-05 20:37 to 2026-12-06 03:45): those options written out. A call
+        cache reads it after the current key, so caches of both times still answer."""
+        load = self.load.model_dump()
+        unwritten = {k: v for k, v in self.load.AS_BEFORE.items() if load.get(k) == v}
+        if not unwritten:
+            return []
+        params = {**self._get_invocation_params(stop=stop, **options), **unwritten, **options}
+        return [str(sorted(params.items()))]
+
     @property
     def context_window(self) -> int:
         """Tokens the loaded context holds (llama.cpp may round n_ctx up)."""
