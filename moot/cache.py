@@ -64,11 +64,13 @@ class CallCache:
             return []
         try:
             llms = [model._get_llm_string(**options)]
-            earlier = getattr(model, "earlier_llm_strings", None)
-            if earlier is not None:
-                llms += earlier(**options)
         except Exception:  # noqa: BLE001 - a model LangChain cannot describe is not cached
             return []
+        try:
+            earlier = getattr(model, "earlier_llm_strings", None)
+            llms += [llm for llm in (earlier(**options) if earlier else []) if llm not in llms]
+        except Exception:  # noqa: BLE001 - the current key alone
+            pass
         listed = [message_to_dict(message) for message in messages]
         texts = [json.dumps([llm, listed], sort_keys=True, default=str) for llm in llms]
         return [hashlib.sha256(text.encode()).hexdigest() for text in texts]

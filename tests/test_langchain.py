@@ -126,3 +126,22 @@ def test_a_langgraph_agent_calls_a_debate_as_a_tool():
     state = agent.invoke({"messages": [HumanMessage("What is 19 plus 23?")]})
     assert state["messages"][-1].text == "The society says 42."
     assert any(isinstance(m, ToolMessage) and m.text == "42" for m in state["messages"])
+
+
+def test_two_societies_as_chat_models_never_share_a_cache_key(tmp_path):
+    """A society model at temperature 0 is cached: its key tells its agents, protocol and
+    aggregator apart, so another society asked the same never gets the first one's reply."""
+    model = ScriptedChatModel(respond=lambda messages, info: f"{info.agent} says\nAnswer: 7")
+
+    def society(rounds: int) -> moot.Society:
+        agents = [moot.Agent(name=f"a{i}", model=model) for i in range(2)]
+        return moot.Society(agents=agents, protocol=moot.Debate(rounds=rounds))
+
+    one, two = (society(r).as_chat_model() for r in (1, 2))
+    outer = [moot.Agent(name="s", model=m, temperature=0) for m in (one, two)]
+    cache = tmp_path / "calls.sqlite"
+    first = moot.Society(agents=outer[:1], protocol=moot.Debate(rounds=1)).run("3+4?", cache=cache)
+    second = moot.Society(agents=outer[1:], protocol=moot.Debate(rounds=1)).run("3+4?", cache=cache)
+    assert first.usage.cached_calls == 0 and second.usage.cached_calls == 0
+    again = moot.Society(agents=outer[1:], protocol=moot.Debate(rounds=1)).run("3+4?", cache=cache)
+    assert again.usage.cached_calls == 1

@@ -93,6 +93,22 @@ class SocietyChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "moot-society"
 
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        """What a call cache tells this model apart by: its agents (each model by its own
+        LangChain key), protocol and aggregator, as tuned; two societies never share a key."""
+        society = self._tuned()
+        agents = [
+            {**agent.model_dump(exclude={"model"}), "model": _model_key(agent.model)}
+            for agent in society.agents
+        ]
+        return {
+            "model_name": self.model_name,
+            "agents": agents,
+            "protocol": repr(society.protocol),
+            "aggregator": repr(society.aggregator),
+        }
+
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider="moot",
@@ -193,3 +209,10 @@ def _tool_reply(result: Result) -> str:
     if result.answer is None:
         return f"The agents reached no answer after {result.rounds} round(s)."
     return result.answer
+
+
+def _model_key(model: object) -> str:
+    """An agent's model as a cache key tells it apart: a chat model by its LangChain string."""
+    if isinstance(model, BaseChatModel):
+        return model._get_llm_string()
+    return repr(model)

@@ -100,7 +100,8 @@ class LoadOptions(BaseModel):
 
     AS_BEFORE: ClassVar[dict[str, Any]] = {"draft": 0}
     """Options added after call caches were first written, at the value that replies as moot
-    did before the option existed: left out of `reply_options`, so those caches still answer."""
+    did before the option existed: left out of `reply_options`, so those caches still answer
+    (keys written while one was still in them: `moot.models.llama.EARLIER_KEYS`)."""
 
     def reply_options(self) -> dict[str, Any]:
         """The options a reply's tokens depend on (all but `SPEED_ONLY`): a call cache keyed on

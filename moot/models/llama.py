@@ -150,6 +150,12 @@ class LocalChatModel(BaseChatModel, SamplingSettings):
         return _chat_result(self.reply_model_name, chunks)
 
 
+EARLIER_KEYS: tuple[dict[str, Any], ...] = ({"draft": 0},)
+"""Load options that call cache keys held written out at these values in a past window, now
+left out (`LoadOptions.AS_BEFORE`): draft=0 from 2026-12-05 20:37 to 2026-12-06 03:25. A new
+entry of `AS_BEFORE` adds its window here, so each window's keys are rebuilt as written."""
+
+
 class ChatLlama(LocalChatModel):
     """A GGUF model run in-process by llama.cpp.
 
@@ -201,15 +207,15 @@ class ChatLlama(LocalChatModel):
         return {"model_path": self.model_path, **self.load.reply_options(), **sampling}
 
     def earlier_llm_strings(self, stop: list[str] | None = None, **options: Any) -> list[str]:
-        """The call's LangChain key as moot wrote it before `LoadOptions.AS_BEFORE` was kept
-        out of keys (2026-12-05 20:37 to 2026-12-06 03:45): those options written out. A call
-        cache reads it after the current key, so caches of both times still answer."""
+        """The call's LangChain keys as earlier moot versions wrote them (`EARLIER_KEYS`), for
+        a load whose options match; a call cache reads them after the current key."""
         load = self.load.model_dump()
-        unwritten = {k: v for k, v in self.load.AS_BEFORE.items() if load.get(k) == v}
-        if not unwritten:
-            return []
-        params = {**self._get_invocation_params(stop=stop, **options), **unwritten, **options}
-        return [str(sorted(params.items()))]
+        params = self._get_invocation_params(stop=stop, **options)
+        return [
+            str(sorted({**params, **written, **options}.items()))
+            for written in EARLIER_KEYS
+            if all(load.get(name) == value for name, value in written.items())
+        ]
 
     @property
     def context_window(self) -> int:
