@@ -159,13 +159,14 @@ def society_of(settings: Mapping[str, Any]) -> Society:
 def start(args: argparse.Namespace) -> int:
     """`moot debate` and `moot run`: build the society, remember its spec for `resume`, run it."""
     settings = {key: getattr(args, key) for key in SETTINGS if hasattr(args, key)}
+    note = None
     if args.command == "debate":
         if settings.get("extract") is None:
             settings["extract"] = answer_format_of(settings.get("prompts") or "moot")
         shaping = {**settings, "moderate": args.moderate}
         chosen = default_society_flags(shaping, args.question)
-        if chosen["rounds"] == 1 and settings.get("rounds") is None and not args.json:
-            console.print(f"[dim]{_voted_note(settings, chosen)}[/dim]")
+        voted = chosen["rounds"] == 1 and settings.get("rounds") is None
+        note = _voted_note(settings, chosen) if voted and not args.json else None
         settings.update(chosen)
     spec, society = command_society(settings)
     live = Live(console=console, refresh_per_second=8, transient=True)
@@ -178,6 +179,8 @@ def start(args: argparse.Namespace) -> int:
             return fail("--checkpoint needs --thread ID to name the run (and to resume it)")
         _check_thread_is_free(args)
         remember_run(args.checkpoint, args.thread, stored(spec))
+    if note:  # (once the settings are known to be good)
+        console.print(f"[dim]{note}[/dim]")
     if args.json:
         result = society.run(args.question, **options)
         return exit_status(print_json(_with_page(result, args.html)))
