@@ -214,6 +214,28 @@ def test_methods_build_the_societies_they_name(tmp_path):
             build(bad)
 
 
+def test_an_early_stopping_vote_is_vote_n_in_windows_and_reuses_its_cached_calls(tmp_path):
+    settings = MethodSettings(model=scripted())
+    esc = build_method("vote-5-stop2", "number", settings)
+    assert esc.protocol.tiers == [["agent1", "agent2"], ["agent3", "agent4"], ["agent5"]]
+    assert (esc.protocol.threshold, esc.protocol.decide) == (1.0, "all")
+    vote = build_method("vote-5", "number", settings)
+    assert [a.seed for a in esc.agents] == [a.seed for a in vote.agents]
+    with pytest.raises(ConfigError, match="W must be at most N"):
+        build_method("vote-2-stop3", "number", settings)
+    for bad in ("vote-3-stop0", "vote-3-stop2-keep", "debate-3x2-stop2"):
+        with pytest.raises(ConfigError, match="unknown method"):
+            build_method(bad, "number", settings)
+
+    model = scripted()  # answers every question right, so the first window always agrees
+    plan = plan_for(model, methods=["vote-4", "vote-4-stop2"], questions=3)
+    plan = plan.model_copy(update={"cache": str(tmp_path / "calls.sqlite")})
+    run_bench(plan, tmp_path, concurrency=1, progress=False, report=False)
+    assert len(model.calls) == 4 * 3  # the vote's; the early-stopping vote's came from the cache
+    stopped = [r for r in ResultStore(tmp_path).records() if r.method == "vote-4-stop2"]
+    assert [(r.correct, r.calls, r.cached_calls) for r in stopped] == [(True, 0, 2)] * 3
+
+
 def test_a_debate_of_answers_shows_peers_their_answers_only(tmp_path):
     model = scripted()
     plan = plan_for(model, methods=["debate-3x2", "debate-3x2-answers", "vote-6"], questions=2)

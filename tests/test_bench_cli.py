@@ -194,3 +194,21 @@ def test_the_default_method_runs_and_is_recorded_as_what_it_is_on_the_task(capsy
     assert "default: vote-3-pal3 " in capsys.readouterr().err
     methods = {json.loads(line)["method"] for line in (out / "results.jsonl").open()}
     assert methods == {"vote-3-pal3"}  # a later default resumes nothing recorded under "default"
+
+
+def test_skip_runs_a_later_slice_of_the_same_task_in_the_same_folder(capsys, tmp_path):
+    out = tmp_path / "out"
+    argv = bench(out, "--methods", "single")
+    assert main([*argv, "--limit", "1"]) == 0  # question 1 (the last --limit counts)
+    first = [*argv, "--limit", "3"]
+    assert main([*first, "--skip", "2"]) == 0  # question 3 only
+    records = [json.loads(line) for line in (out / "results.jsonl").open()]
+    assert [r["question_id"] for r in records] == ["arith-0-0", "arith-0-2"]
+    assert len({r["task"] for r in records}) == 1  # one task: the slices pair
+    capsys.readouterr()
+    assert "--skip 3 leaves none of the task's 3 questions" in one_error_line(
+        capsys, [*first, "--skip", "3"]
+    )
+    with pytest.raises(SystemExit):
+        main([*first, "--skip", "-1"])
+    assert "--skip: must be 0 or more, got -1" in capsys.readouterr().err

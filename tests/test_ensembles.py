@@ -241,6 +241,45 @@ def test_cascade_on_reported_confidence():
     assert result.answer == "9"
 
 
+def early_stopping_vote(answers: list[str], window: int, decide: str = "all") -> moot.Society:
+    agents = [moot.Agent(name=f"s{i}", model=says(a)) for i, a in enumerate(answers)]
+    names = [agent.name for agent in agents]
+    windows = [names[start : start + window] for start in range(0, len(names), window)]
+    protocol = moot.Cascade(tiers=windows, threshold=1.0, decide=decide)
+    return moot.Society(agents=agents, protocol=protocol)
+
+
+def test_an_early_stopping_vote_stops_at_the_first_window_that_agrees():
+    result = early_stopping_vote(["4", "5", "5", "5", "9", "9"], window=2).run("q")
+    assert result.stop_reason == "confident" and result.usage.calls == 4
+    assert [t["answer"] for t in result.details["tiers"]] == ["4", "5"]
+    assert result.answer == "5"  # three of the four samples drawn
+
+
+def test_an_early_stopping_vote_decides_by_every_sample_drawn_not_the_last_window():
+    answers = ["4", "5", "4", "6", "9", "9"]  # the third window agrees on 9; 4 and 9 tie at two
+    pooled = early_stopping_vote(answers, window=2).run("q")
+    assert pooled.usage.calls == 6 and pooled.answer == "4"  # a tie goes to the first given
+    assert early_stopping_vote(answers, window=2, decide="tier").run("q").answer == "9"
+
+
+def test_a_failed_or_unreadable_sample_never_makes_a_window_agree():
+    broken = moot.Agent(name="s1", model=ScriptedChatModel(respond=lambda m: 1 / 0), retries=0)
+    agents = [
+        moot.Agent(name="s0", model=says("7")),
+        broken,
+        moot.Agent(name="s2", model=ScriptedChatModel(respond=lambda m: "no idea")),
+        moot.Agent(name="s3", model=says("7")),
+        moot.Agent(name="s4", model=says("8")),
+    ]
+    tiers = [["s0", "s1"], ["s2", "s3"], ["s4"]]
+    protocol = moot.Cascade(tiers=tiers, threshold=1.0, decide="all")
+    result = moot.Society(agents=agents, protocol=protocol).run("q")
+    assert result.usage.calls == 5 and result.stop_reason == "rounds"
+    assert [t.failed for t in result.turns].count(True) == 1  # recorded, the vote went on
+    assert result.answer == "7"
+
+
 def test_calibration_picks_the_cheapest_threshold_within_the_margin():
     def q(weak_correct, weak_conf, strong_correct=True):
         return [

@@ -2,6 +2,8 @@
 
     single                    one agent, one answer
     vote-N, self-consistency-N  N samples of one model, majority vote
+    vote-N-stopW              at most N samples, drawn W at a time, stopping at the first W
+                              that agree; the vote of all drawn (early-stopping vote, ESC)
     debate-NxR                N agents, R rounds (Du et al.), majority vote over the last round
     debate-NxR-consensus      the same, stopping after the first round in which all agents agree
     debate-NxR-answers        the same, each agent shown only the others' answers, not their work
@@ -64,8 +66,8 @@ from moot.spec import (
 METHOD_FORMS = (
     "default (what `moot debate` runs), single, vote-N, self-consistency-N, pal-N, debate-NxR "
     "(each with options -consensus, -answers, -keep, -anon, -trajectory, -select, -crosscheck, "
-    "-palK, -sparseK), machinesom-STRATEGY, machinesom-ocK-STRATEGY, moa-NxL, cascade-N, or a "
-    "society file (.yaml)"
+    "-palK, -sparseK), vote-N-stopW, machinesom-STRATEGY, machinesom-ocK-STRATEGY, moa-NxL, "
+    "cascade-N, or a society file (.yaml)"
 )
 _SEED_STRIDE = 1000
 """Trial t seeds agent i with seed + t * 1000 + i, so trials differ and agents differ."""
@@ -136,7 +138,12 @@ def _check_counts(spec: str, kind: str, groups: tuple[str | None, ...]) -> None:
             f"method {_shown(spec)}: a society takes at most {MAX_AGENTS:,} agents "
             f"(moot.society.MAX_AGENTS){also}"
         )
-    if len(numbers) > 1 and numbers[1] > MAX_ROUNDS:
+    if kind == "esc" and numbers[1] > numbers[0]:
+        raise ConfigError(
+            f"method {_shown(spec)}: vote-N-stopW draws windows of W among N samples, so W "
+            f"must be at most N (vote-{numbers[0]}-stop{min(2, numbers[0])}, say)"
+        )
+    if kind != "esc" and len(numbers) > 1 and numbers[1] > MAX_ROUNDS:
         what = "layers" if kind == "moa" else "rounds"
         raise ConfigError(f"method {_shown(spec)}: a protocol runs at most {MAX_ROUNDS:,} {what}")
 
@@ -223,6 +230,7 @@ most); palK: add K program agents; sparseK: show each agent K peers (`Debate.pee
 _OPTIONS = r"((?:-(?:consensus|answers|keep|anon|trajectory|select|crosscheck|pal\d+|sparse\d+))*)"
 _FORMS = [
     (re.compile(r"single" + _OPTIONS), "single"),
+    (re.compile(r"(?:vote|self-consistency)-(\d+)-stop(\d+)"), "esc"),
     (re.compile(r"(?:vote|self-consistency)-(\d+)" + _OPTIONS), "vote"),
     (re.compile(r"pal-(\d+)" + _OPTIONS), "pal"),
     (re.compile(r"debate-(\d+)x(\d+)" + _OPTIONS), "debate"),
@@ -351,6 +359,16 @@ def _builtin(
             agents=agents(count, "proposer", role="proposer"),
             protocol=MixtureOfAgents(layers=layers),
             aggregator=Judge(agent=Agent(name="aggregator", role="aggregator", **sampling)),
+        )
+    if kind == "esc":  # agent i as in vote-N: the same seed, so vote-N's calls are cached
+        count, window = _number(groups[0] or "1"), _number(groups[1] or "1")
+        sampled = agents(count)
+        names = [agent.name for agent in sampled]
+        windows = [names[start : start + window] for start in range(0, count, window)]
+        return SocietySpec(
+            agents=sampled,
+            protocol=Cascade(tiers=windows, threshold=1.0, decide="all"),
+            aggregator=vote,
         )
     cheap = agents(_number(groups[0] or "1"), "cheap")
     strong = AgentSpec(name="strong", **{**sampling, "model": settings.loaded(strong=True)})

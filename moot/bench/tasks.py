@@ -108,11 +108,10 @@ class Task(BaseModel):
     def is_correct(self, answer: str | None, question: Question) -> bool:
         return bool(self.check(answer, question))
 
-    def head(self, limit: int | None) -> Task:
-        """The task with only its first `limit` questions (all when None)."""
-        return (
-            self if limit is None else self.model_copy(update={"questions": self.questions[:limit]})
-        )
+    def head(self, limit: int | None, skip: int = 0) -> Task:
+        """The task with only its first `limit` questions (all when None), less the first
+        `skip` of them: a later slice of the same task, whose records pair with the earlier."""
+        return self.model_copy(update={"questions": self.questions[skip:limit]})
 
 
 def arithmetic(count: int, seed: int = 0, low: int = 0, high: int = 30) -> Task:

@@ -20,6 +20,7 @@ from moot.cli._common import (
     add_tool_options,
     at_most,
     console,
+    count,
     errors,
     finite,
     imported,
@@ -33,6 +34,9 @@ def add_command(commands: Any) -> None:
     data = bench.add_argument_group("data")
     data.add_argument("--data", help="a JSONL file, or 'arithmetic' (Du et al., from a seed)")
     data.add_argument("--limit", type=positive, help="first N questions (arithmetic: 50)")
+    data.add_argument(
+        "--skip", type=count, default=0, help="leave out the first K of them (a later slice)"
+    )
     data.add_argument("--range", default="0-30", help="arithmetic: integer range LOW-HIGH (0-30)")
     data.add_argument("--data-seed", type=int, default=0, help="arithmetic: generator seed (0)")
     data.add_argument("--question-field", default="question", help="JSONL field of the question")
@@ -43,7 +47,7 @@ def add_command(commands: Any) -> None:
     methods.add_argument(
         "--methods",
         default="single,vote-3,debate-3x2",
-        help="comma-separated: single, vote-N, debate-NxR[-consensus][-answers], "
+        help="comma-separated: single, vote-N, vote-N-stopW, debate-NxR[-consensus][-answers], "
         "machinesom-STRATEGY, moa-NxL, cascade-N, FILE.yaml (single,vote-3,debate-3x2)",
     )
     methods.add_argument(
@@ -150,18 +154,25 @@ def _task(args: argparse.Namespace) -> Any:
         low, _, high = args.range.partition("-")
         if not (low.isdigit() and high.isdigit() and int(low) <= int(high)):
             raise MootError(f"--range must be LOW-HIGH like 0-30, got '{args.range}'")
-        return arithmetic(args.limit or 50, args.data_seed, int(low), int(high))
-    extract = args.extract
-    if extract is not None and extract not in EXTRACT_KINDS:
-        extract = imported(extract, "--extract")
-    return load_jsonl(
-        args.data,
-        question_field=args.question_field,
-        answer_field=args.answer_field,
-        extract=extract,
-        check=imported(args.check, "--check") if args.check else None,
-        du_choices=args.prompts == "du",  # (auto never picks Du et al.'s for multiple choice)
-    ).head(args.limit)
+        task = arithmetic(args.limit or 50, args.data_seed, int(low), int(high))
+    else:
+        extract = args.extract
+        if extract is not None and extract not in EXTRACT_KINDS:
+            extract = imported(extract, "--extract")
+        task = load_jsonl(
+            args.data,
+            question_field=args.question_field,
+            answer_field=args.answer_field,
+            extract=extract,
+            check=imported(args.check, "--check") if args.check else None,
+            du_choices=args.prompts == "du",  # (auto never picks Du et al.'s for multiple choice)
+        ).head(args.limit)
+    if args.skip and args.skip >= len(task.questions):
+        raise MootError(
+            f"--skip {args.skip} leaves none of the task's {len(task.questions)} questions: "
+            "skip fewer, or raise --limit"
+        )
+    return task.head(None, args.skip)
 
 
 def _print_tables(records: list[Any]) -> None:

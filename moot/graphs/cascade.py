@@ -5,6 +5,10 @@ choice and its confidence is the agents' agreement (several samples) or the conf
 report (token logprobs or a stated "Confidence:"). Below `threshold` the next tier is asked; the
 last tier asked gives the answer. `result.details["tiers"]` holds each tier's answer, confidence
 and cost. `calibrate` picks the threshold from a labelled set.
+
+With `decide="all"` and tiers of fresh samples of one model, a cascade is an early-stopping vote
+(ESC, Li et al., ICLR 2024): draw a window of samples, stop at the first window whose answers all
+agree (`threshold=1`), and decide by every sample drawn, not the last window alone.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ class Cascade(BaseProtocol):
     """Escalate while the tier's confidence is below this. Agreement among n samples takes the
     values k/n: two of three is 0.667, so 0.66 keeps it and 0.67 asks for all three."""
     confidence: Confidence = "agreement"
+    decide: Literal["tier", "all"] = "tier"
+    """Whose answers the vote counts: the last tier asked ("tier"), or every tier asked so far
+    ("all"; the early-stopping vote). A tier's confidence is always its own agreement."""
 
     def tier_names(self, agents: list[Agent]) -> list[list[str]]:
         return self.tiers or [[agent.name] for agent in agents]
@@ -111,15 +118,18 @@ class Cascade(BaseProtocol):
         context = runtime.context
         round = state["round"]
         tiers = self.tier_names(context.agents)
-        turns = [turn for turn in state["turns"] if turn.round == round]
+        order = {agent.name: i for i, agent in enumerate(context.agents)}
+        asked = sorted(state["turns"], key=lambda turn: (turn.round, order.get(turn.agent, 0)))
+        turns = [turn for turn in asked if turn.round == round]
         vote = context.aggregator
         assert isinstance(vote, Vote)  # see check()
-        answer = vote.choose(turns)
-        confidence = tier_confidence(turns, answer, self.confidence)
+        tier_answer = vote.choose(turns)
+        confidence = tier_confidence(turns, tier_answer, self.confidence)
+        answer = tier_answer if self.decide == "tier" else vote.choose(asked)
         record = {
             "tier": round,
             "agents": tiers[round - 1],
-            "answer": answer,
+            "answer": tier_answer,
             "confidence": confidence,
             "usage": Usage.sum([turn.usage for turn in turns]).model_dump(),
         }
