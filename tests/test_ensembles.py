@@ -317,3 +317,17 @@ def test_pipeline_passes_each_stage_its_predecessors_output():
     )
     assert "2+3=5" in verify.calls[0][-1].text
     assert result.answer == "5" and result.usage.calls == 3
+
+
+def test_a_society_file_states_an_early_stopping_vote(tmp_path):
+    path = tmp_path / "esc.yaml"
+    text = (
+        "agents:\n  - {name: s, copies: 4, model: test}\n"
+        "protocol: {kind: cascade, tiers: [[s1, s2], [s3, s4]], threshold: 1.0, decide: all}\n"
+    )
+    path.write_text(text)
+    society = moot.load_society(path)
+    assert society.protocol.decide == "all" and society.protocol.tiers[1] == ["s3", "s4"]
+    path.write_text(text.replace("decide: all", "decide: sometimes"))
+    with pytest.raises(moot.ConfigError, match=r"decide.*'tier' or 'all'"):
+        moot.load_society(path)
