@@ -18,6 +18,12 @@ ISSUE_17 = Path(__file__).parent / "results" / "quality"
 WINDOW = 2
 
 
+def discordant(mine: list[bool], other: list[bool]) -> tuple[int, int]:
+    """(right only in `mine`, right only in `other`)."""
+    pairs = list(zip(mine, other, strict=True))
+    return sum(m and not o for m, o in pairs), sum(o and not m for m, o in pairs)
+
+
 def main(tasks: list[str]) -> None:
     print(
         "| task (problems) | ESC right | tokens / q | matched vote | only ESC / vote | p "
@@ -43,13 +49,7 @@ def main(tasks: list[str]) -> None:
         debate = [debates[q]["correct"] for q in questions]
         debate_tokens = sum(debates[q]["tokens"] for q in questions) / len(questions)
 
-        def discordant(other: list[bool]) -> tuple[int, int]:
-            return (
-                sum(e and not o for e, o in zip(esc, other, strict=True)),
-                sum(o and not e for e, o in zip(esc, other, strict=True)),
-            )
-
-        (ev, ve), (ed, de) = discordant(vote), discordant(debate)
+        (ev, ve), (ed, de) = discordant(esc, vote), discordant(esc, debate)
         count = len(questions)
         print(
             f"| {task} ({count}) | {sum(esc)} / {count} | {spent:,.0f} | vote-{n} "

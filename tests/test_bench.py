@@ -221,8 +221,9 @@ def test_an_early_stopping_vote_is_vote_n_in_windows_and_reuses_its_cached_calls
     assert (esc.protocol.threshold, esc.protocol.decide) == (1.0, "all")
     vote = build_method("vote-5", "number", settings)
     assert [a.seed for a in esc.agents] == [a.seed for a in vote.agents]
-    with pytest.raises(ConfigError, match="W must be at most N"):
-        build_method("vote-2-stop3", "number", settings)
+    for bad in ("vote-2-stop3", "vote-3-stop1"):  # a window of one always agrees
+        with pytest.raises(ConfigError, match="W must be from 2 .* to N"):
+            build_method(bad, "number", settings)
     for bad in ("vote-3-stop0", "vote-3-stop2-keep", "debate-3x2-stop2"):
         with pytest.raises(ConfigError, match="unknown method"):
             build_method(bad, "number", settings)

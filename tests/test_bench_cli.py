@@ -206,7 +206,7 @@ def test_skip_runs_a_later_slice_of_the_same_task_in_the_same_folder(capsys, tmp
     assert [r["question_id"] for r in records] == ["arith-0-0", "arith-0-2"]
     assert len({r["task"] for r in records}) == 1  # one task: the slices pair
     capsys.readouterr()
-    assert "--skip 3 leaves none of the task's 3 questions" in one_error_line(
+    assert "--skip 3 leaves no question of the 3 to run: skip fewer, or raise" in one_error_line(
         capsys, [*first, "--skip", "3"]
     )
     with pytest.raises(SystemExit):

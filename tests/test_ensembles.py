@@ -263,6 +263,19 @@ def test_an_early_stopping_vote_decides_by_every_sample_drawn_not_the_last_windo
     assert early_stopping_vote(answers, window=2, decide="tier").run("q").answer == "9"
 
 
+def test_a_tie_goes_to_the_agent_its_tier_lists_first():
+    agents = [moot.Agent(name="a", model=says("1")), moot.Agent(name="b", model=says("2"))]
+    for decide in ("tier", "all"):
+        protocol = moot.Cascade(tiers=[["b", "a"]], decide=decide)
+        assert moot.Society(agents=agents, protocol=protocol).run("q").answer == "2"
+
+
+def test_an_early_stopping_vote_counts_each_agent_once():
+    agents = [moot.Agent(name="a", model=says("1")), moot.Agent(name="b", model=says("2"))]
+    with pytest.raises(ValueError, match="a is in more than one tier"):
+        moot.Society(agents=agents, protocol=moot.Cascade(tiers=[["a", "b"], ["a"]], decide="all"))
+
+
 def test_a_failed_or_unreadable_sample_never_makes_a_window_agree():
     broken = moot.Agent(name="s1", model=ScriptedChatModel(respond=lambda m: 1 / 0), retries=0)
     agents = [

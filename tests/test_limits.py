@@ -103,6 +103,8 @@ def test_moot_run_refuses_huge_copies_in_one_error_line(tmp_path, capsys, no_age
         (f"moa-3x{HUGE}", "at most 100 layers"),
         (f"cascade-{MAX_AGENTS}", "at most 1,000 agents (moot.society.MAX_AGENTS); cascade-N adds"),
         ("vote-" + "9" * 5000, "at most 1,000 agents"),  # past int()'s 4,300 digits
+        (f"vote-{HUGE}-stop2", "at most 1,000 agents"),
+        ("vote-1000-stop" + "9" * 5000, "W must be from 2"),
     ],
 )
 def test_bench_methods_beyond_the_bounds_are_refused_before_agents_are_built(
@@ -121,6 +123,8 @@ def test_bench_methods_at_the_bounds_are_accepted():
         f"debate-2x{MAX_ROUNDS}",
         f"cascade-{MAX_AGENTS - 1}",
         f"moa-1x{MAX_ROUNDS}",
+        f"vote-{MAX_AGENTS}-stop{MAX_AGENTS}",
+        f"vote-{MAX_AGENTS}-stop2",
     ):
         check_method(method)
 

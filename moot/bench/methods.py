@@ -22,7 +22,8 @@
     PATH.yaml                 any society file
 
 Every method answers in the task's format: the task decides how answers are read. Single, vote
-and debate send moot's prompts or Du et al.'s (`MethodSettings.prompt_set`, `--prompts du`).
+and debate send moot's prompts or Du et al.'s (`MethodSettings.prompt_set`, `--prompts du`);
+vote-N-stopW moot's, without tools.
 """
 
 from __future__ import annotations
@@ -138,10 +139,10 @@ def _check_counts(spec: str, kind: str, groups: tuple[str | None, ...]) -> None:
             f"method {_shown(spec)}: a society takes at most {MAX_AGENTS:,} agents "
             f"(moot.society.MAX_AGENTS){also}"
         )
-    if kind == "esc" and numbers[1] > numbers[0]:
+    if kind == "esc" and not 2 <= numbers[1] <= numbers[0]:
         raise ConfigError(
-            f"method {_shown(spec)}: vote-N-stopW draws windows of W among N samples, so W "
-            f"must be at most N (vote-{numbers[0]}-stop{min(2, numbers[0])}, say)"
+            f"method {_shown(spec)}: W must be from 2 (a window of one always agrees) to N, "
+            f"e.g. vote-{max(2, numbers[0])}-stop2"
         )
     if kind != "esc" and len(numbers) > 1 and numbers[1] > MAX_ROUNDS:
         what = "layers" if kind == "moa" else "rounds"
@@ -360,7 +361,7 @@ def _builtin(
             protocol=MixtureOfAgents(layers=layers),
             aggregator=Judge(agent=Agent(name="aggregator", role="aggregator", **sampling)),
         )
-    if kind == "esc":  # agent i as in vote-N: the same seed, so vote-N's calls are cached
+    if kind == "esc":  # agent i is vote-N's (same seed): vote-N run first caches its calls
         count, window = _number(groups[0] or "1"), _number(groups[1] or "1")
         sampled = agents(count)
         names = [agent.name for agent in sampled]
@@ -405,7 +406,7 @@ def default_prompt_set(
     if without:
         return "moot", (
             f"moot's ({', '.join(without)}: Du et al.'s are for single, vote, debate, without "
-            "program agents)"
+            "program agents or early stopping)"
         )
     if _du_prompt_set(task_name, extract) != "du-gsm8k":
         return "moot", "moot's (Du et al.'s measured better on word problems only; --prompts du)"

@@ -114,7 +114,8 @@ class BenchPlan(BaseModel):
         without = [method for method in self.methods if ignores_tools(method)]
         if self.settings.tools and without:
             raise ConfigError(
-                f"tools reach the agents of single, vote-N and debate-NxR methods only; "
+                f"tools reach the agents of single, vote-N and debate-NxR methods only (not "
+                f"vote-N-stopW); "
                 f"{', '.join(without)} would run without them: run "
                 + (
                     "it in a bench of its own"
@@ -132,7 +133,8 @@ class BenchPlan(BaseModel):
         if self.settings.prompt_set != "moot" and without:
             raise ConfigError(
                 f"prompt_set {self.settings.prompt_set} reaches single, vote-N, debate-NxR and "
-                f"machinesom methods only; {', '.join(without)} would run on moot's prompts: run "
+                f"machinesom methods only (not vote-N-stopW); {', '.join(without)} would run "
+                "on moot's prompts: run "
                 + (
                     "it in a bench of its own"
                     if len(without) == 1

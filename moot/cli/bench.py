@@ -35,7 +35,7 @@ def add_command(commands: Any) -> None:
     data.add_argument("--data", help="a JSONL file, or 'arithmetic' (Du et al., from a seed)")
     data.add_argument("--limit", type=positive, help="first N questions (arithmetic: 50)")
     data.add_argument(
-        "--skip", type=count, default=0, help="leave out the first K of them (a later slice)"
+        "--skip", type=count, default=0, metavar="K", help="leave out the first K questions (0)"
     )
     data.add_argument("--range", default="0-30", help="arithmetic: integer range LOW-HIGH (0-30)")
     data.add_argument("--data-seed", type=int, default=0, help="arithmetic: generator seed (0)")
@@ -169,8 +169,8 @@ def _task(args: argparse.Namespace) -> Any:
         ).head(args.limit)
     if args.skip and args.skip >= len(task.questions):
         raise MootError(
-            f"--skip {args.skip} leaves none of the task's {len(task.questions)} questions: "
-            "skip fewer, or raise --limit"
+            f"--skip {args.skip} leaves no question of the {len(task.questions)} to run: "
+            "skip fewer" + (", or raise --limit" if args.limit else "")
         )
     return task.head(None, args.skip)
 

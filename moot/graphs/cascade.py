@@ -63,7 +63,7 @@ class Cascade(BaseProtocol):
     confidence: Confidence = "agreement"
     decide: Literal["tier", "all"] = "tier"
     """Whose answers the vote counts: the last tier asked ("tier"), or every tier asked so far
-    ("all"; the early-stopping vote). A tier's confidence is always its own agreement."""
+    ("all"; the early-stopping vote). A tier's confidence is always its own turns'."""
 
     def tier_names(self, agents: list[Agent]) -> list[list[str]]:
         return self.tiers or [[agent.name] for agent in agents]
@@ -80,6 +80,13 @@ class Cascade(BaseProtocol):
             raise ValueError(f"the cascade names unknown agents: {', '.join(unknown)}")
         if any(not tier for tier in self.tier_names(agents)):
             raise ValueError("every cascade tier needs at least one agent")
+        listed = [name for tier in self.tier_names(agents) for name in tier]
+        twice = sorted({name for name in listed if listed.count(name) > 1})
+        if self.decide == "all" and twice:
+            raise ValueError(
+                f"with decide='all' every answer counts once, but {', '.join(twice)} "
+                "is in more than one tier: give each tier agents of its own"
+            )
 
     def recursion_limit(self, agents: list[Agent]) -> int:
         return 3 * len(self.tier_names(agents)) + 10
@@ -118,8 +125,9 @@ class Cascade(BaseProtocol):
         context = runtime.context
         round = state["round"]
         tiers = self.tier_names(context.agents)
-        order = {agent.name: i for i, agent in enumerate(context.agents)}
-        asked = sorted(state["turns"], key=lambda turn: (turn.round, order.get(turn.agent, 0)))
+        # In tier order (turns of one step arrive in any order): a tie goes to the first listed.
+        listed = {name: i for i, name in enumerate(n for tier in tiers for n in tier)}
+        asked = sorted(state["turns"], key=lambda turn: (turn.round, listed.get(turn.agent, 0)))
         turns = [turn for turn in asked if turn.round == round]
         vote = context.aggregator
         assert isinstance(vote, Vote)  # see check()
@@ -164,7 +172,8 @@ class Calibration(BaseModel):
 
 
 def simulate(profiles: list[list[TierOutcome]], threshold: float) -> tuple[float, float, float]:
-    """(accuracy, tokens per question, share escalated) of a cascade at `threshold`."""
+    """(accuracy, tokens per question, share escalated) of a cascade at `threshold`, each tier
+    deciding alone (`decide="tier"`)."""
     correct = tokens = escalated = 0.0
     for tiers in profiles:
         for position, outcome in enumerate(tiers):
