@@ -221,8 +221,14 @@ def test_an_early_stopping_vote_is_vote_n_in_windows_and_reuses_its_cached_calls
     assert (esc.protocol.threshold, esc.protocol.decide) == (1.0, "all")
     vote = build_method("vote-5", "number", settings)
     assert [a.seed for a in esc.agents] == [a.seed for a in vote.agents]
-    for bad in ("vote-2-stop3", "vote-3-stop1"):  # a window of one always agrees
-        with pytest.raises(ConfigError, match="W must be from 2 .* to N"):
+    mixed = build_method("vote-3-pal2-stop2", "number", settings)
+    assert mixed.protocol.tiers == [["agent1", "program1"], ["agent2", "program2"], ["agent3"]]
+    default = build_method("vote-3-pal2", "number", settings)
+    assert [(a.name, a.kind, a.seed) for a in mixed.agents] == [
+        (a.name, a.kind, a.seed) for a in default.agents
+    ]
+    for bad in ("vote-2-stop3", "vote-3-stop1", "vote-1-pal1-stop3"):  # one always agrees
+        with pytest.raises(ConfigError, match="W must be from 2 .* to the number of agents"):
             build_method(bad, "number", settings)
     for bad in ("vote-3-stop0", "vote-3-stop2-keep", "debate-3x2-stop2"):
         with pytest.raises(ConfigError, match="unknown method"):

@@ -263,6 +263,22 @@ def test_an_early_stopping_vote_decides_by_every_sample_drawn_not_the_last_windo
     assert early_stopping_vote(answers, window=2, decide="tier").run("q").answer == "9"
 
 
+def test_a_program_agent_in_a_cascade_is_asked_for_a_program_and_its_program_runs():
+    def program(messages):
+        assert "Write a short Python program" in messages[-1].content
+        return "```python\nprint(6 * 7)\n```"
+
+    agents = [
+        moot.Agent(name="text", model=says("41")),
+        moot.Agent(name="code", model=ScriptedChatModel(respond=program), kind="program"),
+        moot.Agent(name="text2", model=says("42")),
+    ]
+    protocol = moot.Cascade(tiers=[["text", "code"], ["text2"]], threshold=1.0, decide="all")
+    result = moot.Society(agents=agents, protocol=protocol).run("What is 6 * 7?")
+    assert [t.answer for t in result.turns if t.agent == "code"] == ["42"]
+    assert result.answer == "42" and result.usage.calls == 3  # 41 and 42 split: a second tier
+
+
 def test_a_tie_goes_to_the_agent_its_tier_lists_first():
     agents = [moot.Agent(name="a", model=says("1")), moot.Agent(name="b", model=says("2"))]
     for decide in ("tier", "all"):

@@ -4,6 +4,8 @@
     vote-N, self-consistency-N  N samples of one model, majority vote
     vote-N-stopW              at most N samples, drawn W at a time, stopping at the first W
                               that agree; the vote of all drawn (early-stopping vote, ESC)
+    vote-N-palK-stopW         the same over N text and K program agents, drawn in turns
+                              (text 1, program 1, text 2, ...)
     debate-NxR                N agents, R rounds (Du et al.), majority vote over the last round
     debate-NxR-consensus      the same, stopping after the first round in which all agents agree
     debate-NxR-answers        the same, each agent shown only the others' answers, not their work
@@ -67,7 +69,7 @@ from moot.spec import (
 METHOD_FORMS = (
     "default (what `moot debate` runs), single, vote-N, self-consistency-N, pal-N, debate-NxR "
     "(each with options -consensus, -answers, -keep, -anon, -trajectory, -select, -crosscheck, "
-    "-palK, -sparseK), vote-N-stopW, machinesom-STRATEGY, machinesom-ocK-STRATEGY, moa-NxL, "
+    "-palK, -sparseK), vote-N[-palK]-stopW, machinesom-STRATEGY, machinesom-ocK-STRATEGY, moa-NxL, "
     "cascade-N, or a society file (.yaml)"
 )
 _SEED_STRIDE = 1000
@@ -133,16 +135,18 @@ def _check_counts(spec: str, kind: str, groups: tuple[str | None, ...]) -> None:
         return
     strong = kind == "cascade"  # cascade-N: N cheap agents and the strong one
     programs = _programs(kind, groups) if kind in _TAKE_OPTIONS and kind != "pal" else 0
+    if kind == "esc":
+        programs = _number(groups[1] or "0")
     if numbers[0] + strong + programs > MAX_AGENTS:
         also = "; cascade-N adds the strong model" if strong else ""
         raise ConfigError(
             f"method {_shown(spec)}: a society takes at most {MAX_AGENTS:,} agents "
             f"(moot.society.MAX_AGENTS){also}"
         )
-    if kind == "esc" and not 2 <= numbers[1] <= numbers[0]:
+    if kind == "esc" and not 2 <= numbers[-1] <= numbers[0] + programs:
         raise ConfigError(
-            f"method {_shown(spec)}: W must be from 2 (a window of one always agrees) to N, "
-            f"e.g. vote-{max(2, numbers[0])}-stop2"
+            f"method {_shown(spec)}: W must be from 2 (a window of one always agrees) to the "
+            f"number of agents, e.g. vote-{max(2, numbers[0])}-stop2"
         )
     if kind != "esc" and len(numbers) > 1 and numbers[1] > MAX_ROUNDS:
         what = "layers" if kind == "moa" else "rounds"
@@ -231,7 +235,7 @@ most); palK: add K program agents; sparseK: show each agent K peers (`Debate.pee
 _OPTIONS = r"((?:-(?:consensus|answers|keep|anon|trajectory|select|crosscheck|pal\d+|sparse\d+))*)"
 _FORMS = [
     (re.compile(r"single" + _OPTIONS), "single"),
-    (re.compile(r"(?:vote|self-consistency)-(\d+)-stop(\d+)"), "esc"),
+    (re.compile(r"(?:vote|self-consistency)-(\d+)(?:-pal(\d+))?-stop(\d+)"), "esc"),
     (re.compile(r"(?:vote|self-consistency)-(\d+)" + _OPTIONS), "vote"),
     (re.compile(r"pal-(\d+)" + _OPTIONS), "pal"),
     (re.compile(r"debate-(\d+)x(\d+)" + _OPTIONS), "debate"),
@@ -361,13 +365,15 @@ def _builtin(
             protocol=MixtureOfAgents(layers=layers),
             aggregator=Judge(agent=Agent(name="aggregator", role="aggregator", **sampling)),
         )
-    if kind == "esc":  # agent i is vote-N's (same seed): vote-N run first caches its calls
-        count, window = _number(groups[0] or "1"), _number(groups[1] or "1")
-        sampled = agents(count)
-        names = [agent.name for agent in sampled]
-        windows = [names[start : start + window] for start in range(0, count, window)]
+    if kind == "esc":  # agents as in vote-N-palK (same seeds): run that first to cache calls
+        window = _number(groups[2] or "2")
+        text = agents(_number(groups[0] or "1"))
+        programs = agents(_number(groups[1] or "0"), "program", kind="program")
+        # Drawn in turns, text first, so a window of two holds both ways of answering.
+        drawn = [a.name for pair in itertools.zip_longest(text, programs) for a in pair if a]
+        windows = [drawn[start : start + window] for start in range(0, len(drawn), window)]
         return SocietySpec(
-            agents=sampled,
+            agents=[*text, *programs],
             protocol=Cascade(tiers=windows, threshold=1.0, decide="all"),
             aggregator=vote,
         )

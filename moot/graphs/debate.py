@@ -24,7 +24,7 @@ from moot import prompts
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
 from moot.graphs._rounds import AgentTask, RoundProtocol
-from moot.graphs.helpers import note_after
+from moot.graphs.helpers import note_after, program_prompt
 from moot.graphs.types import RunContext
 from moot.result import Turn
 
@@ -287,11 +287,7 @@ class Debate(RoundProtocol):
         """The agent's first messages: its role (MachineSoM) and the question."""
         agent = context.agents[task["agent"]]
         if self._program(agent):
-            first = prompts.render(
-                "debate/program_question",
-                question=task["question"],
-                format=prompts.load("formats/program"),
-            )
+            first = program_prompt(task["question"])
         else:
             first = self.first_prompt(task["question"], context)
         return [*(self._som_role(agent) if self._som else []), HumanMessage(content=first)]

@@ -28,6 +28,14 @@ def question_prompt(question: str, context: RunContext) -> str:
     return prompts.render("debate/question", question=question, format=context.format_instruction())
 
 
+def program_prompt(question: str) -> str:
+    """The first prompt of a program agent: the question, and a program that prints the answer
+    asked for (moot's prompts)."""
+    return prompts.render(
+        "debate/program_question", question=question, format=prompts.load("formats/program")
+    )
+
+
 def note_after(notes: list[dict[str, Any]], round: int) -> str:
     """The moderator's note given after `round`, as text to append to a prompt ("" if none)."""
     texts = [note["text"] for note in notes if note["round"] == round]
@@ -50,8 +58,12 @@ class SoloTask(TypedDict):
 
 
 def answer_alone(task: SoloTask, context: RunContext) -> Calls:
-    """Node body: agent `task["agent"]` answers the question alone."""
-    conversation: list[BaseMessage] = [HumanMessage(question_prompt(task["question"], context))]
+    """Node body: agent `task["agent"]` answers the question alone (a program agent with a
+    program)."""
+    question = task["question"]
+    program = context.agents[task["agent"]].kind == "program"
+    first = program_prompt(question) if program else question_prompt(question, context)
+    conversation: list[BaseMessage] = [HumanMessage(first)]
     turns = yield [Call(context.speaker(task["agent"]), conversation, task["round"])]
     return {"turns": turns}
 
