@@ -368,12 +368,12 @@ def _builtin(
     if kind == "esc":  # agents as in vote-N-palK (same seeds): run that first to cache calls
         window = _number(groups[2] or "2")
         text = agents(_number(groups[0] or "1"))
-        programs = agents(_number(groups[1] or "0"), "program", kind="program")
+        coders = agents(_number(groups[1] or "0"), "program", kind="program")
         # Drawn in turns, text first, so a window of two holds both ways of answering.
-        drawn = [a.name for pair in itertools.zip_longest(text, programs) for a in pair if a]
+        drawn = [a.name for pair in itertools.zip_longest(text, coders) for a in pair if a]
         windows = [drawn[start : start + window] for start in range(0, len(drawn), window)]
         return SocietySpec(
-            agents=[*text, *programs],
+            agents=[*text, *coders],
             protocol=Cascade(tiers=windows, threshold=1.0, decide="all"),
             aggregator=vote,
         )
