@@ -61,6 +61,13 @@ class Society(Config):
         if "aggregator" not in self.model_fields_set:
             self.aggregator = self.protocol.default_aggregator()
         self.protocol.check(self.agents, self.aggregator)
+        programs = [agent.name for agent in self.agents if agent.kind == "program"]
+        if programs and not self.protocol.asks_for_programs():
+            raise ValueError(
+                f"{type(self.protocol).__name__} never asks an agent for a program, so program "
+                f"agents {', '.join(programs)} would fail every turn: run them in a Debate, "
+                "Cascade or Router"
+            )
         if self.vote_on is not None and self.answer_schema is None:
             raise ValueError("vote_on names a field of answer_schema: give answer_schema too")
         if self.answer_schema is not None and not self.protocol.asks_in_answer_format():

@@ -360,3 +360,13 @@ def test_a_society_file_states_an_early_stopping_vote(tmp_path):
     path.write_text(text.replace("decide: all", "decide: sometimes"))
     with pytest.raises(moot.ConfigError, match=r"decide.*'tier' or 'all'"):
         moot.load_society(path)
+
+
+@pytest.mark.parametrize("protocol", [moot.Pipeline(), moot.MixtureOfAgents(layers=1)])
+def test_protocols_that_never_ask_for_a_program_refuse_program_agents(protocol):
+    agents = [
+        moot.Agent(name="text", model=says("1"), role="proposer"),
+        moot.Agent(name="code", model=says("1"), kind="program", role="proposer"),
+    ]
+    with pytest.raises(ValueError, match="program agents code would fail every turn"):
+        moot.Society(agents=agents, protocol=protocol)

@@ -73,6 +73,11 @@ class BaseProtocol(Config, ABC):
         window before any call. Default: the question and the answer format."""
         return question_prompt(question, context)
 
+    def asks_for_programs(self) -> bool:
+        """Whether a program agent (`Agent(kind="program")`) is asked for a program, which moot
+        runs. Default: no, so a society with one is refused (it would fail every turn)."""
+        return False
+
     def asks_in_answer_format(self) -> bool:
         """Whether the prompts ask for the run's answer format (typed answers need it), rather
         than in fixed words of their own. Default: they do."""

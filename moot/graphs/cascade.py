@@ -88,6 +88,9 @@ class Cascade(BaseProtocol):
                 "is in more than one tier: give each tier agents of its own"
             )
 
+    def asks_for_programs(self) -> bool:
+        return True
+
     def recursion_limit(self, agents: list[Agent]) -> int:
         return 3 * len(self.tier_names(agents)) + 10
 

@@ -199,6 +199,9 @@ class Debate(RoundProtocol):
     def sends_system_prompt(self) -> bool:
         return self.prompt_set == "moot"
 
+    def asks_for_programs(self) -> bool:
+        return True  # (in moot's prompts; `check` refuses program agents in a paper's)
+
     def asks_in_answer_format(self) -> bool:
         return self.prompt_set == "moot"
 

@@ -66,6 +66,9 @@ class Router(BaseProtocol):
         if not names:
             raise ValueError("a router needs at least one expert (an agent not in role 'router')")
 
+    def asks_for_programs(self) -> bool:
+        return True
+
     def recursion_limit(self, agents: list[Agent]) -> int:
         return 12
 
