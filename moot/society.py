@@ -66,7 +66,14 @@ class Society(Config):
             raise ValueError(
                 f"{type(self.protocol).__name__} never asks an agent for a program, so program "
                 f"agents {', '.join(programs)} would fail every turn: run them in a Debate, "
-                "Cascade or Router"
+                "Cascade or Router (a protocol of your own that asks for programs: override "
+                "asks_for_programs)"
+            )
+        deciders = [a.name for a in self.aggregator.agents() if a.kind == "program"]
+        if deciders:
+            raise ValueError(
+                f"{type(self.aggregator).__name__}'s {', '.join(deciders)} is a program agent, "
+                "but judges and fusers are asked in words, never for a program: give it kind text"
             )
         if self.vote_on is not None and self.answer_schema is None:
             raise ValueError("vote_on names a field of answer_schema: give answer_schema too")

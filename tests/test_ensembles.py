@@ -362,11 +362,27 @@ def test_a_society_file_states_an_early_stopping_vote(tmp_path):
         moot.load_society(path)
 
 
-@pytest.mark.parametrize("protocol", [moot.Pipeline(), moot.MixtureOfAgents(layers=1)])
+@pytest.mark.parametrize(
+    "protocol", [moot.Pipeline(), moot.MixtureOfAgents(layers=1), moot.CriticLoop()]
+)
 def test_protocols_that_never_ask_for_a_program_refuse_program_agents(protocol):
     agents = [
         moot.Agent(name="text", model=says("1"), role="proposer"),
+        moot.Agent(name="critic", model=says("1"), role="critic"),
         moot.Agent(name="code", model=says("1"), kind="program", role="proposer"),
     ]
     with pytest.raises(ValueError, match="program agents code would fail every turn"):
         moot.Society(agents=agents, protocol=protocol)
+
+
+def test_a_router_that_chooses_or_a_judge_is_never_a_program_agent():
+    expert = moot.Agent(name="a", model=says("1"))
+    router = moot.Agent(name="r", model=says("a"), role="router", kind="program")
+    with pytest.raises(ValueError, match="router agent r is a program agent"):
+        moot.Society(agents=[expert, router], protocol=moot.Router(by="llm"))
+    coder = moot.Agent(name="c", model=says("1"), kind="program")
+    routed = moot.Society(agents=[expert, coder], protocol=moot.Router(fallback="c"))
+    assert routed.protocol.asks_for_programs()  # a program agent can be an expert
+    judge = moot.Judge(agent=moot.Agent(name="j", model=says("1"), kind="program"))
+    with pytest.raises(ValueError, match="Judge's j is a program agent"):
+        moot.Society(agents=[expert], aggregator=judge)

@@ -41,7 +41,8 @@ class Agent(Config):
     kind: Literal["text", "program"] = "text"
     """How the agent answers: "text", in words; "program", with a short Python program that
     moot runs in its sandbox (`moot.tools.sandbox`), whose printed output is the answer. A
-    program that fails or breaks the sandbox's limits fails the agent's turn."""
+    program that fails or breaks the sandbox's limits fails the agent's turn. Asked for in a
+    Debate (moot's prompts), a Cascade's tiers and a Router's experts; refused elsewhere."""
     trait: str | None = None
     """A preset trait ("easy-going", "overconfident") or a free-text persona."""
     model: BaseChatModel | str = "local"

@@ -200,7 +200,7 @@ class Debate(RoundProtocol):
         return self.prompt_set == "moot"
 
     def asks_for_programs(self) -> bool:
-        return True  # (in moot's prompts; `check` refuses program agents in a paper's)
+        return self.prompt_set == "moot"
 
     def asks_in_answer_format(self) -> bool:
         return self.prompt_set == "moot"

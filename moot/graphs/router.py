@@ -63,6 +63,12 @@ class Router(BaseProtocol):
             raise ValueError(f"the router names unknown experts: {', '.join(unknown)}")
         if self.by == "llm" and not any(agent.role == "router" for agent in agents):
             raise ValueError("by='llm' needs an agent with role 'router'")
+        coding = [a.name for a in agents if a.role == "router" and a.kind == "program"]
+        if self.by == "llm" and coding:
+            raise ValueError(
+                f"router agent {', '.join(coding)} is a program agent, but a router names "
+                "experts in words: give it kind text (program agents can be experts)"
+            )
         if not names:
             raise ValueError("a router needs at least one expert (an agent not in role 'router')")
 
