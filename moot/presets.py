@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Callable, Mapping
-from itertools import product
+from itertools import product, zip_longest
 from typing import Any, Literal, ParamSpec, cast
 
 from langchain_core.language_models import BaseChatModel
@@ -14,6 +14,7 @@ from moot.agents import Agent
 from moot.aggregate.base import Aggregator
 from moot.aggregate.extract import ExtractKind, kind_for
 from moot.aggregate.vote import MajorityVote
+from moot.graphs.cascade import Cascade
 from moot.graphs.debate import Debate, PromptSet, RoundStrategy
 from moot.society import Society
 from moot.spec import AgentSpec, SocietySpec, society_fields
@@ -51,8 +52,18 @@ def default_society_flags(settings: Mapping[str, Any], question: str) -> dict[st
     if kind in VOTED_KINDS and (settings.get("prompts") or "moot") == "moot" and not shaped:
         programs = (settings.get("agents") or DEFAULT_AGENTS) if kind == "number" else 0
         return {"rounds": 1, "programs": programs, "decide": "vote"}
-    text = {"rounds": DEFAULT_ROUNDS, "programs": 0, "decide": "vote"}
+    rounds = 1 if settings.get("stop_early") else DEFAULT_ROUNDS  # (it answers once)
+    text = {"rounds": rounds, "programs": 0, "decide": "vote"}
     return {key: text[key] if settings.get(key) is None else settings[key] for key in text}
+
+
+def early_stopping_vote(text: list[str], programs: list[str], window: int = 2) -> Cascade:
+    """An early-stopping vote (ESC, Li et al. 2024) over the named agents: drawn in turns, text
+    first (text 1, program 1, text 2, ...), `window` at a time, so a window of two holds both
+    ways of answering; it stops at the first window that agrees and decides by all drawn."""
+    drawn = [name for pair in zip_longest(text, programs) for name in pair if name is not None]
+    windows = [drawn[start : start + window] for start in range(0, len(drawn), window)]
+    return Cascade(tiers=windows, threshold=1.0, decide="all")
 
 
 def default_method(extract: object, prompt_set: str = "moot") -> str:

@@ -383,6 +383,39 @@ def test_a_choice_question_gets_the_vote_of_first_answers_unless_a_flag_shapes_i
     assert json.loads(out)["rounds"] == 2  # Du's prompts: their debate
 
 
+def test_stop_early_answers_in_pairs_of_text_and_program_until_a_pair_agrees(capsys):
+    status, out, _ = moot(capsys, "debate", "What is 6*7?", "--model", "test", "--stop-early")
+    assert status == 0 and "3 program agents answer two at a time until two agree" in out
+    status, out, _ = moot(capsys, "debate", "What is 6*7?", "--model", "test", "--stop-early",
+                          "--json")  # fmt: skip
+    result = json.loads(out)
+    tiers = [tier["agents"] for tier in result["details"]["tiers"]]
+    # The test model writes no program, so no pair agrees and every pair is asked.
+    assert tiers == [["agent1", "program1"], ["agent2", "program2"], ["agent3", "program3"]]
+    assert result["answer"] == "42" and result["stop_reason"] == "rounds"
+    status, out, _ = moot(capsys, "debate", "What is the capital of France?", "--model", "test",
+                          "--stop-early", "--json")  # fmt: skip
+    result = json.loads(out)  # text agents only: the first two agree
+    assert result["stop_reason"] == "confident" and len(result["turns"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (("--rounds", "2"), "answers once and votes, not a debate: leave out --rounds 2"),
+        (("--anonymous",), "leave out --anonymous"),
+        (("--decide", "select"), "decides by the vote of every answer given"),
+        (("--agents", "1", "--programs", "0"), "needs two agents at least"),
+        (("--prompts", "du-gsm8k"), "asks in moot's prompts"),
+        (("--moderate",), "--moderate pauses between debate rounds"),
+    ],
+)
+def test_stop_early_refuses_what_it_would_ignore(capsys, flags, says):
+    status, _, err = moot(capsys, "debate", "What is 6*7?", "--model", "test", "--stop-early",
+                          *flags)  # fmt: skip
+    assert status == 2 and says in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("flags", "texts", "programs", "rounds"),
     [

@@ -276,6 +276,8 @@ async def test_streamable_http_serves_the_same_tool(tmp_path):
         (["--model", "test", "--host", "0.0.0.0"], "error: --host is for --http PORT"),
         (["--model", "test", "--http", "70000"], "error: argument --http: a port is 1 to 65535"),
         (["--model", "test", "--rounds", "0"], "error: argument --rounds: must be at least 1"),
+        (["--model", "test", "--stop-early", "--rounds", "2"], "error: --stop-early answers"),
+        (["{folder}/bad.yaml", "--stop-early"], "error: --stop-early shapes the default debate"),
     ],
 )
 def test_bad_setup_is_one_error_line_before_serving(tmp_path, args, expected):

@@ -54,7 +54,12 @@ from moot.graphs.debate import Debate, PromptSet
 from moot.graphs.moa import MixtureOfAgents
 from moot.graphs.types import MAX_ROUNDS
 from moot.models import load_model
-from moot.presets import MACHINESOM_STRATEGIES, default_method, machinesom_spec
+from moot.presets import (
+    MACHINESOM_STRATEGIES,
+    default_method,
+    early_stopping_vote,
+    machinesom_spec,
+)
 from moot.society import Society
 from moot.society_file import SocietyFile
 from moot.spec import (
@@ -366,17 +371,12 @@ def _builtin(
             aggregator=Judge(agent=Agent(name="aggregator", role="aggregator", **sampling)),
         )
     if kind == "esc":  # agents as in vote-N-palK (same seeds): run that first to cache calls
-        window = _number(groups[2] or "2")
         text = agents(_number(groups[0] or "1"))
         coders = agents(_number(groups[1] or "0"), "program", kind="program")
-        # Drawn in turns, text first, so a window of two holds both ways of answering.
-        drawn = [a.name for pair in itertools.zip_longest(text, coders) for a in pair if a]
-        windows = [drawn[start : start + window] for start in range(0, len(drawn), window)]
-        return SocietySpec(
-            agents=[*text, *coders],
-            protocol=Cascade(tiers=windows, threshold=1.0, decide="all"),
-            aggregator=vote,
+        stopping = early_stopping_vote(
+            [a.name for a in text], [a.name for a in coders], _number(groups[2] or "2")
         )
+        return SocietySpec(agents=[*text, *coders], protocol=stopping, aggregator=vote)
     cheap = agents(_number(groups[0] or "1"), "cheap")
     strong = AgentSpec(name="strong", **{**sampling, "model": settings.loaded(strong=True)})
     return SocietySpec(

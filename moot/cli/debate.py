@@ -161,6 +161,8 @@ def start(args: argparse.Namespace) -> int:
     settings = {key: getattr(args, key) for key in SETTINGS if hasattr(args, key)}
     note = None
     if args.command == "debate":
+        if args.moderate and args.stop_early:
+            return fail("--moderate pauses between debate rounds, and --stop-early has none")
         if settings.get("extract") is None:
             settings["extract"] = answer_format_of(settings.get("prompts") or "moot")
         shaping = {**settings, "moderate": args.moderate}
@@ -194,6 +196,8 @@ def _voted_note(settings: Mapping[str, Any], chosen: Mapping[str, Any]) -> str:
     agents = f"{settings.get('agents') or DEFAULT_AGENTS} text agents"
     if chosen["programs"]:
         agents += f" and {chosen['programs']} program agents"
+    if settings.get("stop_early"):
+        return f"{agents} answer two at a time until two agree, and vote over every answer given"
     return (
         f"{agents} answer once and vote: moot's default for a number or a choice, where no "
         f"debate measured beat it (BENCHMARKS.md, issue 38); --rounds {DEFAULT_ROUNDS} debates"

@@ -33,7 +33,7 @@ DEBATE_DEFAULTS = {"agents": 3, "rounds": 2, "prompts": "moot"}
 DEBATE_ONLY = (
     "agents", "rounds", "model_option", "extract", "temperature", "max_tokens", "seed",
     "max_concurrency", "consensus", "prompts", "tools", "tool_choice", "programs", "update",
-    "anonymous", "peers_shown", "decide",
+    "anonymous", "peers_shown", "decide", "stop_early",
 )  # fmt: skip
 """Flags that shape the default debate; a society file sets these itself."""
 
@@ -105,6 +105,8 @@ def mcp_command(args: argparse.Namespace) -> int:
             {key: getattr(args, key) for key in DEBATE_ONLY if getattr(args, key) is not None}
         )
         settings["extract"] = settings.get("extract") or answer_format_of(settings["prompts"])
+        if args.stop_early and args.rounds is None:  # (it answers once)
+            settings["rounds"] = 1
         name = "debate"
     settings.update(
         {
