@@ -25,9 +25,11 @@ DEFAULT_AGENTS, DEFAULT_ROUNDS = 3, 2
 rounds, decided by a vote."""
 DEFAULT_PROGRAMS = DEFAULT_AGENTS
 """Where the answer is a number (and moot's prompts ask), the default society is instead
-the text agents and as many program agents answering once, by majority vote:
-on the 1.5B no debate round measured beat the vote of the first answers, and program agents
-are right on arithmetic where text agents slip (BENCHMARKS.md, issue 38)."""
+the text agents and as many program agents answering once, two at a time (text 1 with
+program 1, ...) until two agree, by majority vote of every answer given: on the 1.5B no debate
+round measured beat the vote of the first answers, program agents are right on arithmetic
+where text agents slip, and stopping early gave the same answers for 26-45% fewer tokens
+(BENCHMARKS.md, issue 38)."""
 
 
 DEBATE_FLAGS = ("rounds", "programs", "decide", "consensus", "update", "anonymous", "peers_shown")
@@ -44,14 +46,17 @@ VOTED_KINDS = ("number", "choice")
 def default_society_flags(settings: Mapping[str, Any], question: str) -> dict[str, Any]:
     """`moot debate`'s --rounds, --programs and --decide where not given: for a question whose
     answer is a number or a choice, asked in moot's prompts, with no flag that shapes a debate,
-    one round and a vote (a number also gets as many program agents as text agents); else the
-    text debate's defaults (2 rounds, no program agents, a vote) for those not given."""
+    one round and a vote (a number also gets as many program agents as text agents, and
+    --stop-early); else the text debate's defaults (2 rounds, no program agents, a vote) for
+    those not given."""
     kind = _kind_of(settings.get("extract"), question)
     given = [settings.get(key) for key in (*DEBATE_FLAGS, "moderate")]
     shaped = any(value is not None and value is not False for value in given)  # 0 is given
     if kind in VOTED_KINDS and (settings.get("prompts") or "moot") == "moot" and not shaped:
-        programs = (settings.get("agents") or DEFAULT_AGENTS) if kind == "number" else 0
-        return {"rounds": 1, "programs": programs, "decide": "vote"}
+        if kind == "choice":
+            return {"rounds": 1, "programs": 0, "decide": "vote"}
+        programs = settings.get("agents") or DEFAULT_AGENTS
+        return {"rounds": 1, "programs": programs, "decide": "vote", "stop_early": True}
     rounds = 1 if settings.get("stop_early") else DEFAULT_ROUNDS  # (it answers once)
     text = {"rounds": rounds, "programs": 0, "decide": "vote"}
     return {key: text[key] if settings.get(key) is None else settings[key] for key in text}
@@ -70,7 +75,7 @@ def default_method(extract: object, prompt_set: str = "moot") -> str:
     """The default society for answers in `extract` as a bench method (`moot bench --methods
     default`)."""
     if prompt_set == "moot" and extract == "number":
-        return f"vote-{DEFAULT_AGENTS}-pal{DEFAULT_PROGRAMS}"
+        return f"vote-{DEFAULT_AGENTS}-pal{DEFAULT_PROGRAMS}-stop2"
     if prompt_set == "moot" and extract == "choice":
         return f"vote-{DEFAULT_AGENTS}"
     return f"debate-{DEFAULT_AGENTS}x{DEFAULT_ROUNDS}"

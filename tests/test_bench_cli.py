@@ -191,9 +191,11 @@ def test_show_md_of_a_bench_folder_has_the_reference_column(capsys, tmp_path):
 def test_the_default_method_runs_and_is_recorded_as_what_it_is_on_the_task(capsys, tmp_path):
     out = tmp_path / "out"
     assert main(bench(out, "--methods", "default")) == 0
-    assert "default: vote-3-pal3 " in capsys.readouterr().err
+    assert "default: vote-3-pal3-stop2 " in capsys.readouterr().err
     methods = {json.loads(line)["method"] for line in (out / "results.jsonl").open()}
-    assert methods == {"vote-3-pal3"}  # a later default resumes nothing recorded under "default"
+    assert methods == {
+        "vote-3-pal3-stop2"
+    }  # a later default resumes nothing recorded under "default"
 
 
 def test_skip_runs_a_later_slice_of_the_same_task_in_the_same_folder(capsys, tmp_path):

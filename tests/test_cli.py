@@ -354,10 +354,15 @@ def test_a_number_question_gets_text_and_program_agents_unless_a_flag_shapes_it(
     number = ("What is 6*7?", "--model", "test", "--json")
     status, out, _ = moot(capsys, "debate", *number)
     result = json.loads(out)
-    assert status == 0 and result["rounds"] == 1
-    assert [turn["agent"] for turn in result["turns"]] == [
-        "agent1", "agent2", "agent3", "program1", "program2", "program3"
+    # Two at a time until two agree: the test model writes no program, so every pair is asked.
+    assert status == 0 and [tier["agents"] for tier in result["details"]["tiers"]] == [
+        ["agent1", "program1"], ["agent2", "program2"], ["agent3", "program3"]
     ]  # fmt: skip
+    status, out, _ = moot(capsys, "debate", *number[:3])  # says what it runs, and why
+    assert (
+        "answer two at a time until two agree, and vote over every answer given: moot's "
+        "default" in " ".join(out.split())
+    )
     status, out, _ = moot(capsys, "debate", *number, "--rounds", "2")  # the text debate
     result = json.loads(out)
     assert result["rounds"] == 2 and {turn["agent"] for turn in result["turns"]} == {
@@ -419,8 +424,9 @@ def test_stop_early_refuses_what_it_would_ignore(capsys, flags, says):
 @pytest.mark.parametrize(
     ("flags", "texts", "programs", "rounds"),
     [
-        ((), 3, 3, 1),
-        (("--agents", "5"), 5, 5, 1),  # as many program agents as text agents
+        ((), 3, 3, 3),  # in pairs: the test model writes no program, so all 3 pairs are asked
+        (("--agents", "5"), 5, 5, 5),  # as many program agents as text agents
+        (("--rounds", "1", "--programs", "3"), 3, 3, 1),  # all six at once
         (("--programs", "0"), 3, 0, 2),  # any flag that shapes a debate: the text debate's rest
         (("--programs", "2"), 3, 2, 2),
         (("--decide", "vote"), 3, 0, 2),

@@ -285,15 +285,29 @@ def test_mcp_servers_round_trip_in_each_form():
 
 
 @pytest.mark.parametrize(
-    ("question", "extract", "kinds", "rounds"),
+    ("question", "extract", "kinds", "protocol"),
     [
-        ("What is the capital of France?", "short", ["text"] * 3, 2),
-        ("What is 17*23?", "number", ["text"] * 3 + ["program"] * 3, 1),
-        ("Which is a gas?\nA) iron\nB) helium\nC) salt", "choice", ["text"] * 3, 1),
+        ("What is the capital of France?", "short", ["text"] * 3, moot.Debate(rounds=2)),
+        (
+            "What is 17*23?",
+            "number",
+            ["text"] * 3 + ["program"] * 3,
+            moot.Cascade(
+                tiers=[["agent1", "program1"], ["agent2", "program2"], ["agent3", "program3"]],
+                threshold=1.0,
+                decide="all",
+            ),
+        ),
+        (
+            "Which is a gas?\nA) iron\nB) helium\nC) salt",
+            "choice",
+            ["text"] * 3,
+            moot.Debate(rounds=1),
+        ),
     ],
 )
 def test_the_default_method_is_the_society_moot_debate_runs_without_flags(
-    question, extract, kinds, rounds
+    question, extract, kinds, protocol
 ):
     from moot.cli import debate as debate_command
     from moot.cli.run import debate_spec
@@ -308,5 +322,5 @@ def test_the_default_method_is_the_society_moot_debate_runs_without_flags(
     command = debate_spec({**flags, "model": "local", "model_option": []})
     assert [agent.kind for agent in method.agents] == [agent.kind for agent in command.agents]
     assert [agent.kind for agent in command.agents] == kinds
-    assert method.protocol == command.protocol and command.protocol.rounds == rounds
+    assert method.protocol == command.protocol == protocol
     assert type(method.aggregator) is type(command.aggregator)

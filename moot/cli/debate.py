@@ -50,7 +50,8 @@ def add_commands(commands: Any) -> None:
         help="run a multi-agent debate (Du et al.) on a question",
         description="Run a society on a question: by default 3 text agents debating 2 rounds and "
         "their vote. A question whose answer is a number (asked in moot's prompts) gets 3 text "
-        "and 3 program agents answering once and their vote instead, and a multiple-choice "
+        "and 3 program agents answering once, two at a time until two agree (--stop-early), "
+        "and their vote instead, and a multiple-choice "
         "question the vote of 3 text agents' first answers, unless a flag that shapes "
         "a debate is given (--rounds, --programs, --decide, --consensus, --update, "
         "--anonymous, --peers-shown, --moderate): BENCHMARKS.md, issue 38.",
@@ -168,8 +169,9 @@ def start(args: argparse.Namespace) -> int:
         shaping = {**settings, "moderate": args.moderate}
         chosen = default_society_flags(shaping, args.question)
         voted = chosen["rounds"] == 1 and settings.get("rounds") is None
-        note = _voted_note(settings, chosen) if voted and not args.json else None
+        by_default = voted and not settings.get("stop_early")
         settings.update(chosen)
+        note = _voted_note(settings, by_default) if voted and not args.json else None
     spec, society = command_society(settings)
     live = Live(console=console, refresh_per_second=8, transient=True)
     options = {
@@ -191,16 +193,19 @@ def start(args: argparse.Namespace) -> int:
     )
 
 
-def _voted_note(settings: Mapping[str, Any], chosen: Mapping[str, Any]) -> str:
-    """Why a question got one round and a vote: the default society for its answer format."""
+def _voted_note(settings: Mapping[str, Any], by_default: bool) -> str:
+    """What a question got that answers once (and why, when the default chose it)."""
     agents = f"{settings.get('agents') or DEFAULT_AGENTS} text agents"
-    if chosen["programs"]:
-        agents += f" and {chosen['programs']} program agents"
+    if settings["programs"]:
+        agents += f" and {settings['programs']} program agents"
+    how = "answer once and vote"
     if settings.get("stop_early"):
-        return f"{agents} answer two at a time until two agree, and vote over every answer given"
+        how = "answer two at a time until two agree, and vote over every answer given"
+    if not by_default:
+        return f"{agents} {how}"
     return (
-        f"{agents} answer once and vote: moot's default for a number or a choice, where no "
-        f"debate measured beat it (BENCHMARKS.md, issue 38); --rounds {DEFAULT_ROUNDS} debates"
+        f"{agents} {how}: moot's default for a number or a choice, where no debate measured "
+        f"beat it (BENCHMARKS.md, issue 38); --rounds {DEFAULT_ROUNDS} debates"
     )
 
 
