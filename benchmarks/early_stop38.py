@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from redecide38 import RESULTS, mcnemar, plurality
+from redecide38 import RESULTS, plurality, versus_vote
 
 
 def stopped_at(answers: list[str | None], window: int) -> int:
@@ -44,15 +44,9 @@ def main(tasks: list[tuple[str, int]]) -> None:
             ]
             spent = sum(r["tokens"] * n / 9 for r, n in zip(votes, drawn, strict=True)) / len(votes)
             mean = sum(r["tokens"] for r in votes) / len(votes) / 9  # one sample's tokens
-            n = next((n for n in range(1, 10) if mean * n >= spent), 9)
-            vote = [plurality(a[:n]) == r["reference"] for a, r in zip(samples, votes, strict=True)]
-            only_esc = sum(e and not v for e, v in zip(right, vote, strict=True))
-            only_vote = sum(v and not e for e, v in zip(right, vote, strict=True))
-            print(
-                f"| {task} ({len(votes)}) | {window} | {sum(right)} / {len(votes)} | {spent:,.0f} "
-                f"| vote-{n} ({sum(vote)} / {len(votes)}) | {only_esc} / {only_vote} "
-                f"| {mcnemar(only_esc, only_vote):.2f} |"
-            )
+            references = [r["reference"] for r in votes]
+            cells = versus_vote(right, spent, mean, samples, references)
+            print(f"| {task} ({len(votes)}) | {window} | {cells}")
 
 
 if __name__ == "__main__":

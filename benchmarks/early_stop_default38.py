@@ -16,7 +16,7 @@ import json
 import sys
 
 from early_stop38 import stopped_at
-from redecide38 import RESULTS, mcnemar, plurality
+from redecide38 import RESULTS, plurality, versus_vote
 
 
 def main(task: str, first: int, last: int) -> None:
@@ -43,16 +43,10 @@ def main(task: str, first: int, last: int) -> None:
                 drawn = drawn[: stopped_at([answer for answer, _ in drawn], 2)]
             right.append(plurality([answer for answer, _ in drawn]) == votes[q]["reference"])
             spent += sum(cost for _, cost in drawn)
-        tokens = spent / len(questions)
-        n = next((n for n in range(1, 10) if per_text * n >= tokens), 9)
-        vote = [plurality(text(q, n)) == votes[q]["reference"] for q in questions]
-        only_m = sum(m and not v for m, v in zip(right, vote, strict=True))
-        only_v = sum(v and not m for m, v in zip(right, vote, strict=True))
-        print(
-            f"| {rule} | {sum(right)} / {len(questions)} | {tokens:,.0f} | vote-{n} "
-            f"({sum(vote)} / {len(questions)}) | {only_m} / {only_v} "
-            f"| {mcnemar(only_m, only_v):.3f} |"
-        )
+        samples = [text(q, 9) for q in questions]
+        references = [votes[q]["reference"] for q in questions]
+        cells = versus_vote(right, spent / len(questions), per_text, samples, references)
+        print(f"| {rule} | {cells}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,26 @@ def plurality(answers: list[str | None]) -> str | None:
     return crosscheck([("one", answer) for answer in answers])
 
 
+def versus_vote(
+    right: list[bool],
+    tokens: float,
+    per_sample: float,
+    samples: list[list[str | None]],
+    references: list[str],
+) -> str:
+    """Table cells: `right` (per question, at `tokens` a question) against the text vote of N
+    of `samples`, N the smallest whose tokens reach `tokens`; McNemar exact."""
+    n = next((n for n in range(1, 10) if per_sample * n >= tokens), 9)
+    vote = [plurality(s[:n]) == ref for s, ref in zip(samples, references, strict=True)]
+    only_m = sum(m and not v for m, v in zip(right, vote, strict=True))
+    only_v = sum(v and not m for m, v in zip(right, vote, strict=True))
+    count = len(right)
+    return (
+        f"{sum(right)} / {count} | {tokens:,.0f} | vote-{n} ({sum(vote)} / {count}) "
+        f"| {only_m} / {only_v} | {mcnemar(only_m, only_v):.3f} |"
+    )
+
+
 def mcnemar(only_a: int, only_b: int) -> float:
     n = only_a + only_b
     tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
