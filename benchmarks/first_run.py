@@ -3,7 +3,7 @@
 30 simple questions of three kinds (one-word facts, yes/no facts, one-digit sums), each asked
 of a single agent and of a 3-agent x 2-round debate on the embedded SmolLM2-135M, seeded.
 Reports the share of turns with a readable answer, and the final answer's accuracy per kind,
-single against debate; then the README's first command over 10 seeds.
+single against debate; then the README's first command over 10 seeds (`--readme-seeds`).
 
     python benchmarks/first_run.py --out after.jsonl          # this checkout's defaults
     PYTHONPATH=OLD_CHECKOUT python benchmarks/first_run.py --out before.jsonl  # "before"
@@ -75,6 +75,7 @@ def main() -> int:
     parser.add_argument("--extract", help="answer format (default: the Society's default)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", help="run one kind: fact, yes/no, sum or readme")
+    parser.add_argument("--readme-seeds", type=int, default=10, help="README question runs (10)")
     parser.add_argument("--out", type=Path, required=True, help="results, one JSON line each")
     args = parser.parse_args()
     # One JSON line per question (and per README seed), appended as it finishes: a rerun with
@@ -87,7 +88,10 @@ def main() -> int:
     seen = {(row["kind"], row["question"]) for row in done}
     started = time.monotonic()
     with args.out.open("a") as out:
-        for kind, questions in [*KINDS.items(), ("readme", [(README_QUESTION, "paris")] * 10)]:
+        for kind, questions in [
+            *KINDS.items(),
+            ("readme", [(README_QUESTION, "paris")] * args.readme_seeds),
+        ]:
             for number, (question, reference) in enumerate(questions):
                 label = f"{question} #{number}" if kind == "readme" else question
                 if (kind, label) in seen or (args.only and kind != args.only):

@@ -75,6 +75,11 @@ class Society(Config):
                 f"{type(self.aggregator).__name__}'s {', '.join(deciders)} is a program agent, "
                 "but judges and fusers are asked in words, never for a program: give it kind text"
             )
+        if programs and self.answer_schema is not None:
+            raise ValueError(
+                f"program agents {', '.join(programs)} print one value, but answer_schema asks "
+                "for an object of fields: drop answer_schema, or make them text agents"
+            )
         if self.vote_on is not None and self.answer_schema is None:
             raise ValueError("vote_on names a field of answer_schema: give answer_schema too")
         if self.answer_schema is not None and not self.protocol.asks_in_answer_format():

@@ -47,6 +47,9 @@ def test_auto_chooses_a_format_that_fits_the_question(question, kind):
         # The question repeated first is not the answer ("what"): the embedded model does this.
         'What is the capital of France?\nThe answer would be "Paris", the city of light.',
         "Is it Lyon? No. The capital is Paris.",
+        # The embedded model repeats the label, or the instruction after its answer.
+        "Answer: Answer: Paris",
+        "Answer: Paris. Answer with one-to-three-worded,QLI.",
     ],
 )
 def test_short_answers_that_say_the_same_read_the_same(reply):
@@ -149,7 +152,10 @@ def test_the_readme_first_question_reads_an_answer_from_every_turn_of_the_embedd
     assert {turn["answer"] for turn in result["turns"]} <= {"yes", "no"}
 
 
-@pytest.mark.parametrize("answer", ["answer in one to three words", "answer-1", "No answer"])
+@pytest.mark.parametrize(
+    "answer",
+    ["answer in one to three words", "answer-1", "No answer", "Answer: Answer.", "Answer. Paris"],
+)
 def test_a_short_answer_that_echoes_the_instruction_does_not_read(answer):
     assert extract_short(f"Answer: {answer}") is None
     assert extract_short("Answer: paris") == "paris"

@@ -84,6 +84,12 @@ def test_bad_schema_settings_are_refused(options, message):
         moot.Society(agents=agents, **{"answer_schema": Height, **options})
 
 
+def test_program_agents_with_an_answer_schema_are_refused():
+    agents = [moot.Agent(name="p", model="test", kind="program")]
+    with pytest.raises(moot.ConfigError, match="program agents p print one value"):
+        moot.Society(agents=agents, protocol=moot.Debate(rounds=1), answer_schema=Height)
+
+
 def test_with_structured_output_gives_the_schema_instance():
     plain = moot.Society(
         agents=[moot.Agent(name=n, model=ScriptedChatModel(respond=lambda m, i: REPLIES[i.agent]))

@@ -11,7 +11,10 @@ EXTRACT_KINDS: tuple[str, ...] = get_args(ExtractKind)
 """The built-in answer formats, by name. "auto" is decided per question (`kind_for`)."""
 Extractor = Callable[[str], str | None]
 
-_ANSWER_LINE = re.compile(r"\b(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*(.+)", re.IGNORECASE)
+_ANSWER_LINE = re.compile(
+    r"\b(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*(?:answer\s*:\s*)*(.+)", re.IGNORECASE
+)
+"""An "Answer:" marker; a repeated one ("Answer: Answer: Paris", small models) counts once."""
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _LATEX_FRACTION = re.compile(
     r"(?:(?<![\d.])(-?\d+) ?)?(-?)\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}"
@@ -163,6 +166,7 @@ _LEAD = re.compile(r"^(?:(?:the|my|final)\s+)*answer\s+(?:is|would be)\s+|^(?:it
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+")
 _COPULA = re.compile(r"\s+(?:is|are|was|were)\s+")
 _ECHO = re.compile(r"\banswer")
+_FIRST_SENTENCE = re.compile(r"(.*?\w{3})\. ")  # not after "St." or "Dr."
 
 
 def short_answer(raw: str) -> str | None:
@@ -175,7 +179,9 @@ def short_answer(raw: str) -> str | None:
     text = text.split(",")[0]  # "paris, france", "paris, frances capital city" -> "paris"
     text = _ARTICLE.sub("", text).strip(" .!?:;,")
     if _ECHO.search(text):  # the instruction echoed back: "answer in one to three words"
-        return None
+        # ...unless after a first sentence: "Paris. Answer with one to three words."
+        first = _FIRST_SENTENCE.match(text)
+        return short_answer(first.group(1)) if first and not _ECHO.search(first.group(1)) else None
     return text or None
 
 
