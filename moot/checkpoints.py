@@ -114,6 +114,8 @@ def _connect(path: str | Path) -> sqlite3.Connection:
     """A connection to the SQLite file `path`, or a ConfigError saying why it cannot be one."""
     if Path(path).is_dir():
         raise ConfigError(f"checkpoint {path} is a folder: give a file name, e.g. runs.sqlite")
+    if not Path(path).parent.is_dir():
+        raise ConfigError(f"checkpoint {path}: the folder {Path(path).parent} does not exist")
     try:
         connection = sqlite3.connect(str(path), check_same_thread=False)
         connection.execute("PRAGMA schema_version").fetchone()

@@ -50,7 +50,12 @@ def default_society_flags(settings: Mapping[str, Any], question: str) -> dict[st
     --stop-early); else the text debate's defaults (2 rounds, no program agents, a vote) for
     those not given."""
     kind = _kind_of(settings.get("extract"), question)
-    given = [settings.get(key) for key in (*DEBATE_FLAGS, "moderate")]
+    implied = {"rounds": 1, "decide": "vote"} if settings.get("stop_early") else {}
+    given = [
+        settings.get(key)
+        for key in (*DEBATE_FLAGS, "moderate")
+        if key not in implied or settings.get(key) != implied[key]  # what --stop-early means
+    ]
     shaped = any(value is not None and value is not False for value in given)  # 0 is given
     if kind in VOTED_KINDS and (settings.get("prompts") or "moot") == "moot" and not shaped:
         if kind == "choice":

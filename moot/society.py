@@ -166,6 +166,11 @@ class Society(Config):
             list(STREAM_MODES) if streaming else ["values"],
         )
 
+    def result_of_state(self, state: dict[str, Any]) -> Result:
+        """The `Result` a run of this society with graph state `state` (a checkpoint's saved
+        values) returns: its answer format, tiers and other protocol details included."""
+        return self._run(state.get("question"), {})._result(state)
+
     # -- LangChain ----------------------------------------------------------------------------
     def as_runnable(self, output: Literal["answer", "result"] = "answer") -> Runnable[Any, Any]:
         """This society as an LCEL Runnable (input: a question, prompt, messages or dict)."""

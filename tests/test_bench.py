@@ -209,7 +209,7 @@ def test_methods_build_the_societies_they_name(tmp_path):
     )
     assert from_file.aggregator.extract == "choice"  # the task decides the answer format
     assert all(agent.model is settings.model for agent in from_file.agents)
-    for bad in ("debate-0x2", "vote", "machinesom-debate-debate", "mystery"):
+    for bad in ("vote", "machinesom-debate-debate", "mystery"):
         with pytest.raises(ConfigError, match=r"unknown method .* use default .*, single, vote-N"):
             build(bad)
 
@@ -230,9 +230,17 @@ def test_an_early_stopping_vote_is_vote_n_in_windows_and_reuses_its_cached_calls
     for bad in ("vote-2-stop3", "vote-3-stop1", "vote-1-pal1-stop3"):  # one always agrees
         with pytest.raises(ConfigError, match="W must be from 2 .* to the number of agents"):
             build_method(bad, "number", settings)
-    for bad in ("vote-3-stop0", "vote-3-stop2-keep", "debate-3x2-stop2"):
+    for bad in ("vote-3-stop2-keep", "debate-3x2-stop2"):
         with pytest.raises(ConfigError, match="unknown method"):
             build_method(bad, "number", settings)
+    for bad in ("vote-3-stop0", "vote-0-stop2", "vote-3-pal0-stop2", "debate-0x2", "debate-3x0"):
+        with pytest.raises(ConfigError, match="every count is 1 or more"):
+            build_method(bad, "number", settings)
+    for bad in ("vote-03", "vote-3-stop02", "debate-3x02"):  # apart from vote-3's records
+        with pytest.raises(ConfigError, match="without leading zeros"):
+            build_method(bad, "number", settings)
+    with pytest.raises(ConfigError, match=r"e\.g\. vote-3-pal3-stop2"):
+        build_method("vote-3-pal3-stop7", "number", settings)
 
     model = scripted()  # answers every question right, so the first window always agrees
     plan = plan_for(model, methods=["vote-4", "vote-4-stop2"], questions=3)

@@ -214,3 +214,10 @@ def test_skip_runs_a_later_slice_of_the_same_task_in_the_same_folder(capsys, tmp
     with pytest.raises(SystemExit):
         main([*first, "--skip", "-1"])
     assert "--skip: must be 0 or more, got -1" in capsys.readouterr().err
+    data = tmp_path / "two.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer": "4"}\n')
+    file_bench = ["bench", "--model", "test", "--data", str(data), "--out", str(tmp_path / "f")]
+    err = one_error_line(
+        capsys, [*file_bench, "--methods", "single", "--limit", "9", "--skip", "2"]
+    )
+    assert err.rstrip().endswith("skip fewer")  # a --limit past the file's end is no help

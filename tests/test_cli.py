@@ -223,6 +223,11 @@ def test_absurd_numbers_are_refused(capsys, args, message):
     assert message in err
 
 
+def test_too_many_agents_with_the_default_program_agents_names_both(capsys):
+    err = one_error_line(capsys, "debate", "What is 6*7?", "--model", "test", "--agents", "501")
+    assert "--agents 501 and 501 program agents (--programs; a number question gets" in err
+
+
 def test_bad_checkpoint_files_are_refused(capsys, tmp_path):
     garbage = tmp_path / "notes.txt"
     garbage.write_text("not a database " * 100)
@@ -233,6 +238,9 @@ def test_bad_checkpoint_files_are_refused(capsys, tmp_path):
         ):
             assert message in one_error_line(capsys, *args)
     assert garbage.read_text().startswith("not a database")  # untouched
+    missing = ["--checkpoint", str(tmp_path / "no" / "runs.sqlite"), "--thread", "t"]
+    err = one_error_line(capsys, "debate", "q", "--model", "test", *missing)
+    assert f"the folder {tmp_path / 'no'} does not exist" in err
 
 
 def test_files_that_are_not_utf8_are_refused(capsys, tmp_path):
@@ -402,6 +410,14 @@ def test_stop_early_answers_in_pairs_of_text_and_program_until_a_pair_agrees(cap
                           "--stop-early", "--json")  # fmt: skip
     result = json.loads(out)  # text agents only: the first two agree
     assert result["stop_reason"] == "confident" and len(result["turns"]) == 2
+
+
+@pytest.mark.parametrize("flags", [("--rounds", "1"), ("--decide", "vote")])
+def test_stop_early_keeps_its_program_agents_beside_flags_it_implies(capsys, flags):
+    status, out, _ = moot(capsys, "debate", "What is 6*7?", "--model", "test", "--stop-early",
+                          *flags, "--json")  # fmt: skip
+    agents = {turn["agent"] for turn in json.loads(out)["turns"]}
+    assert status == 0 and {"program1", "program2", "program3"} <= agents
 
 
 @pytest.mark.parametrize(

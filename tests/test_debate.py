@@ -332,3 +332,13 @@ def test_a_branch_checkpointed_before_conversations_were_sent_still_runs(echo_nu
     (call,) = next(body)
     expected, peers = protocol.conversation_for(old, context)
     assert call.conversation == expected and call.peers == peers == ["a1"]
+
+
+@pytest.mark.parametrize("protocol", [moot.Cascade(), moot.Pipeline()], ids=lambda p: p.kind)
+def test_a_moderator_given_to_a_protocol_without_rounds_is_refused_not_ignored(protocol):
+    model = ScriptedChatModel(respond=lambda messages: "Answer: 4")
+    society = moot.Society(agents=[moot.Agent(name=n, model=model) for n in ("a", "b")],
+                           protocol=protocol)  # fmt: skip
+    with pytest.raises(moot.ConfigError, match="has no rounds for a moderator"):
+        society.run("q", moderator=lambda round, turns: None)
+    assert model.calls == []

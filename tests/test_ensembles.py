@@ -292,6 +292,25 @@ def test_an_early_stopping_vote_counts_each_agent_once():
         moot.Society(agents=agents, protocol=moot.Cascade(tiers=[["a", "b"], ["a"]], decide="all"))
 
 
+def test_a_last_window_that_agrees_stops_as_confident_and_one_that_splits_on_rounds():
+    assert early_stopping_vote(["4", "3", "5", "5"], window=2).run("q").stop_reason == "confident"
+    assert early_stopping_vote(["4", "3", "5", "6"], window=2).run("q").stop_reason == "rounds"
+
+
+@pytest.mark.parametrize(
+    ("tiers", "message"),
+    [
+        ([["a", "a"], ["b"]], "a is listed twice in one tier"),
+        ([["a"], ["b", "c"]], "tier 1 has one agent"),
+        ([["a", "b"]], "agents c are in no tier"),
+    ],
+)
+def test_cascade_tiers_that_could_not_mean_what_they_say_are_refused(tiers, message):
+    agents = [moot.Agent(name=n, model=says("1")) for n in "abc"]
+    with pytest.raises(moot.ConfigError, match=message):
+        moot.Society(agents=agents, protocol=moot.Cascade(tiers=tiers, decide="all"))
+
+
 def test_a_failed_or_unreadable_sample_never_makes_a_window_agree():
     broken = moot.Agent(name="s1", model=ScriptedChatModel(respond=lambda m: 1 / 0), retries=0)
     agents = [

@@ -169,3 +169,31 @@ def test_the_live_page_is_the_grid_to_fill_and_escapes_what_it_is_given():
     assert "http://" not in page and "https://" not in page
     listed = runs_html([("/runs/a", hostile, "running")])
     assert "<script>" not in listed and "&lt;script&gt;" in listed
+
+
+def test_a_page_that_cannot_be_written_loses_no_run(tmp_path, capsys, monkeypatch):
+    command = ["debate", "What is 12+30?", "--model", "test", "--agents", "2", "--rounds", "1"]
+    assert main([*command, "--html", str(tmp_path), "--json"]) == 2  # a folder: refused first
+    captured = capsys.readouterr()
+    assert "it is a folder" in captured.err and captured.out == ""
+
+    def full_disk(out, text):
+        raise moot.ConfigError(f"cannot write {out}: No space left on device")
+
+    monkeypatch.setattr("moot.cli.show.write_page", full_disk)
+    assert main([*command, "--html", str(tmp_path / "run.html"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["answer"] == "42"  # printed before the page failed
+    assert "No space left" in captured.err and "the run finished" in captured.err
+
+
+def test_a_checkpointed_cascade_shows_its_tiers_as_the_run_did(tmp_path, capsys):
+    checkpoint = str(tmp_path / "runs.sqlite")
+    run = ["debate", "What is 17 + 25?", "--model", "test", "--checkpoint", checkpoint]
+    assert main([*run, "--thread", "a", "--json"]) == 0  # the default for a number: a cascade
+    printed = json.loads(capsys.readouterr().out)
+    assert main(["show", "--checkpoint", checkpoint, "--thread", "a", "--format", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert len(shown["details"]["tiers"]) == 3 and shown == printed
+    assert main(["show", "--checkpoint", checkpoint, "--thread", "a"]) == 0
+    assert "Vote: -" not in capsys.readouterr().out  # every tier's vote, not round 1's agents'

@@ -126,10 +126,22 @@ def check_method(spec: str) -> None:
         if not Path(spec).is_file():
             raise ConfigError(f"no society file {spec}")
         return
-    parsed = _parse(spec)
+    _checked(spec)
+
+
+def _checked(
+    spec: str, extract: object = None, prompt_set: str = "moot"
+) -> tuple[str, tuple[str | None, ...]]:
+    """`_parse`, or a ConfigError saying what is wrong with the name or its counts."""
+    if re.search(r"(?<![\d.])0\d", spec):  # vote-03 would keep records apart from vote-3's
+        raise ConfigError(f"method {_shown(spec)}: write counts without leading zeros")
+    parsed = _parse(spec, extract, prompt_set)
     if parsed is None:
+        if re.search(r"-(?:pal|stop|sparse)?0(?!\d)|\dx0(?!\d)", spec):
+            raise ConfigError(f"method {_shown(spec)}: every count is 1 or more")
         raise ConfigError(f"unknown method '{_shown(spec)}': use {METHOD_FORMS}")
     _check_counts(spec, *parsed)
+    return parsed
 
 
 def _check_counts(spec: str, kind: str, groups: tuple[str | None, ...]) -> None:
@@ -151,7 +163,7 @@ def _check_counts(spec: str, kind: str, groups: tuple[str | None, ...]) -> None:
     if kind == "esc" and not 2 <= numbers[-1] <= numbers[0] + programs:
         raise ConfigError(
             f"method {_shown(spec)}: W must be from 2 (a window of one always agrees) to the "
-            f"number of agents, e.g. vote-{max(2, numbers[0])}-stop2"
+            f"number of agents, e.g. {re.sub(r'-stop[0-9]+$', '-stop2', spec)}"
         )
     if kind != "esc" and len(numbers) > 1 and numbers[1] > MAX_ROUNDS:
         what = "layers" if kind == "moa" else "rounds"
@@ -219,11 +231,7 @@ def _method_spec(
     if file is not None:
         built = with_model(file.spec, settings.loaded()) if settings.override else file.spec
     else:
-        parsed = _parse(name, extract, settings.prompt_set)
-        if parsed is None:
-            raise ConfigError(f"unknown method '{_shown(name)}': use {METHOD_FORMS}")
-        _check_counts(name, *parsed)
-        built = _builtin(*parsed, settings, extract)
+        built = _builtin(*_checked(name, extract, settings.prompt_set), settings, extract)
     return _for_trial(built, extract, settings.seed + trial * _SEED_STRIDE)
 
 

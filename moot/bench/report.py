@@ -82,7 +82,8 @@ def _task_section(
         f"Model `{model}`, {settings}.",
         "",
         "Accuracy with a 95% Wilson interval; tokens, calls and seconds are means per question",
-        "(seconds include waiting for a model that other questions in flight are using)"
+        "(seconds include waiting for a model that other questions in flight are using; calls",
+        "are those a model answered: an answer from the call cache is not one, its tokens count)"
         + (
             "; cost is the mean per question at the prices given with the model." if priced else "."
         ),

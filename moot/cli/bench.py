@@ -170,7 +170,8 @@ def _task(args: argparse.Namespace) -> Any:
     if args.skip and args.skip >= len(task.questions):
         raise MootError(
             f"--skip {args.skip} leaves no question of the {len(task.questions)} to run: "
-            "skip fewer" + (", or raise --limit" if args.limit else "")
+            "skip fewer"
+            + (", or raise --limit" if args.limit and args.limit <= len(task.questions) else "")
         )
     return task.head(None, args.skip)
 

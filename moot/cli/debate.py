@@ -186,11 +186,11 @@ def start(args: argparse.Namespace) -> int:
     if note:  # (once the settings are known to be good)
         console.print(f"[dim]{note}[/dim]")
     if args.json:
-        result = society.run(args.question, **options)
-        return exit_status(print_json(_with_page(result, args.html)))
-    return exit_status(
-        _with_page(show_live(society.stream(args.question, **options), live), args.html)
-    )
+        result = print_json(society.run(args.question, **options))
+    else:
+        result = show_live(society.stream(args.question, **options), live)
+    page = _write_page(result, args.html)
+    return exit_status(result) or page
 
 
 def _voted_note(settings: Mapping[str, Any], by_default: bool) -> str:
@@ -209,15 +209,19 @@ def _voted_note(settings: Mapping[str, Any], by_default: bool) -> str:
     )
 
 
-def _with_page(result: Result, html: str | None) -> Result:
-    """Write the run's web page to `html` when asked (after the run: nothing is lost if the
-    page cannot be written, the error says why)."""
-    if html:
-        from moot.cli.show import write_page
-        from moot.viewer import run_html
+def _write_page(result: Result, html: str | None) -> int:
+    """Write the run's web page to `html` when asked, after its output is printed: a page that
+    cannot be written loses nothing, the error says why (exit status 2)."""
+    if not html:
+        return 0
+    from moot.cli.show import write_page
+    from moot.viewer import run_html
 
+    try:
         write_page(html, run_html(result))
-    return result
+    except ConfigError as error:
+        return fail(f"{error} (the run finished and is printed above)")
+    return 0
 
 
 def _check_thread_is_free(args: argparse.Namespace) -> None:
@@ -234,12 +238,14 @@ def _check_thread_is_free(args: argparse.Namespace) -> None:
 
 def resume_run(args: argparse.Namespace) -> int:
     society = recalled(recall_run(args.checkpoint, args.thread))
-    result = _with_page(society.resume(**_run_options(args, None, society)), args.html)
+    result = society.resume(**_run_options(args, None, society))
     if args.json:
-        return exit_status(print_json(result))
-    show_turns(result)
-    print_summary(result)
-    return exit_status(result)
+        print_json(result)
+    else:
+        show_turns(result)
+        print_summary(result)
+    page = _write_page(result, args.html)
+    return exit_status(result) or page
 
 
 def _say_if_never_cached(society: Society) -> None:
@@ -264,6 +270,8 @@ def _run_options(args: argparse.Namespace, live: Live | None, society: Society) 
         raise ConfigError(
             f"cannot write {args.html}: the folder {Path(args.html).parent} does not exist"
         )
+    if args.html and Path(args.html).is_dir():
+        raise ConfigError(f"cannot write {args.html}: it is a folder; give a file name")
     if args.cache:
         options["cache"] = CallCache(args.cache, unseeded=args.cache_unseeded)
         if not args.cache_unseeded:

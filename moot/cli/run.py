@@ -116,9 +116,14 @@ def debate_spec(settings: Mapping[str, Any]) -> SocietySpec:
     program N seeded SEED+N-1), Du et al.'s debate, and a decision in the format the prompts
     ask for (a vote unless --decide names another)."""
     texts, programs = settings["agents"], settings.get("programs") or 0
-    if texts + programs > MAX_AGENTS:  # before making them
-        flag = "--agents" if texts > MAX_AGENTS else "--programs"
-        raise ConfigError(f"{flag}: a society takes at most {MAX_AGENTS:,} agents")
+    if texts > MAX_AGENTS:  # before making them
+        raise ConfigError(f"--agents: a society takes at most {MAX_AGENTS:,} agents")
+    if texts + programs > MAX_AGENTS:
+        raise ConfigError(
+            f"--agents {texts:,} and {programs:,} program agents (--programs; a number question "
+            f"gets as many as --agents by default) come to {texts + programs:,}, but a society "
+            f"takes at most {MAX_AGENTS:,} agents"
+        )
     keys = ("temperature", "max_tokens", "timeout", "retries")
     fields = {key: settings[key] for key in keys if settings.get(key) is not None}
     tools = {key: settings[key] for key in ("tools", "tool_choice") if settings.get(key)}

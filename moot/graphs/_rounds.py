@@ -102,6 +102,9 @@ class RoundProtocol(BaseProtocol):
             sends.append(Send("agent_turn", branch))
         return sends
 
+    def takes_moderator(self) -> bool:
+        return True
+
     def _end_round(self, state: SocietyState, runtime: Runtime[RunContext]) -> SocietyState:
         reason = self._stop_reason(state, runtime.context)
         round = state.get("round") or 1

@@ -73,6 +73,11 @@ class BaseProtocol(Config, ABC):
         window before any call. Default: the question and the answer format."""
         return question_prompt(question, context)
 
+    def takes_moderator(self) -> bool:
+        """Whether the graph pauses between rounds for a moderator (`run(moderator=...)`).
+        Default: no, so a run given one is refused rather than never asking it."""
+        return False
+
     def asks_for_programs(self) -> bool:
         """Whether a program agent (`Agent(kind="program")`) is asked for a program, which moot
         runs. Default: no, so a society with one is refused (it would fail every turn)."""

@@ -78,14 +78,34 @@ class Cascade(BaseProtocol):
         unknown = sorted({n for tier in self.tier_names(agents) for n in tier} - names)
         if unknown:
             raise ValueError(f"the cascade names unknown agents: {', '.join(unknown)}")
-        if any(not tier for tier in self.tier_names(agents)):
+        tiers = self.tier_names(agents)
+        if any(not tier for tier in tiers):
             raise ValueError("every cascade tier needs at least one agent")
-        listed = [name for tier in self.tier_names(agents) for name in tier]
+        doubled = sorted({name for tier in tiers for name in tier if tier.count(name) > 1})
+        if doubled:
+            raise ValueError(
+                f"{', '.join(doubled)} is listed twice in one tier, and would agree with "
+                "itself: list each agent once"
+            )
+        unused = [name for name in names if not any(name in tier for tier in tiers)]
+        if unused:
+            raise ValueError(
+                f"agents {', '.join(sorted(unused))} are in no tier and would never be asked: "
+                "add them to a tier, or leave them out of the society"
+            )
+        listed = [name for tier in tiers for name in tier]
         twice = sorted({name for name in listed if listed.count(name) > 1})
         if self.decide == "all" and twice:
             raise ValueError(
                 f"with decide='all' every answer counts once, but {', '.join(twice)} "
                 "is in more than one tier: give each tier agents of its own"
+            )
+        lone = [i + 1 for i, tier in enumerate(tiers[:-1]) if len(tier) == 1]
+        if self.decide == "all" and self.confidence == "agreement" and lone:
+            raise ValueError(
+                f"tier {lone[0]} has one agent, and one answer always agrees with itself, so "
+                "the early-stopping vote would stop there: give every tier but the last two or "
+                "more agents (tiers: [[a, b], [c, d], ...])"
             )
 
     def asks_for_programs(self) -> bool:
@@ -145,9 +165,13 @@ class Cascade(BaseProtocol):
             "usage": Usage.sum([turn.usage for turn in turns]).model_dump(),
         }
         update: CascadeState = {"round": round + 1, "tiers": [record], "answer": answer}
-        if confidence >= self.threshold and round < len(tiers):
+        last = round >= len(tiers)
+        # A last tier is where the cascade ends ("rounds"); a vote of every tier says whether
+        # its last window of several agreed ("confident") or the samples ran out split.
+        window = self.decide == "all" and len(tiers[round - 1]) > 1
+        if confidence >= self.threshold and (not last or window):
             update["stop_reason"] = "confident"
-        elif round >= len(tiers):
+        elif last:
             update["stop_reason"] = "rounds"
         return update
 

@@ -299,6 +299,11 @@ class Run:
         unknown = sorted(set(self.options) - _OPTIONS)
         if unknown:
             raise TypeError(f"a run got an unexpected keyword argument {unknown[0]!r}")
+        if self.options.get("moderator") is not None and not self.protocol.takes_moderator():
+            raise ConfigError(
+                f"{type(self.protocol).__name__} has no rounds for a moderator to pause between "
+                "(a Debate or MixtureOfAgents does): leave out the moderator (--moderate)"
+            )
         if self.question is None:
             self.resumed = True
             if self.options.get("checkpoint") is None:

@@ -15,13 +15,16 @@ import json
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationError
 
 from moot.bench.records import BenchRecord
-from moot.errors import ConfigError
+from moot.errors import ConfigError, MootError
 from moot.result import Result, RoundStats, Turn, Usage, format_cost, result_of_state
+
+if TYPE_CHECKING:
+    from moot.society import Society
 
 Format = Literal["md", "html", "json"]
 Record = Result | list[BenchRecord]
@@ -80,9 +83,24 @@ def _checkpointed(checkpoint: str | Path, thread: str) -> Result:
         connection.close()
     if values is None:
         raise ConfigError(f"thread '{thread}' in {shown(checkpoint)} holds no run")
+    society = _stored_society(checkpoint, thread)
+    if society is not None:  # read as the run reads it (a cascade's tiers, its answer format)
+        return society.result_of_state(values)
     agents = list(dict.fromkeys(turn.agent for turn in values.get("turns", [])))
     participants = [turn.agent for turn in values.get("turns", []) if turn.round == 1]
     return result_of_state(values, agents, participants)
+
+
+def _stored_society(checkpoint: str | Path, thread: str) -> Society | None:
+    """The society `moot debate` or `moot run` stored beside the thread (its models are not
+    loaded); None for a run started from Python, or settings that no longer build."""
+    from moot.checkpoints import recall_run
+    from moot.cli.run import recalled
+
+    try:
+        return recalled(recall_run(checkpoint, thread))
+    except (MootError, ValueError):
+        return None
 
 
 def render(record: Record, format: Format) -> str:
