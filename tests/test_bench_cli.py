@@ -196,6 +196,9 @@ def test_the_default_method_runs_and_is_recorded_as_what_it_is_on_the_task(capsy
     assert methods == {
         "vote-3-pal3-stop2"
     }  # a later default resumes nothing recorded under "default"
+    again = tmp_path / "again"
+    assert main(bench(again, "--methods", "default,vote-3-pal3-stop2,default")) == 0
+    assert len((again / "results.jsonl").read_text().splitlines()) == 2  # once per question
 
 
 def test_skip_runs_a_later_slice_of_the_same_task_in_the_same_folder(capsys, tmp_path):

@@ -112,6 +112,7 @@ def bench_command(args: argparse.Namespace) -> int:
             resolved = default_method(task.extract, prompt_set)
             methods = [resolved if method == "default" else method for method in methods]
             errors.print(f"default: {resolved} (moot debate's society on this task)")
+        methods = list(dict.fromkeys(methods))  # each once ("default" may name one given too)
         sampling = ("temperature", "max_tokens", "seed", "tools", "tool_choice")
         settings = MethodSettings(
             model=args.model or "local",
