@@ -146,7 +146,8 @@ StopReason = Literal[
 """Why a run ended: "rounds" (every round ran; a router's or pipeline's single pass),
 "consensus" (enough agents agreed), "token_budget" (the budget was spent), "accepted" (every
 critic accepted the draft), "moderator" (the moderator stopped it), "confident" (a cascade tier
-was sure enough), "failed" (every agent's call failed in a whole round)."""
+was sure enough; with `decide="all"` the last window too, where "rounds" means no window
+agreed), "failed" (every agent's call failed in a whole round)."""
 
 
 class Result(BaseModel):

@@ -50,6 +50,7 @@ def test_auto_chooses_a_format_that_fits_the_question(question, kind):
         # The embedded model repeats the label, or the instruction after its answer.
         "Answer: Answer: Paris",
         "Answer: Paris. Answer with one-to-three-worded,QLI.",
+        "Answer: Paris! Answer in one word.",
     ],
 )
 def test_short_answers_that_say_the_same_read_the_same(reply):
@@ -159,6 +160,18 @@ def test_the_readme_first_question_reads_an_answer_from_every_turn_of_the_embedd
 def test_a_short_answer_that_echoes_the_instruction_does_not_read(answer):
     assert extract_short(f"Answer: {answer}") is None
     assert extract_short("Answer: paris") == "paris"
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [
+        ("Answer: Mrs. Dalloway. Answer in one to three words", "mrs. dalloway"),
+        ("Answer: Unknown. I cannot answer that.", None),
+        ("Answer: Not sure. Answer could be Paris", None),
+    ],
+)
+def test_only_an_echoed_instruction_is_cut_from_an_answer_line(reply, answer):
+    assert extract_short(reply) == answer
 
 
 @pytest.mark.parametrize(

@@ -412,6 +412,25 @@ def test_stop_early_answers_in_pairs_of_text_and_program_until_a_pair_agrees(cap
     assert result["stop_reason"] == "confident" and len(result["turns"]) == 2
 
 
+def test_a_moderator_for_a_society_without_rounds_is_refused_before_the_thread_is_taken(
+    capsys, tmp_path
+):
+    checkpoint = str(tmp_path / "runs.sqlite")
+    held = ["--checkpoint", checkpoint, "--thread", "t"]
+    assert main(["debate", "What is 6*7?", "--model", "test", "--rounds", "2", *held]) == 0
+    capsys.readouterr()
+    cascade = tmp_path / "cascade.yaml"
+    cascade.write_text(
+        "agents:\n  - {name: a, copies: 2, model: test}\n"
+        "protocol: {kind: cascade, tiers: [[a1, a2]]}\n"
+    )
+    err = one_error_line(capsys, "run", str(cascade), "What is 6*7?", *held, "--fresh",
+                         "--moderate")  # fmt: skip
+    assert "this society's Cascade has none: leave out --moderate" in err
+    assert main(["show", "--checkpoint", checkpoint, "--thread", "t", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rounds"] == 2  # still the debate's, readable
+
+
 @pytest.mark.parametrize("flags", [("--rounds", "1"), ("--decide", "vote")])
 def test_stop_early_keeps_its_program_agents_beside_flags_it_implies(capsys, flags):
     status, out, _ = moot(capsys, "debate", "What is 6*7?", "--model", "test", "--stop-early",

@@ -88,6 +88,9 @@ def test_program_agents_with_an_answer_schema_are_refused():
     agents = [moot.Agent(name="p", model="test", kind="program")]
     with pytest.raises(moot.ConfigError, match="program agents p print one value"):
         moot.Society(agents=agents, protocol=moot.Debate(rounds=1), answer_schema=Height)
+    society = moot.Society(agents=agents, protocol=moot.Debate(rounds=1))
+    with pytest.raises(moot.ConfigError, match="program agents p print one value"):
+        society.as_chat_model().with_structured_output(Height)  # checked as a new society is
 
 
 def test_with_structured_output_gives_the_schema_instance():

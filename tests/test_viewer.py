@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,19 @@ def test_a_checkpointed_cascade_shows_its_tiers_as_the_run_did(tmp_path, capsys)
     assert len(shown["details"]["tiers"]) == 3 and shown == printed
     assert main(["show", "--checkpoint", checkpoint, "--thread", "a"]) == 0
     assert "Vote: -" not in capsys.readouterr().out  # every tier's vote, not round 1's agents'
+
+
+def test_showing_a_checkpointed_run_loads_no_model_and_imports_no_tool(tmp_path, capsys):
+    checkpoint = str(tmp_path / "runs.sqlite")
+    run = ["debate", "What is 17 + 25?", "--model", "test", "--checkpoint", checkpoint]
+    assert main([*run, "--thread", "a", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    with sqlite3.connect(checkpoint) as connection:  # as if run on a model this machine lacks
+        (text,) = connection.execute("SELECT spec FROM moot_runs").fetchone()
+        stored = json.loads(text)
+        stored["spec"]["models"] = {"model": {"spec": "llama:/no/such/model.gguf"}}
+        stored["spec"]["agents"][0]["tools"] = ["no_such_module:tool"]
+        connection.execute("UPDATE moot_runs SET spec = ?", (json.dumps(stored),))
+    assert main(["show", "--checkpoint", checkpoint, "--thread", "a", "--format", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["details"] == printed["details"] and shown["answer_format"] == "number"

@@ -166,7 +166,7 @@ _LEAD = re.compile(r"^(?:(?:the|my|final)\s+)*answer\s+(?:is|would be)\s+|^(?:it
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+")
 _COPULA = re.compile(r"\s+(?:is|are|was|were)\s+")
 _ECHO = re.compile(r"\banswer")
-_FIRST_SENTENCE = re.compile(r"(.*?\w{3})\. ")  # not after "St." or "Dr."
+_ECHO_AFTER = re.compile(r"(.+?)[.!]\s+answer\s+(?:in|with|using)\b")  # "paris. answer in..."
 
 
 def short_answer(raw: str) -> str | None:
@@ -180,7 +180,7 @@ def short_answer(raw: str) -> str | None:
     text = _ARTICLE.sub("", text).strip(" .!?:;,")
     if _ECHO.search(text):  # the instruction echoed back: "answer in one to three words"
         # ...unless after a first sentence: "Paris. Answer with one to three words."
-        first = _FIRST_SENTENCE.match(text)
+        first = _ECHO_AFTER.match(text)
         return short_answer(first.group(1)) if first and not _ECHO.search(first.group(1)) else None
     return text or None
 

@@ -163,11 +163,17 @@ def _check_counts(spec: str, kind: str, groups: tuple[str | None, ...]) -> None:
     if kind == "esc" and not 2 <= numbers[-1] <= numbers[0] + programs:
         raise ConfigError(
             f"method {_shown(spec)}: W must be from 2 (a window of one always agrees) to the "
-            f"number of agents, e.g. {re.sub(r'-stop[0-9]+$', '-stop2', spec)}"
+            f"number of agents, e.g. {_esc_example(spec, numbers[0] + programs)}"
         )
     if kind != "esc" and len(numbers) > 1 and numbers[1] > MAX_ROUNDS:
         what = "layers" if kind == "moa" else "rounds"
         raise ConfigError(f"method {_shown(spec)}: a protocol runs at most {MAX_ROUNDS:,} {what}")
+
+
+def _esc_example(spec: str, agents: int) -> str:
+    """`spec` with windows of two, and two agents at least."""
+    example = re.sub(r"-stop[0-9]+$", "-stop2", spec)
+    return example if agents >= 2 else re.sub(r"^([a-z-]+?)-[0-9]+", r"\1-2", example)
 
 
 def _number(digits: str) -> int:

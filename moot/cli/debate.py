@@ -168,11 +168,16 @@ def start(args: argparse.Namespace) -> int:
             settings["extract"] = answer_format_of(settings.get("prompts") or "moot")
         shaping = {**settings, "moderate": args.moderate}
         chosen = default_society_flags(shaping, args.question)
-        voted = chosen["rounds"] == 1 and settings.get("rounds") is None
+        voted = chosen["rounds"] == 1 and (settings.get("rounds") is None or args.stop_early)
         by_default = voted and not settings.get("stop_early")
         settings.update(chosen)
         note = _voted_note(settings, by_default) if voted and not args.json else None
     spec, society = command_society(settings)
+    if args.moderate and not society.protocol.takes_moderator():  # before a thread is taken
+        return fail(
+            f"--moderate pauses between rounds, and this society's "
+            f"{type(society.protocol).__name__} has none: leave out --moderate"
+        )
     live = Live(console=console, refresh_per_second=8, transient=True)
     options = {
         **_run_options(args, live, society),

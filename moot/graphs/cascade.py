@@ -84,14 +84,14 @@ class Cascade(BaseProtocol):
         doubled = sorted({name for tier in tiers for name in tier if tier.count(name) > 1})
         if doubled:
             raise ValueError(
-                f"{', '.join(doubled)} is listed twice in one tier, and would agree with "
-                "itself: list each agent once"
+                f"listed twice in one tier (an agent would agree with itself): "
+                f"{', '.join(doubled)}; list each agent once"
             )
         unused = [name for name in names if not any(name in tier for tier in tiers)]
         if unused:
             raise ValueError(
-                f"agents {', '.join(sorted(unused))} are in no tier and would never be asked: "
-                "add them to a tier, or leave them out of the society"
+                f"in no tier, so never asked: {', '.join(sorted(unused))}; add each to a "
+                "tier, or leave it out of the society"
             )
         listed = [name for tier in tiers for name in tier]
         twice = sorted({name for name in listed if listed.count(name) > 1})

@@ -167,7 +167,9 @@ class SocietyChatModel(BaseChatModel):
             raise ConfigError(
                 f"a society's with_structured_output takes a pydantic model class, got {schema!r}"
             )
-        typed = self.society.model_copy(update={"answer_schema": schema, "vote_on": None})
+        given = {name: getattr(self.society, name) for name in self.society.model_fields_set}
+        # Built again, not copied: the society's checks see the schema (no program agents).
+        typed = type(self.society)(**{**given, "answer_schema": schema, "vote_on": None})
         model = self.model_copy(update={"society": typed})
 
         def parsed(message: AIMessage) -> Any:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import ValidationError
 
 from moot.bench.records import BenchRecord
-from moot.errors import ConfigError, MootError
+from moot.errors import ConfigError
 from moot.result import Result, RoundStats, Turn, Usage, format_cost, result_of_state
 
 if TYPE_CHECKING:
@@ -92,15 +92,30 @@ def _checkpointed(checkpoint: str | Path, thread: str) -> Result:
 
 
 def _stored_society(checkpoint: str | Path, thread: str) -> Society | None:
-    """The society `moot debate` or `moot run` stored beside the thread (its models are not
-    loaded); None for a run started from Python, or settings that no longer build."""
+    """The society `moot debate` or `moot run` stored beside the thread, on the scripted test
+    model and without tools: reading a run loads no model, calls no API and imports no tool.
+    None for a run started from Python, or stored settings that no longer build."""
     from moot.checkpoints import recall_run
-    from moot.cli.run import recalled
+    from moot.society import Society
+    from moot.spec import SocietySpec, society_fields, with_model
 
     try:
-        return recalled(recall_run(checkpoint, thread))
-    except (MootError, ValueError):
+        stored = recall_run(checkpoint, thread).get("spec")
+        if not isinstance(stored, dict):
+            return None
+        spec = SocietySpec.model_validate(_without_tools(stored))
+        return Society(**society_fields(with_model(spec, "test")))
+    except Exception:  # noqa: BLE001 (best effort: the run is read without it)
         return None
+
+
+def _without_tools(data: object) -> object:
+    """A stored spec without its agents' tools (a tool named "module:attr" is imported)."""
+    if isinstance(data, dict):
+        return {k: _without_tools(v) for k, v in data.items() if k not in ("tools", "tool_choice")}
+    if isinstance(data, list):
+        return [_without_tools(item) for item in data]
+    return data
 
 
 def render(record: Record, format: Format) -> str:
