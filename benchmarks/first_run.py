@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import moot
+from moot.aggregate.vote import weighted_winner
 
 FACTS = [
     ("What is the capital of France?", "paris"),
@@ -58,6 +59,13 @@ def right(answer: str | None, reference: str) -> bool:
         return False
     words = re.findall(r"[a-z0-9]+", answer.lower())
     return reference in words if not reference.isdigit() else words == [reference]
+
+
+def over_both_rounds(debate: moot.Result) -> str | None:
+    """The debate decided as `moot debate` now decides it (`--decide trajectory`): every
+    round's answers, an answer changed in round 2 counting half."""
+    names = [f"agent{i + 1}" for i in range(3)]
+    return weighted_winner(moot.TrajectoryVote().weights(debate.turns, names), 0.0)
 
 
 def society(agents: int, rounds: int, extract: str | None, seed: int) -> moot.Society:
@@ -102,6 +110,7 @@ def main() -> int:
                 row = {
                     "kind": kind, "question": label, "reference": reference,
                     "single": single.answer, "debate": debate.answer,
+                    "trajectory": over_both_rounds(debate),
                     "turns": [t.answer for t in debate.turns],
                     "tokens": debate.usage.total_tokens, "calls": debate.usage.calls,
                 }  # fmt: skip
@@ -128,6 +137,12 @@ def main() -> int:
     one = sum(right(row["single"], row["reference"]) for row in rows)  # type: ignore[arg-type]
     many = sum(right(row["debate"], row["reference"]) for row in rows)  # type: ignore[arg-type]
     print(f"| all | {one}/{len(rows)} | {many}/{len(rows)} |")
+    both = [row for row in done if "trajectory" in row]
+    print(
+        f"decided over both rounds (trajectory), rows that have it: "
+        f"{sum(right(row['trajectory'], row['reference']) for row in both)}/{len(both)} right "
+        f"against {sum(right(row['debate'], row['reference']) for row in both)} by the last round"
+    )
     print(
         f"\nreadable turns: {readable}/{len(turns)} ({share}); "
         f"README question right in {sum(right(a, 'paris') for a in readme)}/{len(readme)} seeds "

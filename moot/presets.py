@@ -47,8 +47,10 @@ def default_society_flags(settings: Mapping[str, Any], question: str) -> dict[st
     """`moot debate`'s --rounds, --programs and --decide where not given: for a question whose
     answer is a number or a choice, asked in moot's prompts, with no flag that shapes a debate,
     one round and a vote (a number also gets as many program agents as text agents, and
-    --stop-early); else the text debate's defaults (2 rounds, no program agents, a vote) for
-    those not given."""
+    --stop-early); else the text debate's defaults for those not given: 2 rounds, no program
+    agents, and in moot's prompts the trajectory vote (every round's answers, a changed one
+    counting half; re-decided offline, stored debates were right more often by it than by the
+    last round's vote on every task measured, BENCHMARKS.md), in a paper's the last round's."""
     kind = _kind_of(settings.get("extract"), question)
     implied = {"rounds": 1, "decide": "vote"} if settings.get("stop_early") else {}
     given = [
@@ -63,7 +65,13 @@ def default_society_flags(settings: Mapping[str, Any], question: str) -> dict[st
         programs = settings.get("agents") or DEFAULT_AGENTS
         return {"rounds": 1, "programs": programs, "decide": "vote", "stop_early": True}
     rounds = 1 if settings.get("stop_early") else DEFAULT_ROUNDS  # (it answers once)
-    text = {"rounds": rounds, "programs": 0, "decide": "vote"}
+    debates = (settings.get("rounds") or rounds) > 1
+    moot_prompts = (settings.get("prompts") or "moot") == "moot"
+    text = {
+        "rounds": rounds,
+        "programs": 0,
+        "decide": "trajectory" if debates and moot_prompts else "vote",
+    }
     return {key: text[key] if settings.get(key) is None else settings[key] for key in text}
 
 
@@ -83,6 +91,8 @@ def default_method(extract: object, prompt_set: str = "moot") -> str:
         return f"vote-{DEFAULT_AGENTS}-pal{DEFAULT_PROGRAMS}-stop2"
     if prompt_set == "moot" and extract == "choice":
         return f"vote-{DEFAULT_AGENTS}"
+    if prompt_set == "moot":
+        return f"debate-{DEFAULT_AGENTS}x{DEFAULT_ROUNDS}-trajectory"
     return f"debate-{DEFAULT_AGENTS}x{DEFAULT_ROUNDS}"
 
 

@@ -114,7 +114,7 @@ def test_the_debate_command_stores_a_spec_that_resumes(capsys, tmp_path):
     stored = _stored(database, "t")
     assert stored["spec"]["models"] == {"model": {"spec": "test", "delay": 0}}
     assert [agent["seed"] for agent in stored["spec"]["agents"]] == [7, 8]
-    assert stored["spec"]["aggregator"] == {"kind": "vote", "extract": "auto"}
+    assert stored["spec"]["aggregator"] == {"kind": "trajectory", "extract": "auto"}
     assert main(["resume", "--checkpoint", database, "--thread", "t", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["turns"] == first["turns"]
 
@@ -324,3 +324,20 @@ def test_the_default_method_is_the_society_moot_debate_runs_without_flags(
     assert [agent.kind for agent in command.agents] == kinds
     assert method.protocol == command.protocol == protocol
     assert type(method.aggregator) is type(command.aggregator)
+
+
+@pytest.mark.parametrize(
+    ("given", "decide"),
+    [
+        ({}, "trajectory"),  # a debate in moot's prompts: every round's answers score
+        ({"rounds": 3}, "trajectory"),
+        ({"rounds": 1}, "vote"),  # one round: the vote is the same
+        ({"prompts": "du-gsm8k", "extract": "number"}, "vote"),  # a paper's: its own decision
+        ({"decide": "vote"}, "vote"),
+    ],
+)
+def test_the_text_debate_decides_over_every_round_unless_told_otherwise(given, decide):
+    from moot.presets import default_society_flags
+
+    settings = {"extract": "auto", **given}
+    assert default_society_flags(settings, "What is the capital of France?")["decide"] == decide

@@ -104,8 +104,10 @@ def add_society_flags(parser: Any) -> None:
     parser.add_argument(
         "--decide",
         choices=list(DECIDERS),
-        help="how the answer is chosen: vote (over the last round; the default), trajectory "
-        "(every round scores), select (the most self-consistent source), crosscheck (the "
+        help="how the answer is chosen: vote (over the last round; the default for one "
+        "round, or a paper's prompts), trajectory (every round scores, a changed answer half; "
+        "the default for a debate in moot's prompts), select (the most self-consistent source), "
+        "crosscheck (the "
         "answer most sources reached); with one model, select and crosscheck need --programs "
         "to differ from the vote",
     )
