@@ -122,6 +122,8 @@ def test_a_folder_of_several_models_titles_each_table_with_its_model(capsys, tmp
     titles = [line.strip() for line in printed.splitlines() if "arithmetic-0-0-30 ·" in line]
     assert titles == ["arithmetic-0-0-30 · test", "arithmetic-0-0-30 · test:7"]
     assert printed.count("temperature=0.7 max_tokens=384 seed=0") == 2  # each table's settings
+    assert main(["bench", "--out", str(out), "--report-only", "--skip", "1"]) == 0
+    assert "--report-only reports all of" in capsys.readouterr().err  # not silently ignored
 
 
 # A folder another run is writing

@@ -98,6 +98,9 @@ def bench_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
     if args.report_only:
+        unused = [flag for flag, value in (("--limit", args.limit), ("--skip", args.skip)) if value]
+        if unused:  # (the same command line with --report-only added is a common way to ask)
+            errors.print(f"note: --report-only reports all of {out}: {', '.join(unused)} unused")
         records = ResultStore(out).records_with_transcripts()  # tool calls of old records
         if not records:
             raise MootError(f"no results in {out / 'results.jsonl'}: run `moot bench` first")
