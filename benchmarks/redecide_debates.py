@@ -51,8 +51,15 @@ def right(record: dict, answer: str | None) -> bool:
     return False
 
 
+def round_vote(record: dict, index: int) -> str | None:
+    """The plurality of one round's answers (0: the first, -1: the last)."""
+    return plurality(list(record["per_round"][index]["answers"].values()))
+
+
 def main(folders: list[str]) -> None:
-    print("| folder | method | debates | round 1 | last round | trajectory | only traj. / only last | p |")
+    print(
+        "| folder | method | debates | round 1 | last round | trajectory | only traj. / last | p |"
+    )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for folder in folders:
         records = [json.loads(line) for line in (Path(folder) / "results.jsonl").open()]
@@ -61,11 +68,12 @@ def main(folders: list[str]) -> None:
             if len(record.get("per_round") or []) > 1 and record["method"].startswith("debate"):
                 debates[record["method"]].append(record)
         for method, group in sorted(debates.items()):
-            first = [right(r, plurality(list(r["per_round"][0]["answers"].values()))) for r in group]
-            last = [right(r, plurality(list(r["per_round"][-1]["answers"].values()))) for r in group]
+            first = [right(r, round_vote(r, 0)) for r in group]
+            last = [right(r, round_vote(r, -1)) for r in group]
             scored = [right(r, trajectory(r["per_round"])) for r in group]
-            only_t = sum(t and not l for t, l in zip(scored, last))
-            only_l = sum(l and not t for t, l in zip(scored, last))
+            pairs = list(zip(scored, last, strict=True))
+            only_t = sum(by_trajectory and not by_last for by_trajectory, by_last in pairs)
+            only_l = sum(by_last and not by_trajectory for by_trajectory, by_last in pairs)
             print(
                 f"| {Path(folder).name} | {method} | {len(group)} | {sum(first)} | {sum(last)} | "
                 f"{sum(scored)} | {only_t} / {only_l} | {mcnemar(only_t, only_l):.3f} |"
