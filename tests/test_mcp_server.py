@@ -231,6 +231,8 @@ async def test_streamable_http_serves_the_same_tool(tmp_path):
         assert process.stdout is not None
         line = process.stdout.readline()  # printed once the port is bound
         assert line.strip() == f"serving moot-debate over MCP at http://127.0.0.1:{port}/mcp"
+        # listening by the time it says so: a client that connects at once is not refused
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
         progress: list[float] = []
 
         async def on_progress(done: float, total: float | None, message: str | None) -> None:

@@ -18,6 +18,7 @@ import openai
 import pytest
 
 import moot
+from moot.errors import ConfigError
 from moot.testing import ScriptedChatModel
 
 SOCIETY = "agents:\n  - {name: a, copies: 2, max_tokens: 24}\nprotocol: {kind: debate, rounds: 1}\n"
@@ -569,6 +570,9 @@ def test_an_ipv6_address_is_printed_in_brackets(monkeypatch, capsys):
         def bind(self, address):
             assert address == ("::1", 8123)
 
+        def listen(self, backlog):
+            pass
+
     fake = types.SimpleNamespace(**{**vars(socket), "socket": Socket})  # nothing is bound
     monkeypatch.setattr(serve_module, "socket", fake)
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
@@ -577,6 +581,20 @@ def test_an_ipv6_address_is_printed_in_brackets(monkeypatch, capsys):
         "serving slow on http://[::1]:8123/v1; runs live at http://[::1]:8123/runs\n"
     )
     assert serve_module.address("127.0.0.1", 80) == "127.0.0.1:80"
+
+
+def test_the_socket_accepts_connections_before_the_server_has_started():
+    """`moot serve` and `moot mcp --http` announce themselves once this returns; a client that
+    connects then waits in the backlog instead of being refused (a flaky CI failure)."""
+    from moot.integrations.serve import listening_socket
+
+    listening = listening_socket("127.0.0.1", 0, "choose another port")
+    try:
+        socket.create_connection(listening.getsockname(), timeout=5).close()
+        with pytest.raises(ConfigError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*: pick one"):
+            listening_socket("127.0.0.1", listening.getsockname()[1], "pick one")
+    finally:
+        listening.close()
 
 
 def test_a_client_gone_while_sending_its_body_frees_its_place(live_app, caplog, monkeypatch):

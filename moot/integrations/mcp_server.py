@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,9 +22,10 @@ from uuid import uuid4
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moot.config import describe
-from moot.errors import ConfigError, MissingExtraError, MootError
+from moot.errors import MissingExtraError, MootError
 from moot.events import ResultEvent, TurnEvent
 from moot.graphs.types import MAX_ROUNDS
+from moot.integrations.serve import address, listening_socket
 from moot.result import Result, Turn, Usage
 from moot.society import Society
 
@@ -390,21 +390,11 @@ def serve_stdio(server: FastMCP[Any]) -> None:
 
 
 def serve_http(server: FastMCP[Any], host: str, port: int, announce: Log | None = None) -> None:
-    """Serve streamable HTTP at http://HOST:PORT/mcp until interrupted; the port is bound
-    first, so a taken one is a clear error before anything is served."""
+    """Serve streamable HTTP at http://HOST:PORT/mcp until interrupted."""
     import uvicorn
 
-    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        listening.bind((host, port))
-    except OSError as error:
-        listening.close()
-        raise ConfigError(
-            f"cannot listen on {where} ({error.strerror}): choose another port or --host"
-        ) from None
+    listening = listening_socket(host, port, "choose another port or --host")
     config = uvicorn.Config(server.streamable_http_app(), log_level="warning")
     if announce is not None:
-        announce(f"serving {server.name} over MCP at http://{where}/mcp")
+        announce(f"serving {server.name} over MCP at http://{address(host, port)}/mcp")
     uvicorn.Server(config).run(sockets=[listening])

@@ -332,16 +332,7 @@ def serve(
         import uvicorn
     except ImportError as error:
         raise MissingExtraError("uvicorn", "serve", "`moot serve`") from error
-    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listening.bind((host, port))
-    except OSError as error:
-        listening.close()
-        raise ConfigError(
-            f"cannot listen on {address(host, port)} ({error.strerror}): "
-            "choose another --port or --host"
-        ) from None
+    listening = listening_socket(host, port, "choose another --port or --host")
     app = create_app(
         societies,
         concurrent_runs=concurrent_runs,
@@ -358,3 +349,21 @@ def serve(
 def address(host: str, port: int) -> str:
     """`host:port` as a URL writes it: an IPv6 address goes in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listening_socket(host: str, port: int, fix: str) -> socket.socket:
+    """A socket bound to HOST:PORT and listening, for uvicorn to serve on. Bound before the app
+    starts, so a taken port is a clear error (ending in FIX) before anything is served; listening
+    before the server announces itself, so a client that connects at once waits in the backlog
+    instead of being refused while the app starts."""
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+        listening.listen(128)
+    except OSError as error:
+        listening.close()
+        raise ConfigError(
+            f"cannot listen on {address(host, port)} ({error.strerror}): {fix}"
+        ) from None
+    return listening
