@@ -13,13 +13,16 @@ import moot
 from moot.testing import ScriptedChatModel
 
 
-def logging_agent(log_path: str) -> ScriptedChatModel:
+def logging_agent(log_path: str, resuming: bool) -> ScriptedChatModel:
+    """Round 1 takes 0.4 s a call; the first run's round 2 sleeps long, so the test kills it in
+    flight however slow the machine; a resumed run's calls take 0.4 s."""
+
     def respond(messages) -> str:
         name = messages[0].text.split("Your name is ")[1].rstrip(".")
         round = len(messages) // 2
         with open(log_path, "a") as log:
             log.write(f"start {name} {round}\n")
-        time.sleep(0.4)
+        time.sleep(0.4 if resuming or round == 1 else 60)
         with open(log_path, "a") as log:
             log.write(f"done {name} {round}\n")
             log.flush()
@@ -31,7 +34,7 @@ def logging_agent(log_path: str) -> ScriptedChatModel:
 
 def main() -> None:
     log_path, database, thread = sys.argv[1:4]
-    model = logging_agent(log_path)
+    model = logging_agent(log_path, resuming="--resume" in sys.argv)
     society = moot.Society(
         agents=[moot.Agent(name=f"a{i}", model=model) for i in range(3)],
         protocol=moot.Debate(rounds=3),

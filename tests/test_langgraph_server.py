@@ -42,7 +42,7 @@ aggregator: {kind: vote, extract: number}
 """
 SLOW = """\
 models:
-  slow: {spec: test, delay: 1.0}
+  slow: {spec: test, delay: 3.0}
 agents:
   - {name: agent, copies: 2, model: slow}
 protocol: {kind: debate, rounds: 3}

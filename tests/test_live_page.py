@@ -6,6 +6,7 @@ that are cancelled or unknown."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -146,7 +147,8 @@ def test_a_person_watches_the_run_fill_in_turn_by_turn(server, browser):
     assert run.done_at is None
     first = page.locator("#grid td.turn").first
     assert first.locator(".answer").inner_text() == "42"
-    assert "running · round 1" in page.locator("#status").inner_text()
+    # the round of the latest turn: 1, or later where the browser was slow to open the page
+    assert re.search(r"running · round [1-4]\b", page.locator("#status").inner_text())
     # Round 1 closes with its vote before the run ends.
     page.wait_for_function(
         "(document.querySelector(\"#grid tr[data-round='1'] td.vote\") || {}).textContent"

@@ -147,8 +147,9 @@ async def test_malformed_arguments_are_error_results_and_the_server_goes_on(tmp_
 
 
 async def test_a_cancelled_call_is_an_error_and_stops_its_run(tmp_path):
-    # every call takes a second: round 1 ends after ~1 s, a run of 3 rounds after ~3 s
-    async with served(tmp_path, "--model", "test", "-o", "delay=1", "--agents", "3") as (
+    # every call takes 3 s: round 1 ends after ~3 s, a run of 3 rounds after ~9 s (room for a
+    # busy machine between round 1's progress and the cancel)
+    async with served(tmp_path, "--model", "test", "-o", "delay=3", "--agents", "3") as (
         session,
         log,
     ):
@@ -171,7 +172,7 @@ async def test_a_cancelled_call_is_an_error_and_stops_its_run(tmp_path):
         await session.send_notification(ClientNotification(CancelledNotification(params=cancel)))
         with pytest.raises(McpError, match="Request cancelled"):
             await asyncio.wait_for(call, 10)
-        await asyncio.sleep(2.5)  # long enough for round 2 (and most of 3) to have finished
+        await asyncio.sleep(7)  # long enough for round 2 (and most of 3) to have finished
         [run] = await read_json(session, "moot://runs")  # type: ignore[misc]
         assert run["status"] == "cancelled"
         transcript = await read_json(session, run["uri"])

@@ -119,10 +119,24 @@ def test_a_secret_in_the_environment_is_out_of_reach(monkeypatch: pytest.MonkeyP
         assert "hunter2" not in run.output and "hunter2" not in (run.error or "")
 
 
-def test_the_program_runs_in_a_temporary_folder_that_is_removed() -> None:
-    before = set(Path("/tmp").glob("moot-program-*"))
-    run_python("print(1)", QUICK)
-    assert set(Path("/tmp").glob("moot-program-*")) == before
+def test_the_program_runs_in_a_temporary_folder_that_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    made: list[Path] = []
+    mkdtemp = tempfile.mkdtemp
+
+    def recorded(*args, **kwargs):
+        made.append(Path(mkdtemp(*args, **kwargs)))
+        return str(made[-1])
+
+    # under tmp_path, not /tmp: other processes on the machine run programs too
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tempfile, "mkdtemp", recorded)
+    assert run_python("print(1)", QUICK).output == "1\n"
+    assert len(made) == 1 and made[0].parent == tmp_path and made[0].name.startswith("moot-")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_program_over_the_size_limit_is_refused_unrun() -> None:

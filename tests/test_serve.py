@@ -296,10 +296,10 @@ def hang_up_after(url: str, body: dict, seconds: float) -> None:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_client_that_hangs_up_cancels_its_run(live_app, stream):
-    recorder = Recorder(delay=0.4, rounds=3)
+    recorder = Recorder(delay=1.5, rounds=3)
     url = live_app({"slow": recorder.society})
-    hang_up_after(url, question("What is 2+2?", stream=stream), 0.2)  # inside round 1
-    time.sleep(1.5)  # rounds 2 and 3 would have started by now
+    hang_up_after(url, question("What is 2+2?", stream=stream), 0.3)  # inside round 1
+    time.sleep(3.5)  # round 2 would have started by now (the server looks every 0.2 s)
     assert recorder.started and {round for _, round in recorder.started} == {1}
     # The server is free again: the next request is answered at once.
     started = time.monotonic()
@@ -311,12 +311,12 @@ def test_a_client_that_hangs_up_cancels_its_run(live_app, stream):
 def test_requests_are_served_first_come_first_served(live_app):
     from concurrent.futures import ThreadPoolExecutor
 
-    recorder = Recorder(delay=0.15, rounds=2)  # one run: 2 rounds of 0.15 s
+    recorder = Recorder(delay=0.4, rounds=2)  # one run: 2 rounds of 0.4 s
     url = live_app({"slow": recorder.society}, concurrent_runs=1)
     finished: list[int] = []
 
     def ask(number: int) -> float:
-        time.sleep(0.05 * number)  # arrive in order
+        time.sleep(0.3 * number)  # arrive in order, with room for a busy machine
         started = time.monotonic()
         status, _ = post(url, question(f"q{number}"))
         assert status == 200
@@ -326,13 +326,13 @@ def test_requests_are_served_first_come_first_served(live_app):
     with ThreadPoolExecutor(4) as pool:
         waits = list(pool.map(ask, range(4)))
     assert finished == [0, 1, 2, 3]
-    assert waits[0] < 1.0  # the first comer is not held up by the others
+    assert waits[0] < 1.6  # the first comer is not held up by the others (0.8 s each)
 
 
 def test_too_many_waiting_requests_get_a_429(live_app):
     from concurrent.futures import ThreadPoolExecutor
 
-    recorder = Recorder(delay=0.3)
+    recorder = Recorder(delay=1.0)  # all three arrive while the first run is going
     url = live_app({"slow": recorder.society}, concurrent_runs=1, queue=1)
     with ThreadPoolExecutor(3) as pool:
         replies = list(pool.map(lambda n: (time.sleep(0.05 * n), post(url, question("q")))[1],
@@ -514,11 +514,11 @@ def test_json_nested_too_deeply_is_a_400(app_client):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_hang_up_stops_the_model_call_in_flight(live_app, stream):
-    """A long generation (here 5 s) stops within a moment of the hang-up, streaming or not."""
-    recorder = Recorder(delay=5, rounds=1)
+    """A long generation (here 10 s) stops within a moment of the hang-up, streaming or not."""
+    recorder = Recorder(delay=10, rounds=1)
     url = live_app({"slow": recorder.society})
     hang_up_after(url, question("What is 2+2?", stream=stream), 0.3)
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 4
     while len(recorder.cancelled) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sorted(recorder.cancelled) == ["a0", "a1"] and recorder.finished == []
@@ -612,8 +612,10 @@ def test_a_client_gone_while_sending_its_body_frees_its_place(live_app, caplog, 
             b"Content-Length: 500\r\n\r\n{"
         )
         time.sleep(0.3)
-    time.sleep(0.3)
-    assert post(url, question("What is 2+2?"))[0] == 200  # its place was given back
+    deadline = time.monotonic() + 10  # its place is given back once the server sees it gone
+    while (status := post(url, question("What is 2+2?"))[0]) == 429 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status == 200
     assert not [record.getMessage() for record in caplog.records if record.exc_info]
 
 
@@ -665,7 +667,7 @@ def test_an_idle_event_stream_is_kept_alive_and_ends_with_the_run(live_app, monk
     import moot.integrations.live as live
 
     monkeypatch.setattr(live, "KEEP_ALIVE", 0.1)
-    recorder = Recorder(delay=0.6, rounds=1)
+    recorder = Recorder(delay=2, rounds=1)
     url = live_app({"slow": recorder.society})
     with httpx.stream(
         "POST", f"{url}/v1/chat/completions", json=question("q", stream=True), timeout=10
