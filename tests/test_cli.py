@@ -480,3 +480,13 @@ def test_which_flags_turn_a_numeric_question_into_the_text_debate(
     assert status == 0 and result["rounds"] == rounds
     assert len({a for a in agents if a.startswith("agent")}) == texts
     assert len({a for a in agents if a.startswith("program")}) == programs
+
+
+def test_version_is_printed(capsys):
+    from importlib.metadata import version
+
+    from moot.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out == f"moot {version('moot')}\n"

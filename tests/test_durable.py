@@ -191,3 +191,44 @@ def test_ctrl_c_stops_a_run_at_once(model):
     assert time.monotonic() - started < 3
     assert process.returncode == 130
     assert err.strip().splitlines()[-1] == "error: interrupted" and "Traceback" not in err
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line(monkeypatch, capsys):
+    """`moot` loads its modules (a second or two) inside `moot.__main__.entry`, so a Ctrl-C
+    then ends it as one later on does, not with a traceback."""
+    from moot.__main__ import entry
+
+    class Interrupted:
+        def find_spec(self, name, path=None, target=None):
+            if name == "moot.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "moot.cli", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    with pytest.raises(SystemExit) as exited:
+        entry()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_import_moot_loads_nothing_heavy_until_a_name_is_used():
+    """What makes the above matter: before the command's modules load, nothing slow has."""
+    probe = (
+        "import sys, moot\n"
+        "heavy = ('langchain_core', 'langgraph', 'moot.cli')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "moot.Society\n"
+        "print('langchain_core' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["[]", "True"]
+
+
+def test_every_public_name_resolves():
+    assert set(moot.__all__) == set(moot._EXPORTS) and len(moot.__all__) == len(set(moot.__all__))
+    for name in moot.__all__:
+        value = getattr(moot, name)
+        assert getattr(value, "__name__", name) == name and name in dir(moot)
+    with pytest.raises(AttributeError, match="no attribute 'Socety'"):
+        moot.Socety  # noqa: B018

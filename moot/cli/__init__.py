@@ -21,6 +21,7 @@ from moot.errors import MootError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="moot", description="Several LLMs answer a question together.")
+    parser.add_argument("--version", action="version", version=f"moot {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     debate.add_commands(commands)
     serve.add_command(commands)
@@ -32,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_command(commands)
     show.add_command(commands)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("moot")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
