@@ -133,23 +133,23 @@ __all__ = [
     "register_backend",
 ]
 
-_SUBPACKAGES = {"bench", "fusion", "gguf", "integrations", "merge", "presets", "testing", "viewer"}
-"""Subpackages the README calls as `moot.NAME.function(...)`, imported on first use (some need
-an extra: bench plots need matplotlib, merge and fusion numpy and gguf)."""
-
 
 def __getattr__(name: str) -> object:
-    """The public names above and the subpackages, imported on first use."""
+    """The public names above, and any subpackage (`moot.merge`, `moot.graphs.cascade`),
+    imported on first use; some subpackages need an extra (merge and fusion numpy and gguf)."""
     import importlib
+    import importlib.util
 
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value  # the next lookup does not come here
         return value
-    if name in _SUBPACKAGES:
+    if name.isidentifier() and importlib.util.find_spec(f"moot.{name}") is not None:
         return importlib.import_module(f"moot.{name}")
     raise AttributeError(f"module 'moot' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS, *_SUBPACKAGES})
+    import pkgutil
+
+    return sorted({*globals(), *_EXPORTS, *(m.name for m in pkgutil.iter_modules(__path__))})

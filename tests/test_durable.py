@@ -193,9 +193,12 @@ def test_ctrl_c_stops_a_run_at_once(model):
     assert err.strip().splitlines()[-1] == "error: interrupted" and "Traceback" not in err
 
 
-def test_ctrl_c_while_the_command_loads_is_one_line(monkeypatch, capsys):
-    """`moot` loads its modules (a second or two) inside `moot.__main__.entry`, so a Ctrl-C
-    then ends it as one later on does, not with a traceback."""
+@pytest.mark.parametrize("when", ["loading", "reading the arguments"])
+def test_ctrl_c_before_the_run_is_one_line(monkeypatch, capsys, when):
+    """`moot` loads its modules (a second or two) and reads its arguments inside
+    `moot.__main__.entry`, so a Ctrl-C then ends it as one during the run does, not with a
+    traceback."""
+    import moot.cli
     from moot.__main__ import entry
 
     class Interrupted:
@@ -204,8 +207,14 @@ def test_ctrl_c_while_the_command_loads_is_one_line(monkeypatch, capsys):
                 raise KeyboardInterrupt
             return None
 
-    monkeypatch.delitem(sys.modules, "moot.cli", raising=False)
-    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if when == "loading":
+        monkeypatch.delitem(sys.modules, "moot.cli")
+        monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    else:
+        monkeypatch.setattr(moot.cli, "build_parser", interrupted)
     with pytest.raises(SystemExit) as exited:
         entry()
     assert exited.value.code == 130
@@ -219,10 +228,10 @@ def test_import_moot_loads_nothing_heavy_until_a_name_is_used():
         "heavy = ('langchain_core', 'langgraph', 'moot.cli')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
         "moot.Society\n"
-        "print('langchain_core' in sys.modules)"
+        "print('langchain_core' in sys.modules, moot.tools.__name__)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == ["[]", "True"]
+    assert out.stdout.splitlines() == ["[]", "True moot.tools"]
 
 
 def test_every_public_name_resolves():
@@ -232,3 +241,5 @@ def test_every_public_name_resolves():
         assert getattr(value, "__name__", name) == name and name in dir(moot)
     with pytest.raises(AttributeError, match="no attribute 'Socety'"):
         moot.Socety  # noqa: B018
+    assert moot.errors.MootError is moot.MootError  # any subpackage, on first use
+    assert {"graphs", "merge", "testing"} <= set(dir(moot))
