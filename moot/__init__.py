@@ -135,21 +135,37 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """The public names above, and any subpackage (`moot.merge`, `moot.graphs.cascade`),
-    imported on first use; some subpackages need an extra (merge and fusion numpy and gguf)."""
+    """The public names above and the subpackages, imported on first use."""
     import importlib
-    import importlib.util
 
     if name in _EXPORTS:
+        _import_api()
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value  # the next lookup does not come here
         return value
-    if name.isidentifier() and importlib.util.find_spec(f"moot.{name}") is not None:
+    if name in _subpackages():
+        _import_api()
         return importlib.import_module(f"moot.{name}")
     raise AttributeError(f"module 'moot' has no attribute {name!r}")
 
 
-def __dir__() -> list[str]:
+def _import_api() -> None:
+    """Import what `import moot` imported before it was lazy: every module of the API but
+    fusion's (numpy, an extra), so that `moot.graphs.cascade` and the like are there as before.
+    (Modules of moot import `moot.prompts` as such, never `from moot import prompts`, which
+    would come back here while they load.)"""
+    import importlib
+
+    for module in dict.fromkeys(_EXPORTS.values()):
+        if module != "moot.fusion":
+            importlib.import_module(module)
+
+
+def _subpackages() -> set[str]:
     import pkgutil
 
-    return sorted({*globals(), *_EXPORTS, *(m.name for m in pkgutil.iter_modules(__path__))})
+    return {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_subpackages()})

@@ -12,7 +12,9 @@ def entry() -> None:
 
         run_command()  # answers a Ctrl-C itself once its run starts; this covers the rest
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        cli = sys.modules.get("moot.cli")
+        if cli is None or not cli._interrupted.is_set():  # else the command said so already
+            print("error: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
 
 

@@ -3,7 +3,7 @@
 Each class declares `kind: Literal["name"] = "name"`; `PROTOCOLS` and `AGGREGATORS` hold the
 classes that did when this module was first imported, and every module of `moot.graphs` and
 `moot.aggregate` is imported for that: a new protocol file joins by declaring its kind, with no
-table to edit. (A class defined after `import moot` does not join: it is known in memory only.)
+table to edit. (A class defined elsewhere does not join: it is known in memory only.)
 """
 
 from __future__ import annotations
@@ -29,8 +29,13 @@ def _import_all(package: Any) -> None:
             importlib.import_module(module.name)
 
 
-def declared_kinds(base: type[Config]) -> dict[str, type[Any]]:
-    """The imported subclasses of `base` that declare a `kind` of their own, by kind (sorted).
+_HOMES = ("moot.graphs.", "moot.aggregate.")
+"""Where the classes a society file can name live."""
+
+
+def declared_kinds(base: type[Config], homes: tuple[str, ...] = _HOMES) -> dict[str, type[Any]]:
+    """The imported subclasses of `base` defined in modules under `homes` that declare a `kind`
+    of their own, by kind (sorted). A user's class never joins, whenever it was defined.
 
     A subclass that does not redeclare `kind` is not one: `class MyDebate(Debate)` would be
     written, and read back, as a plain "debate"."""
@@ -40,6 +45,8 @@ def declared_kinds(base: type[Config]) -> dict[str, type[Any]]:
         cls = pending.pop()
         pending += cls.__subclasses__()
         if "kind" not in vars(cls).get("__annotations__", {}):
+            continue
+        if not cls.__module__.startswith(homes):
             continue
         (kind,) = get_args(cls.model_fields["kind"].annotation)
         if found.setdefault(kind, cls) is not cls:

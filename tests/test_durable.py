@@ -228,10 +228,19 @@ def test_import_moot_loads_nothing_heavy_until_a_name_is_used():
         "heavy = ('langchain_core', 'langgraph', 'moot.cli')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
         "moot.Society\n"
-        "print('langchain_core' in sys.modules, moot.tools.__name__)"
+        "print('langchain_core' in sys.modules, moot.graphs.cascade.calibrate.__name__)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == ["[]", "True moot.tools"]
+    assert out.stdout.splitlines() == ["[]", "True calibrate"]  # as deep as before, once used
+
+
+@pytest.mark.parametrize(
+    "first", ["moot.graphs.base", "moot.aggregate.vote", "moot.tools.sandbox", "moot.spec"]
+)
+def test_any_module_imported_first_loads_without_a_circle(first):
+    probe = f"import {first}, moot\nmoot.Society\nprint(moot.tools.sandbox.run_python.__name__)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout == "run_python\n", out.stderr
 
 
 def test_every_public_name_resolves():

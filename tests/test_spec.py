@@ -240,13 +240,14 @@ def test_a_class_is_a_kind_when_it_declares_one():
     class LoudEcho(Echo):
         """Inherits the kind "echo": not a kind of its own."""
 
-    assert declared_kinds(Settings) == {"echo": Echo}
+    assert declared_kinds(Settings, homes=(__name__,)) == {"echo": Echo}
+    assert declared_kinds(Settings) == {}  # moot's kinds are moot's classes only
 
     class Twin(Settings):
         kind: Literal["echo"] = "echo"
 
     with pytest.raises(TypeError, match="(Echo|Twin) and .*(Echo|Twin) both declare kind 'echo'"):
-        declared_kinds(Settings)
+        declared_kinds(Settings, homes=(__name__,))
 
 
 def test_a_protocol_of_no_kind_has_no_spec():

@@ -8,7 +8,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
 from pydantic import Field, field_validator, model_validator
 
-from moot import prompts
+import moot.prompts as prompts
 from moot.config import Config
 from moot.tools.mcp import MCPServer
 

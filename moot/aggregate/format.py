@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from moot import prompts
+import moot.prompts as prompts
 from moot.aggregate.extract import EXTRACTORS, ExtractKind, Extractor
 from moot.config import Config
 from moot.errors import ConfigError

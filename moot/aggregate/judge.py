@@ -8,7 +8,7 @@ from typing import Literal
 from langchain_core.messages import HumanMessage
 from pydantic import Field
 
-from moot import prompts
+import moot.prompts as prompts
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.extract import last_labelled

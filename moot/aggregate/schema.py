@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError, model_validator
 
-from moot import prompts
+import moot.prompts as prompts
 from moot.aggregate.base import AnswerFormat
 from moot.aggregate.extract import Extractor
 

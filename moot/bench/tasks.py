@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from moot import prompts
+import moot.prompts as prompts
 from moot.aggregate.extract import ExtractKind, Extractor, normalise_number, normalise_text
 from moot.config import read_text
 from moot.errors import ConfigError

@@ -64,7 +64,7 @@ def question_template(prompt_set: str | None) -> str:
     """The prompt set's first question with a plain `{question}` slot ("{question}" if none)."""
     if prompt_set is None:
         return "{question}"
-    from moot import prompts
+    import moot.prompts as prompts
 
     template = prompts.load_set(prompt_set.replace("-", "/", 1))["question"]
     return template.replace("{{", "{").replace("}}", "}")

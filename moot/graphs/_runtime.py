@@ -26,7 +26,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphBubbleUp
 
-from moot import prompts
+import moot.prompts as prompts
 from moot.agents import Agent
 from moot.aggregate.confidence import logprob_confidence, stated_confidence
 from moot.cache import CallCache

@@ -27,7 +27,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 
-from moot import prompts
+import moot.prompts as prompts
 from moot.agents import Agent
 from moot.aggregate.format import AnswerFormat
 from moot.errors import ConfigError

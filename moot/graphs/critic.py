@@ -15,7 +15,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from pydantic import Field
 
-from moot import prompts
+import moot.prompts as prompts
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator, AnswerFormat
 from moot.aggregate.extract import last_labelled

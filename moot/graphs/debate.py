@@ -20,7 +20,7 @@ from typing import Any, Literal
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import Field, model_validator
 
-from moot import prompts
+import moot.prompts as prompts
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
 from moot.graphs._rounds import AgentTask, RoundProtocol

@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from moot import prompts
+import moot.prompts as prompts
 from moot.aggregate.vote import MajorityVote
 from moot.graphs.types import Aggregator, Call, Calls, RunContext
 from moot.result import Turn

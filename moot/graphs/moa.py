@@ -13,7 +13,7 @@ from typing import Any, Literal
 from langchain_core.messages import BaseMessage, HumanMessage
 from pydantic import Field, model_validator
 
-from moot import prompts
+import moot.prompts as prompts
 from moot.agents import Agent
 from moot.graphs._rounds import MAX_ROUNDS, AgentTask, RoundProtocol
 from moot.graphs.helpers import note_after, show_replies

@@ -9,7 +9,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from moot import prompts
+import moot.prompts as prompts
 from moot.agents import Agent
 from moot.aggregate.base import Aggregator
 from moot.graphs.base import BaseProtocol

@@ -28,7 +28,7 @@ from langchain_core.messages import (
 from langchain_core.messages.tool import invalid_tool_call, tool_call
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from moot import prompts
+import moot.prompts as prompts
 
 SMALL_MODEL = 1_000_000_000
 """Models with fewer parameters get a worked example of a call in their tools prompt."""
