@@ -134,7 +134,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
+def _lazy_attribute(name: str) -> object:
     """The public names above and the subpackages, imported on first use."""
     import importlib
 
@@ -169,3 +169,7 @@ def _subpackages() -> set[str]:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS, *_subpackages()})
+
+
+if not TYPE_CHECKING:  # type checkers read the imports above, and so catch a misspelled name
+    __getattr__ = _lazy_attribute
