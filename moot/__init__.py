@@ -135,7 +135,7 @@ __all__ = [
 
 
 def _lazy_attribute(name: str) -> object:
-    """The public names above and the subpackages, imported on first use."""
+    """The public names above and moot's modules, imported on first use."""
     import importlib
 
     if name in _EXPORTS:
@@ -143,7 +143,7 @@ def _lazy_attribute(name: str) -> object:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value  # the next lookup does not come here
         return value
-    if name in _subpackages():
+    if name in _submodules():
         _import_api()
         return importlib.import_module(f"moot.{name}")
     raise AttributeError(f"module 'moot' has no attribute {name!r}")
@@ -161,14 +161,15 @@ def _import_api() -> None:
             importlib.import_module(module)
 
 
-def _subpackages() -> set[str]:
+def _submodules() -> set[str]:
+    """moot's modules and subpackages (`moot.merge`, `moot.config`), by name."""
     import pkgutil
 
     return {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS, *_subpackages()})
+    return sorted({*globals(), *_EXPORTS, *_submodules()})
 
 
 if not TYPE_CHECKING:  # type checkers read the imports above, and so catch a misspelled name
